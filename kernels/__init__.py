@@ -1,0 +1,1 @@
+"""Neuron kernels (installed as ``spikelab.kernels``): the torch reference and fused loops."""

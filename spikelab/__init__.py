@@ -1,0 +1,20 @@
+"""spikelab: spiking neural networks on PyTorch.
+
+Quick start::
+
+    import torch, spikelab as sl
+    net = sl.layers.Sequential(sl.layers.Linear(100, 64), sl.LIF(tau=2.0), sl.layers.Linear(64, 10))
+    out = net(torch.rand(25, 8, 100))          # [T, B, features] -> [T, B, 10]
+"""
+
+from spikelab import layers, neurons, surrogate
+from spikelab.backends import BackendUnavailableError
+from spikelab.neurons import IF, LIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, ProbabilisticLIF
+from spikelab.state import reset, select_batch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "IF", "LIF", "PLIF",
+    "ProbabilisticLIF", "layers", "neurons", "reset", "select_batch", "surrogate", "__version__",
+]

@@ -1,0 +1,61 @@
+"""Argument checks shared by the library: each error names the argument and what was expected."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+def check_float_tensor(x: Any, name: str, min_ndim: int, layout: str) -> torch.Tensor:
+    """Refuse non-tensors, non-floating dtypes and too few dimensions."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape {layout}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype} (convert with .float())")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name}: expected shape {layout} (at least {min_ndim} dims), got shape {tuple(x.shape)}")
+    return x
+
+
+def check_number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number within ``[low, high]`` (ends open when asked)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        else:
+            raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name}: expected {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name}: expected {'<' if high_open else '<='} {high}, got {value}")
+    return value
+
+
+def check_values(t: torch.Tensor, name: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> torch.Tensor:
+    """Every element finite and within bounds."""
+    t = t.detach()
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    if low is not None and ((t < low).any() or (low_open and (t == low).any())):
+        raise ValueError(f"{name}: expected every value {'>' if low_open else '>='} {low}, got min {t.min().item()}")
+    if high is not None and ((t > high).any() or (high_open and (t == high).any())):
+        raise ValueError(f"{name}: expected every value {'<' if high_open else '<='} {high}, got max {t.max().item()}")
+    return t
+
+
+def as_batch_index(index, device: torch.device) -> torch.Tensor:
+    """An integer index tensor from indices or a boolean mask over the batch."""
+    index = torch.as_tensor(index, device=device)
+    if index.dtype == torch.bool:
+        return index.nonzero().flatten()
+    if index.is_floating_point() or index.ndim != 1:
+        raise TypeError(f"index: expected a 1-D integer or boolean tensor, got dtype {index.dtype}, "
+                        f"shape {tuple(index.shape)}")
+    return index.long()

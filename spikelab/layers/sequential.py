@@ -1,0 +1,70 @@
+"""A container that runs stateless and spiking layers together on ``[T, B, ...]``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spikelab._checks import check_float_tensor
+from spikelab.layers.temporal import SequenceModule
+from spikelab.neurons.base import BaseNeuron
+
+
+def _takes_sequences(module: nn.Module) -> bool:
+    return isinstance(module, (BaseNeuron, SequenceModule))
+
+
+def _refuse_hidden_neurons(module: nn.Module, position: str) -> None:
+    for name, sub in module.named_modules():
+        if isinstance(sub, (BaseNeuron, SequenceModule)) and sub is not module:
+            raise TypeError(
+                f"{position}: {type(module).__name__} holds the spiking/sequence module {name!r} "
+                f"({type(sub).__name__}) but does not take [T, B, ...] sequences itself; "
+                "build it with spikelab.layers.Sequential so time is handled for its children"
+            )
+
+
+class Sequential(nn.Sequential, SequenceModule):
+    """Like ``nn.Sequential``, on sequences ``[T, B, ...]``.
+
+    Spikelab layers and neurons receive the whole sequence; any other (stateless) torch
+    module, e.g. ``nn.Conv2d`` or ``nn.ReLU``, is applied to every step at once with time
+    folded into the batch. ``step(x)`` runs one time step ``[B, ...]`` through every layer,
+    neurons keeping their state until :func:`spikelab.reset`.
+    """
+
+    _spikelab_stateful = True
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__(*layers)
+        for i, layer in enumerate(self):
+            if not _takes_sequences(layer):
+                _refuse_hidden_neurons(layer, f"layer {i}")
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]")
+        for layer in self:
+            if _takes_sequences(layer):
+                x_seq = layer(x_seq)
+            else:
+                x_seq = layer(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
+        return x_seq
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        check_float_tensor(x, "x", 1, "[B, ...]")
+        for layer in self:
+            x = layer.step(x) if _takes_sequences(layer) else layer(x)
+        return x
+
+    def reset(self) -> None:
+        for layer in self:
+            if getattr(layer, "_spikelab_stateful", False):
+                layer.reset()
+
+    def select_batch(self, index: torch.Tensor) -> None:
+        for layer in self:
+            if getattr(layer, "_spikelab_stateful", False):
+                layer.select_batch(index)
+
+
+__all__ = ["Sequential"]

@@ -1,0 +1,9 @@
+"""Spiking neurons with surrogate gradients; each runs multi-step (``forward``) or single-step (``step``)."""
+
+from spikelab.neurons.adaptive import AdaptiveLIF
+from spikelab.neurons.base import BaseNeuron
+from spikelab.neurons.current import CurrentLIF
+from spikelab.neurons.lif import IF, LIF, PLIF
+from spikelab.neurons.probabilistic import ProbabilisticLIF
+
+__all__ = ["BaseNeuron", "IF", "LIF", "PLIF", "AdaptiveLIF", "CurrentLIF", "ProbabilisticLIF"]

@@ -1,0 +1,66 @@
+"""Probabilistic (escape-noise) LIF: spikes are Bernoulli draws of a sigmoid of the membrane."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spikelab.neurons.base import BaseNeuron, ParamLike, _fmt, param_tensor
+
+
+class ProbabilisticLIF(BaseNeuron):
+    """LIF with stochastic firing: ``S ~ Bernoulli(p)``, ``p = sigmoid((h - threshold) / temperature)``.
+
+    The gradient is the derivative of the escape function ``p`` (no surrogate needed). The
+    decay (``beta = 1 - sigmoid(w)``, as in PLIF), the threshold and the temperature are learned
+    jointly with the weights by default. Random numbers come from torch's global generator,
+    so ``torch.manual_seed`` makes runs reproducible. With ``stochastic=False`` the output is
+    the firing probability ``p`` itself (a deterministic mean-field neuron).
+
+    Args:
+        tau: initial membrane time constant (> 1 step).
+        temperature: initial escape-noise temperature (> 0); small means nearly deterministic.
+        learn: learn decay, threshold and temperature (default True).
+        decay_input: decay the input with ``1 - beta`` as well.
+        threshold, reset, detach_reset, mp_init, num_channels, backend: see ``BaseNeuron``.
+    """
+
+    family = "probabilistic"
+    uses_surrogate = False
+
+    def __init__(self, tau: ParamLike = 2.0, temperature: ParamLike = 0.25, learn: bool = True,
+                 decay_input: bool = False, stochastic: bool = True, **kwargs) -> None:
+        for arg in ("surrogate", "surrogate_alpha", "threshold_robust"):
+            if arg in kwargs:
+                raise TypeError(f"ProbabilisticLIF: unexpected argument {arg!r}; its gradient is the escape "
+                                "function's derivative, not a surrogate")
+        kwargs.setdefault("learn_threshold", learn)
+        super().__init__(**kwargs)
+        tau_t = param_tensor(tau, "tau", self.num_channels, low=1.0, low_open=True)
+        temp_t = param_tensor(temperature, "temperature", self.num_channels, low=0.0, low_open=True)
+        self.w = nn.Parameter(-torch.log(tau_t - 1.0), requires_grad=bool(learn))
+        self.log_temperature = nn.Parameter(torch.log(temp_t), requires_grad=bool(learn))
+        self.decay_input = bool(decay_input)
+        self.stochastic = bool(stochastic)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp()
+
+    def _kernel_args(self, ndim: int):
+        beta = self._view(torch.sigmoid(-self.w), ndim)
+        scale = 1.0 - beta if self.decay_input else torch.ones((), dtype=beta.dtype, device=beta.device)
+        params = (beta, scale, self._view(self.threshold, ndim), self._view(self.temperature, ndim))
+        return params, self._kwargs()
+
+    def _extra_inputs(self, x: torch.Tensor) -> tuple:
+        if not self.stochastic:
+            return (None,)
+        return (torch.rand(x.shape, dtype=x.dtype, device=x.device),)
+
+    def extra_repr(self) -> str:
+        return (f"beta={_fmt(torch.sigmoid(-self.w))}, temperature={_fmt(self.temperature)}, "
+                f"stochastic={self.stochastic}, " + super().extra_repr())
+
+
+__all__ = ["ProbabilisticLIF"]
