@@ -25,6 +25,7 @@ depend on the threshold's scale while the threshold learns.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -145,6 +146,34 @@ def cuba_sequence(
     return torch.stack(outs), (v, i)
 
 
+_M32 = 0xFFFFFFFF
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (Wellons' lowbias32) on int64 tensors holding values < 2**32."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
+
+
+def counter_uniform(noise_key: torch.Tensor, steps: int, neurons: int, device) -> torch.Tensor:
+    """Uniform numbers in [0, 1) for every (step, neuron), from a counter-based hash.
+
+    ``noise_key`` is an int64 tensor ``(seed, first_step)``; with ``c = (first_step + t) * M + m``,
+    ``u[t, m] = (hash(c, seed) >> 8) / 2**24``: the same numbers on every backend,
+    recomputable in a backward pass instead of stored. The seed is drawn from torch's
+    generator, so ``torch.manual_seed`` makes runs reproducible; ``first_step`` lets a
+    stream of single steps reproduce a whole-sequence run.
+    """
+    key = noise_key.to(device=device, dtype=torch.int64)
+    counter = torch.arange(steps * neurons, dtype=torch.int64, device=device) + key[1] * neurons
+    key = mix32((counter >> 32) ^ key[0])
+    bits = mix32((counter & _M32) ^ key)
+    return ((bits >> 8).to(torch.float32) * 2.0**-24).view(steps, neurons)
+
+
 def escape_spike(h: torch.Tensor, threshold: torch.Tensor, temperature: torch.Tensor,
                  noise: Optional[torch.Tensor]):
     """Stochastic spike ``S = [u < p]``, ``p = sigmoid((h - threshold) / temperature)``.
@@ -167,16 +196,21 @@ def probabilistic_sequence(
     input_scale: torch.Tensor,
     threshold: torch.Tensor,
     temperature: torch.Tensor,
-    noise: Optional[torch.Tensor],
+    noise_key: Optional[torch.Tensor],
     *,
     reset_mode: str = "subtract",
     reset_value: float = 0.0,
     detach_reset: bool = False,
     trace: Optional[list] = None,
 ):
-    """LIF with escape-noise firing; ``noise`` is ``[T, *S]`` uniform in [0, 1), or None (output p)."""
+    """LIF with escape-noise firing. ``noise_key`` (int64 ``(seed, first_step)``) selects the
+    noise of :func:`counter_uniform`; ``None`` outputs the firing probability (mean-field)."""
+    steps, shape = x.shape[0], x.shape[1:]
+    noise = None
+    if noise_key is not None:
+        noise = counter_uniform(noise_key, steps, math.prod(shape), x.device).to(x.dtype).view(x.shape)
     outs = []
-    for t in range(x.shape[0]):
+    for t in range(steps):
         h = beta * v + input_scale * x[t]
         s = escape_spike(h, threshold, temperature, None if noise is None else noise[t])
         v = reset_membrane(h, s, threshold, reset_mode, reset_value, detach_reset)

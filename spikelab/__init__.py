@@ -10,11 +10,13 @@ Quick start::
 from spikelab import layers, neurons, surrogate
 from spikelab.backends import BackendUnavailableError
 from spikelab.neurons import IF, LIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, ProbabilisticLIF
+from spikelab.runtime import tune_cpu_allocator
 from spikelab.state import reset, select_batch
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "IF", "LIF", "PLIF",
-    "ProbabilisticLIF", "layers", "neurons", "reset", "select_batch", "surrogate", "__version__",
+    "ProbabilisticLIF", "layers", "neurons", "reset", "select_batch", "surrogate", "tune_cpu_allocator",
+    "__version__",
 ]

@@ -1,12 +1,16 @@
 """The one dispatch from a neuron family to a kernel implementation.
 
 ``backend="torch"`` is the plain-PyTorch reference (autograd defines the gradient).
-``backend="auto"`` picks the fastest implementation available for the input's device.
-Fused Numba (CPU) and Triton (CUDA) kernels register here under the same family names.
+``"numba"`` runs the fused CPU kernels, ``"triton"`` the fused CUDA kernels.
+``"auto"`` picks triton for CUDA tensors and numba for CPU tensors, and the reference for
+what the fused kernels do not cover (a surrogate with ``smooth_forward=True``).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
 from typing import Callable
 
 import torch
@@ -22,8 +26,11 @@ _REFERENCE: dict[str, Callable] = {
     "probabilistic": reference.probabilistic_sequence,
 }
 
-# family -> backend name -> implementation; fused kernels add themselves here.
-_FUSED: dict[str, dict[str, Callable]] = {family: {} for family in _REFERENCE}
+# the families each fused backend implements (wrappers in spikelab.kernels.ops)
+_FUSED_FAMILIES: dict[str, frozenset[str]] = {
+    "numba": frozenset({"lif", "alif", "cuba", "probabilistic"}),
+    "triton": frozenset(),
+}
 
 
 class BackendUnavailableError(RuntimeError):
@@ -36,32 +43,64 @@ def check_backend_name(backend: str) -> str:
     return backend
 
 
-def register(family: str, backend: str, fn: Callable) -> None:
-    """Make ``fn`` the ``backend`` implementation of ``family`` (same signature as the reference)."""
-    if family not in _REFERENCE:
-        raise ValueError(f"family: unknown neuron family {family!r}; expected one of {sorted(_REFERENCE)}")
-    if backend not in ("numba", "triton"):
-        raise ValueError(f"backend: only fused backends register, expected 'numba' or 'triton', got {backend!r}")
-    _FUSED[family][backend] = fn
+def triton_interpreter() -> bool:
+    """True when Triton kernels run on CPU tensors through ``TRITON_INTERPRET=1``."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def resolve(family: str, backend: str, device: torch.device) -> Callable:
-    """The implementation of ``family`` that ``backend`` names for tensors on ``device``."""
+_INSTALLED: dict[str, bool] = {}
+
+
+def _installed(module: str) -> bool:
+    if module not in _INSTALLED:
+        _INSTALLED[module] = importlib.util.find_spec(module) is not None
+    return _INSTALLED[module]
+
+
+def _fused(family: str, backend: str) -> Callable:
+    from spikelab.kernels import ops
+
+    return functools.partial(getattr(ops, f"{family}_sequence"), backend=backend)
+
+
+def resolve(family: str, backend: str, device: torch.device, smooth: bool = False) -> Callable:
+    """The implementation of ``family`` that ``backend`` names for tensors on ``device``.
+
+    ``smooth`` says the surrogate's forward is its smooth primitive, which only the
+    reference computes.
+    """
     check_backend_name(backend)
     if backend == "torch":
         return _REFERENCE[family]
-    fused = _FUSED[family]
     if backend == "auto":
+        if smooth:
+            return _REFERENCE[family]
         preferred = "triton" if device.type == "cuda" else "numba"
-        return fused.get(preferred, _REFERENCE[family])
-    if backend == "triton" and device.type != "cuda":
+        if family in _FUSED_FAMILIES[preferred] and _installed(preferred):
+            return _fused(family, preferred)
+        return _REFERENCE[family]
+    if smooth:
         raise BackendUnavailableError(
-            f"backend 'triton' runs on CUDA tensors only, got a tensor on {device}; "
-            "use backend='numba' or 'auto' on CPU"
+            f"backend {backend!r}: fused kernels fire with a Heaviside step; a surrogate with "
+            "smooth_forward=True runs on backend='torch' (or 'auto', which falls back to it)"
         )
-    if backend not in fused:
+    if backend == "triton" and device.type != "cuda" and not triton_interpreter():
+        raise BackendUnavailableError(
+            f"backend 'triton' runs on CUDA tensors, got a tensor on {device}; use backend='numba' or "
+            "'auto' on CPU (or set TRITON_INTERPRET=1 to run the Triton kernels in the interpreter)"
+        )
+    if backend == "numba" and device.type != "cpu":
+        raise BackendUnavailableError(
+            f"backend 'numba' runs on CPU tensors, got a tensor on {device}; use backend='triton' or 'auto'"
+        )
+    if not _installed(backend):
+        raise BackendUnavailableError(
+            f"backend {backend!r} needs the {backend} package, which is not installed; "
+            f"`pip install {backend}` or use backend='torch' (the reference) or 'auto'"
+        )
+    if family not in _FUSED_FAMILIES[backend]:
         raise BackendUnavailableError(
             f"backend {backend!r} has no kernel for the {family!r} neuron family in this build; "
             "use backend='torch' (the reference) or 'auto'"
         )
-    return fused[backend]
+    return _fused(family, backend)

@@ -148,7 +148,8 @@ class BaseNeuron(nn.Module):
             )
 
     def _run(self, x_seq: torch.Tensor, state: tuple[torch.Tensor, ...]):
-        impl = backends.resolve(self.family, self.backend, x_seq.device)
+        impl = backends.resolve(self.family, self.backend, x_seq.device,
+                                smooth=self.uses_surrogate and self.surrogate.smooth_forward)
         params, options = self._kernel_args(x_seq.ndim - 1)
         return impl(x_seq, *state, *params, *self._extra_inputs(x_seq), **options)
 

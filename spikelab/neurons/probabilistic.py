@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -13,8 +15,10 @@ class ProbabilisticLIF(BaseNeuron):
 
     The gradient is the derivative of the escape function ``p`` (no surrogate needed). The
     decay (``beta = 1 - sigmoid(w)``, as in PLIF), the threshold and the temperature are learned
-    jointly with the weights by default. Random numbers come from torch's global generator,
-    so ``torch.manual_seed`` makes runs reproducible. With ``stochastic=False`` the output is
+    jointly with the weights by default. Each call draws one seed from torch's global
+    generator (so ``torch.manual_seed`` makes runs reproducible) and the uniform numbers are
+    a counter-based hash of (seed, step, neuron): every backend gives the same spikes, and
+    the fused backward recomputes them instead of storing them. With ``stochastic=False`` the output is
     the firing probability ``p`` itself (a deterministic mean-field neuron).
 
     Args:
@@ -42,6 +46,8 @@ class ProbabilisticLIF(BaseNeuron):
         self.log_temperature = nn.Parameter(torch.log(temp_t), requires_grad=bool(learn))
         self.decay_input = bool(decay_input)
         self.stochastic = bool(stochastic)
+        self._streaming = False
+        self._stream_key: Optional[torch.Tensor] = None
 
     @property
     def temperature(self) -> torch.Tensor:
@@ -56,7 +62,32 @@ class ProbabilisticLIF(BaseNeuron):
     def _extra_inputs(self, x: torch.Tensor) -> tuple:
         if not self.stochastic:
             return (None,)
-        return (torch.rand(x.shape, dtype=x.dtype, device=x.device),)
+        # one seed per sequence from torch's generator; the noise itself is a counter-based
+        # hash of (seed, step, neuron), identical on every backend and never stored
+        if self._streaming:
+            if self._stream_key is None:
+                self._stream_key = self._draw_key()
+            key = self._stream_key.clone()
+            self._stream_key[1] += x.shape[0]
+            return (key,)
+        return (self._draw_key(),)
+
+    @staticmethod
+    def _draw_key() -> torch.Tensor:
+        """``(seed, first_step = 0)`` as an int64 tensor (no host sync, traceable by torch.compile)."""
+        seed = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64)
+        return torch.cat([seed, torch.zeros(1, dtype=torch.int64)])
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        self._streaming = True
+        try:
+            return super().step(x)
+        finally:
+            self._streaming = False
+
+    def reset(self) -> None:
+        super().reset()
+        self._stream_key = None
 
     def extra_repr(self) -> str:
         return (f"beta={_fmt(torch.sigmoid(-self.w))}, temperature={_fmt(self.temperature)}, "

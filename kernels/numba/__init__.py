@@ -1,0 +1,1 @@
+"""Numba kernels for CPU tensors (float32 and float64)."""

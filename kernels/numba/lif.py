@@ -1,0 +1,161 @@
+"""Fused LIF / IF / PLIF on CPU: forward and backward over ``[T, M]``, one pass each.
+
+Forward keeps each chunk's membrane in a small local array across the time loop and
+saves only the charged potential ``h`` (one float per neuron-step) when a backward will
+follow. Backward walks time in reverse, recomputing spikes and the previous membrane
+from ``h``. Equations: ``kernels/reference.py:lif_sequence``.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import prange
+
+from spikelab.kernels.numba.common import CHUNK, grad_row, launch_args, surrogate_row, typed
+
+
+@nb.njit(inline="always", cache=True)
+def _reset_row(h, th, fired, reset_code, value):
+    """Membrane after the reset, as a select (no data-dependent branch)."""
+    if reset_code == 0:
+        return h - th if fired else h
+    if reset_code == 1:
+        return value if fired else h
+    return h
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def lif_forward(x, v0, beta, scale, thr, reset_code, reset_value, robust, out, v_out, h_save, save):
+    T, M = x.shape
+    nchunks = (M + CHUNK - 1) // CHUNK
+    value = typed(x, reset_value)
+    one = typed(x, 1.0)
+    zero = typed(x, 0.0)
+    for c in prange(nchunks):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, M)
+        n = hi - lo
+        v = v0[lo:hi].copy()
+        scratch = np.empty(n, x.dtype)
+        b = beta[lo:hi]
+        sc = scale[lo:hi]
+        th = thr[lo:hi]
+        for t in range(T):
+            xt = x[t, lo:hi]
+            ot = out[t, lo:hi]
+            ht = h_save[t, lo:hi] if save else scratch
+            for k in range(n):
+                h = b[k] * v[k] + sc[k] * xt[k]
+                ht[k] = h
+                if robust:
+                    fired = h / th[k] - one >= zero
+                    ot[k] = th[k] if fired else zero
+                else:
+                    fired = h - th[k] >= zero
+                    ot[k] = one if fired else zero
+                v[k] = _reset_row(h, th[k], fired, reset_code, value)
+        v_out[lo:hi] = v
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def lif_backward(g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_value, detach, robust,
+                 sg_code, sg_alpha, need_scale, dx, dv0, dbeta, dscale, dthr):
+    T, M = h_save.shape
+    nchunks = (M + CHUNK - 1) // CHUNK
+    value = typed(h_save, reset_value)
+    one = typed(h_save, 1.0)
+    zero = typed(h_save, 0.0)
+    sub = typed(h_save, 1.0 if reset_code == 0 else 0.0)
+    hard = typed(h_save, 1.0 if reset_code == 1 else 0.0)
+    keep_reset_grad = typed(h_save, 0.0 if detach else 1.0)
+    for c in prange(nchunks):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, M)
+        n = hi - lo
+        dv = g_v[lo:hi].copy()
+        acc_beta = np.zeros(n, h_save.dtype)
+        acc_scale = np.zeros(n, h_save.dtype)
+        acc_thr = np.zeros(n, h_save.dtype)
+        z = np.empty(n, h_save.dtype)
+        sg = np.empty(n, h_save.dtype)
+        g_row = np.empty(n, h_save.dtype)
+        dh_row = np.empty(n, h_save.dtype)
+        b = beta[lo:hi]
+        sc = scale[lo:hi]
+        th = thr[lo:hi]
+        v_first = v0[lo:hi]
+        for t in range(T - 1, -1, -1):
+            ht = h_save[t, lo:hi]
+            hp = h_save[t - 1, lo:hi] if t > 0 else h_save[t, lo:hi]
+            gt = grad_row(g_out, t, lo, hi, g_row)
+            dxt = dx[t, lo:hi]
+            if robust:
+                for k in range(n):
+                    z[k] = ht[k] / th[k] - one
+            else:
+                for k in range(n):
+                    z[k] = ht[k] - th[k]
+            surrogate_row(sg_code, sg_alpha, z, sg)
+            if robust:
+                for k in range(n):
+                    h = ht[k]
+                    s = one if z[k] >= zero else zero
+                    inv = one / th[k]
+                    # z = h / th - 1, out = th * S
+                    dv_ds = keep_reset_grad * (sub * -th[k] + hard * (value - h))
+                    dvk = dv[k]
+                    g = gt[k]
+                    dz = (g * th[k] + dvk * dv_ds) * sg[k]
+                    dh = dz * inv + dvk * (one - hard * s)
+                    dxt[k] = sc[k] * dh
+                    dh_row[k] = dh
+                    acc_thr[k] += dz * (-h * inv * inv) - dvk * sub * s + g * s
+                    fired_prev = hp[k] * inv - one >= zero
+                    v_prev = _reset_row(hp[k], th[k], fired_prev, reset_code, value) if t > 0 else v_first[k]
+                    acc_beta[k] += dh * v_prev
+                    dv[k] = b[k] * dh
+            else:
+                for k in range(n):
+                    h = ht[k]
+                    s = one if z[k] >= zero else zero
+                    # z = h - th, out = S; reset: subtract v = h - th S, hard v = h (1 - S) + value S
+                    dv_ds = keep_reset_grad * (sub * -th[k] + hard * (value - h))
+                    dvk = dv[k]
+                    dz = (gt[k] + dvk * dv_ds) * sg[k]
+                    dh = dz + dvk * (one - hard * s)
+                    dxt[k] = sc[k] * dh
+                    dh_row[k] = dh
+                    acc_thr[k] += -dz - dvk * sub * s
+                    fired_prev = hp[k] - th[k] >= zero
+                    v_prev = _reset_row(hp[k], th[k], fired_prev, reset_code, value) if t > 0 else v_first[k]
+                    acc_beta[k] += dh * v_prev
+                    dv[k] = b[k] * dh
+            if need_scale:
+                # c x = h - beta v_prev: the input term's gradient, recomputed from h
+                for k in range(n):
+                    if t > 0:
+                        fp = (hp[k] / th[k] - one >= zero) if robust else (hp[k] - th[k] >= zero)
+                        v_prev = _reset_row(hp[k], th[k], fp, reset_code, value)
+                    else:
+                        v_prev = v_first[k]
+                    acc_scale[k] += dh_row[k] * (ht[k] - b[k] * v_prev) / sc[k]
+        dv0[lo:hi] = dv
+        dbeta[lo:hi] = acc_beta
+        dscale[lo:hi] = acc_scale
+        dthr[lo:hi] = acc_thr
+
+
+def lif_forward_launch(x, v0, beta, scale, thr, reset_code, reset_value, robust, out, v_out, h_save, save):
+    """Run :func:`lif_forward` on contiguous CPU tensors."""
+    if not save:
+        h_save = x.new_empty((1, 1))
+    xa, v0a, ba, sa, ta, oa, va, ha = launch_args(x, v0, beta, scale, thr, out, v_out, h_save)
+    lif_forward(xa, v0a, ba, sa, ta, reset_code, reset_value, robust, oa, va, ha, save)
+
+
+def lif_backward_launch(g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_value, detach, robust,
+                        sg_code, sg_alpha, need_beta, need_scale, need_thr, dx, dv0, dbeta, dscale, dthr):
+    arrays = launch_args(g_out, g_v, h_save, v0, beta, scale, thr)
+    lif_backward(*arrays, reset_code, reset_value, detach, robust, sg_code, sg_alpha, need_scale,
+                 *launch_args(dx, dv0, dbeta, dscale, dthr))

@@ -1,0 +1,364 @@
+"""torch.library custom ops over the fused kernels, with autograd and fake (meta) kernels.
+
+Each neuron family has a forward op and a backward op working on ``[T, M]`` (time, neurons)
+with per-neuron parameter vectors ``[M]``. The ``backend`` argument picks the kernel module
+(``"numba"`` on CPU, ``"triton"`` on CUDA, or on CPU under ``TRITON_INTERPRET=1``).
+Being custom ops with fake implementations, they trace through ``torch.compile`` without
+graph breaks. The ``*_sequence`` wrappers at the bottom take the reference backend's
+signature, so a neuron calls either interchangeably.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+RESET_CODES = {"subtract": 0, "hard": 1, "none": 2}
+
+_MODULES: dict[tuple[str, str], object] = {}
+
+
+def kernel_module(backend: str, family: str):
+    """``spikelab.kernels.<backend>.<family>``, imported once."""
+    key = (backend, family)
+    if key not in _MODULES:
+        _MODULES[key] = importlib.import_module(f"spikelab.kernels.{backend}.{family}")
+    return _MODULES[key]
+
+
+def _none_saved(like: Tensor) -> Tensor:
+    return like.new_empty((0, 0))
+
+
+# ----- LIF / IF / PLIF ----------------------------------------------------------------------------
+
+@torch.library.custom_op("spikelab::lif_forward", mutates_args=(), device_types=("cpu", "cuda"))
+def lif_forward(x: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor, reset_code: int,
+                reset_value: float, detach: bool, robust: bool, sg_code: int, sg_alpha: float, save: bool,
+                backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    out = torch.empty_like(x)
+    v_out = torch.empty_like(v0)
+    h_save = torch.empty_like(x) if save else _none_saved(x)
+    kernel_module(backend, "lif").lif_forward_launch(
+        x, v0, beta, scale, thr, reset_code, reset_value, robust, out, v_out, h_save, save)
+    return out, v_out, h_save
+
+
+@lif_forward.register_fake
+def _(x, v0, beta, scale, thr, reset_code, reset_value, detach, robust, sg_code, sg_alpha, save, backend):
+    return torch.empty_like(x), torch.empty_like(v0), (torch.empty_like(x) if save else _none_saved(x))
+
+
+@torch.library.custom_op("spikelab::lif_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def lif_backward(g_out: Tensor, g_v: Tensor, h_save: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor,
+                 reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int, sg_alpha: float,
+                 need_beta: bool, need_scale: bool, need_thr: bool, backend: str
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    dx = torch.empty_like(h_save)
+    dv0, dbeta, dscale, dthr = (torch.empty_like(v0) for _ in range(4))
+    kernel_module(backend, "lif").lif_backward_launch(
+        g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_value, detach, robust, sg_code, sg_alpha,
+        need_beta, need_scale, need_thr, dx, dv0, dbeta, dscale, dthr)
+    return dx, dv0, dbeta, dscale, dthr
+
+
+@lif_backward.register_fake
+def _(g_out, g_v, h_save, v0, *args):
+    return (torch.empty_like(h_save),) + tuple(torch.empty_like(v0) for _ in range(4))
+
+
+def _as_rows(g: Optional[Tensor], like: Tensor) -> Tensor:
+    """An incoming ``[T, M]`` gradient as a contiguous ``[T or 1, M or 1]`` tensor.
+
+    A broadcast gradient (``out.sum()`` gives a stride-0 scalar) stays compact: the
+    kernels broadcast a size-1 dimension themselves instead of reading a materialised copy.
+    """
+    if g is None:
+        return like.new_zeros((1, 1))
+    if g.shape[0] > 1 and g.stride(0) == 0:
+        g = g[:1]
+    if g.shape[1] > 1 and g.stride(1) == 0:
+        g = g[:, :1]
+    return g.contiguous()
+
+
+def _state_grad(g: Optional[Tensor], like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if g is None else g.contiguous()
+
+
+def _check_saved(h_save: Tensor, family: str) -> None:
+    if h_save.numel() == 0:
+        raise RuntimeError(f"spikelab {family} kernel: backward called but the forward ran without saving "
+                           "(it was called under no_grad or with no input requiring grad)")
+
+
+def _lif_setup(ctx, inputs, output):
+    x, v0, beta, scale, thr, reset_code, reset_value, detach, robust, sg_code, sg_alpha, save, backend = inputs
+    ctx.save_for_backward(output[2], v0, beta, scale, thr)
+    ctx.config = (reset_code, reset_value, detach, robust, sg_code, sg_alpha)
+    ctx.backend = backend
+
+
+def _lif_autograd(ctx, g_out, g_v, _g_h):
+    h_save, v0, beta, scale, thr = ctx.saved_tensors
+    _check_saved(h_save, "lif")
+    need = ctx.needs_input_grad
+    dx, dv0, dbeta, dscale, dthr = lif_backward(_as_rows(g_out, h_save), _state_grad(g_v, v0), h_save, v0, beta,
+                                                scale, thr, *ctx.config, need[2], need[3], need[4], ctx.backend)
+    return (dx, dv0, dbeta if need[2] else None, dscale if need[3] else None, dthr if need[4] else None,
+            None, None, None, None, None, None, None, None)
+
+
+lif_forward.register_autograd(_lif_autograd, setup_context=_lif_setup)
+
+
+# ----- adaptive LIF --------------------------------------------------------------------------------
+
+@torch.library.custom_op("spikelab::alif_forward", mutates_args=(), device_types=("cpu", "cuda"))
+def alif_forward(x: Tensor, v0: Tensor, a0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor, rho: Tensor,
+                 adapt: Tensor, reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int,
+                 sg_alpha: float, save: bool, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    out = torch.empty_like(x)
+    v_out, a_out = torch.empty_like(v0), torch.empty_like(a0)
+    h_save = torch.empty_like(x) if save else _none_saved(x)
+    kernel_module(backend, "alif").alif_forward_launch(
+        x, v0, a0, beta, scale, thr, rho, adapt, reset_code, reset_value, robust, out, v_out, a_out, h_save, save)
+    return out, v_out, a_out, h_save
+
+
+@alif_forward.register_fake
+def _(x, v0, a0, *args):
+    save = args[-2]
+    return torch.empty_like(x), torch.empty_like(v0), torch.empty_like(a0), \
+        (torch.empty_like(x) if save else _none_saved(x))
+
+
+@torch.library.custom_op("spikelab::alif_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def alif_backward(g_out: Tensor, g_v: Tensor, g_a: Tensor, h_save: Tensor, v0: Tensor, a0: Tensor, beta: Tensor,
+                  scale: Tensor, thr: Tensor, rho: Tensor, adapt: Tensor, reset_code: int, reset_value: float,
+                  detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_scale: bool, backend: str
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    dx = torch.empty_like(h_save)
+    grads = [torch.empty_like(v0) for _ in range(7)]
+    kernel_module(backend, "alif").alif_backward_launch(
+        g_out, g_v, g_a, h_save, v0, a0, beta, scale, thr, rho, adapt, reset_code, reset_value, detach, robust,
+        sg_code, sg_alpha, need_scale, dx, *grads)
+    return (dx, *grads)
+
+
+@alif_backward.register_fake
+def _(g_out, g_v, g_a, h_save, v0, *args):
+    return (torch.empty_like(h_save),) + tuple(torch.empty_like(v0) for _ in range(7))
+
+
+def _alif_setup(ctx, inputs, output):
+    x, v0, a0, beta, scale, thr, rho, adapt, reset_code, reset_value, detach, robust, sg_code, sg_alpha, save, \
+        backend = inputs
+    ctx.save_for_backward(output[3], v0, a0, beta, scale, thr, rho, adapt)
+    ctx.config = (reset_code, reset_value, detach, robust, sg_code, sg_alpha)
+    ctx.backend = backend
+
+
+def _alif_autograd(ctx, g_out, g_v, g_a, _g_h):
+    h_save, v0, a0, beta, scale, thr, rho, adapt = ctx.saved_tensors
+    _check_saved(h_save, "alif")
+    need = ctx.needs_input_grad
+    grads = alif_backward(_as_rows(g_out, h_save), _state_grad(g_v, v0), _state_grad(g_a, a0), h_save, v0, a0,
+                          beta, scale, thr, rho, adapt, *ctx.config, need[4], ctx.backend)
+    return tuple(g if n else None for g, n in zip(grads, need[:8])) + (None,) * 8
+
+
+alif_forward.register_autograd(_alif_autograd, setup_context=_alif_setup)
+
+
+# ----- current-based LIF ---------------------------------------------------------------------------
+
+@torch.library.custom_op("spikelab::cuba_forward", mutates_args=(), device_types=("cpu", "cuda"))
+def cuba_forward(x: Tensor, v0: Tensor, i0: Tensor, alpha: Tensor, beta: Tensor, thr: Tensor, reset_code: int,
+                 reset_value: float, detach: bool, robust: bool, sg_code: int, sg_alpha: float, save: bool,
+                 backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    out = torch.empty_like(x)
+    v_out, i_out = torch.empty_like(v0), torch.empty_like(i0)
+    h_save = torch.empty_like(x) if save else _none_saved(x)
+    kernel_module(backend, "cuba").cuba_forward_launch(
+        x, v0, i0, alpha, beta, thr, reset_code, reset_value, robust, out, v_out, i_out, h_save, save)
+    return out, v_out, i_out, h_save
+
+
+@cuba_forward.register_fake
+def _(x, v0, i0, *args):
+    save = args[-2]
+    return torch.empty_like(x), torch.empty_like(v0), torch.empty_like(i0), \
+        (torch.empty_like(x) if save else _none_saved(x))
+
+
+@torch.library.custom_op("spikelab::cuba_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def cuba_backward(g_out: Tensor, g_v: Tensor, g_i: Tensor, h_save: Tensor, v0: Tensor, i0: Tensor, alpha: Tensor,
+                  beta: Tensor, thr: Tensor, reset_code: int, reset_value: float, detach: bool, robust: bool,
+                  sg_code: int, sg_alpha: float, backend: str
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    dx = torch.empty_like(h_save)
+    grads = [torch.empty_like(v0) for _ in range(5)]
+    kernel_module(backend, "cuba").cuba_backward_launch(
+        g_out, g_v, g_i, h_save, v0, i0, alpha, beta, thr, reset_code, reset_value, detach, robust, sg_code,
+        sg_alpha, dx, *grads)
+    return (dx, *grads)
+
+
+@cuba_backward.register_fake
+def _(g_out, g_v, g_i, h_save, v0, *args):
+    return (torch.empty_like(h_save),) + tuple(torch.empty_like(v0) for _ in range(5))
+
+
+def _cuba_setup(ctx, inputs, output):
+    x, v0, i0, alpha, beta, thr, reset_code, reset_value, detach, robust, sg_code, sg_alpha, save, backend = inputs
+    ctx.save_for_backward(output[3], v0, i0, alpha, beta, thr)
+    ctx.config = (reset_code, reset_value, detach, robust, sg_code, sg_alpha)
+    ctx.backend = backend
+
+
+def _cuba_autograd(ctx, g_out, g_v, g_i, _g_h):
+    h_save, v0, i0, alpha, beta, thr = ctx.saved_tensors
+    _check_saved(h_save, "cuba")
+    need = ctx.needs_input_grad
+    grads = cuba_backward(_as_rows(g_out, h_save), _state_grad(g_v, v0), _state_grad(g_i, i0), h_save, v0, i0,
+                          alpha, beta, thr, *ctx.config, ctx.backend)
+    return tuple(g if n else None for g, n in zip(grads, need[:6])) + (None,) * 8
+
+
+cuba_forward.register_autograd(_cuba_autograd, setup_context=_cuba_setup)
+
+
+# ----- probabilistic LIF ---------------------------------------------------------------------------
+
+@torch.library.custom_op("spikelab::prob_forward", mutates_args=(), device_types=("cpu", "cuda"))
+def prob_forward(x: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor, temp: Tensor, noise_key: Tensor,
+                 stochastic: bool, reset_code: int, reset_value: float, detach: bool, save: bool, backend: str
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    out = torch.empty_like(x)
+    v_out = torch.empty_like(v0)
+    h_save = torch.empty_like(x) if save else _none_saved(x)
+    kernel_module(backend, "probabilistic").prob_forward_launch(
+        x, v0, beta, scale, thr, temp, noise_key, stochastic, reset_code, reset_value, out, v_out, h_save, save)
+    return out, v_out, h_save
+
+
+@prob_forward.register_fake
+def _(x, v0, *args):
+    save = args[-2]
+    return torch.empty_like(x), torch.empty_like(v0), (torch.empty_like(x) if save else _none_saved(x))
+
+
+@torch.library.custom_op("spikelab::prob_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def prob_backward(g_out: Tensor, g_v: Tensor, h_save: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor,
+                  temp: Tensor, noise_key: Tensor, stochastic: bool, reset_code: int, reset_value: float,
+                  detach: bool, need_scale: bool, backend: str
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    dx = torch.empty_like(h_save)
+    grads = [torch.empty_like(v0) for _ in range(5)]
+    kernel_module(backend, "probabilistic").prob_backward_launch(
+        g_out, g_v, h_save, v0, beta, scale, thr, temp, noise_key, stochastic, reset_code, reset_value, detach,
+        need_scale, dx, *grads)
+    return (dx, *grads)
+
+
+@prob_backward.register_fake
+def _(g_out, g_v, h_save, v0, *args):
+    return (torch.empty_like(h_save),) + tuple(torch.empty_like(v0) for _ in range(5))
+
+
+def _prob_setup(ctx, inputs, output):
+    x, v0, beta, scale, thr, temp, noise_key, stochastic, reset_code, reset_value, detach, save, backend = inputs
+    ctx.save_for_backward(output[2], v0, beta, scale, thr, temp, noise_key)
+    ctx.config = (stochastic, reset_code, reset_value, detach)
+    ctx.backend = backend
+
+
+def _prob_autograd(ctx, g_out, g_v, _g_h):
+    h_save, v0, beta, scale, thr, temp, noise_key = ctx.saved_tensors
+    _check_saved(h_save, "probabilistic")
+    need = ctx.needs_input_grad
+    grads = prob_backward(_as_rows(g_out, h_save), _state_grad(g_v, v0), h_save, v0, beta, scale, thr, temp,
+                          noise_key, *ctx.config, need[3], ctx.backend)
+    return tuple(g if n else None for g, n in zip(grads, need[:6])) + (None,) * 7
+
+
+prob_forward.register_autograd(_prob_autograd, setup_context=_prob_setup)
+
+
+# ----- wrappers with the reference signature ------------------------------------------------------
+
+def _per_neuron(p: Tensor, shape: torch.Size, dtype: torch.dtype, m: int) -> Tensor:
+    """A parameter broadcast to one value per neuron, flat ``[M]``, contiguous, in ``dtype``."""
+    return p.to(dtype).expand(shape).contiguous().view(m)
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def lif_sequence(x: Tensor, v: Tensor, beta: Tensor, input_scale: Tensor, threshold: Tensor, *, surrogate,
+                 reset_mode: str = "subtract", reset_value: float = 0.0, detach_reset: bool = False,
+                 threshold_robust: bool = False, trace: Optional[list] = None, backend: str = "numba"):
+    """Fused equivalent of :func:`spikelab.kernels.reference.lif_sequence`."""
+    xs, (v0,), params, save, shape = _flat(x, (v,), (beta, input_scale, threshold), trace is not None)
+    out, v_out, h_save = torch.ops.spikelab.lif_forward(
+        xs, v0, *params, RESET_CODES[reset_mode], float(reset_value), bool(detach_reset), bool(threshold_robust),
+        surrogate.code, surrogate.alpha, save, backend)
+    return _finish(out, x, (v_out,), h_save, shape, trace)
+
+
+def _flat(x: Tensor, state: Tensor, params, trace_wanted: bool):
+    """Flatten ``x`` to ``[T, M]``, the states and parameters to ``[M]``; decide on saving."""
+    steps, shape = x.shape[0], x.shape[1:]
+    m = math.prod(shape)
+    xs = x.contiguous().view(steps, m)
+    flat_params = [_per_neuron(p if torch.is_tensor(p) else torch.tensor(p), shape, x.dtype, m).to(x.device)
+                   for p in params]
+    states = [s.to(x.dtype).expand(shape).contiguous().view(m) for s in state]
+    save = trace_wanted or _needs_grad(x, *state, *flat_params)
+    return xs, states, flat_params, save, shape
+
+
+def _finish(out: Tensor, x: Tensor, states, h_save: Tensor, shape, trace: Optional[list]):
+    if trace is not None:
+        trace.extend(h_save.view(x.shape[0], *shape).unbind(0))
+    return out.view(x.shape), tuple(s.view(shape) for s in states)
+
+
+def alif_sequence(x, v, a, beta, input_scale, threshold, rho, adaptation, *, surrogate, reset_mode="subtract",
+                  reset_value=0.0, detach_reset=False, threshold_robust=False, trace=None, backend="numba"):
+    """Fused equivalent of :func:`spikelab.kernels.reference.alif_sequence`."""
+    xs, (v0, a0), params, save, shape = _flat(x, (v, a), (beta, input_scale, threshold, rho, adaptation),
+                                              trace is not None)
+    out, v_out, a_out, h_save = torch.ops.spikelab.alif_forward(
+        xs, v0, a0, *params, RESET_CODES[reset_mode], float(reset_value), bool(detach_reset),
+        bool(threshold_robust), surrogate.code, surrogate.alpha, save, backend)
+    return _finish(out, x, (v_out, a_out), h_save, shape, trace)
+
+
+def cuba_sequence(x, v, i, alpha, beta, threshold, *, surrogate, reset_mode="subtract", reset_value=0.0,
+                  detach_reset=False, threshold_robust=False, trace=None, backend="numba"):
+    """Fused equivalent of :func:`spikelab.kernels.reference.cuba_sequence`."""
+    xs, (v0, i0), params, save, shape = _flat(x, (v, i), (alpha, beta, threshold), trace is not None)
+    out, v_out, i_out, h_save = torch.ops.spikelab.cuba_forward(
+        xs, v0, i0, *params, RESET_CODES[reset_mode], float(reset_value), bool(detach_reset),
+        bool(threshold_robust), surrogate.code, surrogate.alpha, save, backend)
+    return _finish(out, x, (v_out, i_out), h_save, shape, trace)
+
+
+def probabilistic_sequence(x, v, beta, input_scale, threshold, temperature, noise_key, *, reset_mode="subtract",
+                           reset_value=0.0, detach_reset=False, trace=None, backend="numba"):
+    """Fused equivalent of :func:`spikelab.kernels.reference.probabilistic_sequence`."""
+    xs, (v0,), params, save, shape = _flat(x, (v,), (beta, input_scale, threshold, temperature),
+                                           trace is not None)
+    stochastic = noise_key is not None
+    key = noise_key if stochastic else torch.zeros(2, dtype=torch.int64)
+    out, v_out, h_save = torch.ops.spikelab.prob_forward(
+        xs, v0, *params, key, stochastic, RESET_CODES[reset_mode], float(reset_value), bool(detach_reset), save,
+        backend)
+    return _finish(out, x, (v_out,), h_save, shape, trace)
