@@ -34,6 +34,11 @@ def _none_saved(like: Tensor) -> Tensor:
     return like.new_empty((0, 0))
 
 
+def _saved_like(x: Tensor, state: Tensor) -> Tensor:
+    """The saved membrane: ``x``'s shape in the state's dtype (float32 for half inputs)."""
+    return torch.empty(x.shape, dtype=state.dtype, device=x.device)
+
+
 # ----- LIF / IF / PLIF ----------------------------------------------------------------------------
 
 @torch.library.custom_op("spikelab::lif_forward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -42,7 +47,7 @@ def lif_forward(x: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor,
                 backend: str) -> tuple[Tensor, Tensor, Tensor]:
     out = torch.empty_like(x)
     v_out = torch.empty_like(v0)
-    h_save = torch.empty_like(x) if save else _none_saved(x)
+    h_save = _saved_like(x, v0) if save else _none_saved(x)
     kernel_module(backend, "lif").lif_forward_launch(
         x, v0, beta, scale, thr, reset_code, reset_value, robust, out, v_out, h_save, save)
     return out, v_out, h_save
@@ -50,7 +55,7 @@ def lif_forward(x: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor,
 
 @lif_forward.register_fake
 def _(x, v0, beta, scale, thr, reset_code, reset_value, detach, robust, sg_code, sg_alpha, save, backend):
-    return torch.empty_like(x), torch.empty_like(v0), (torch.empty_like(x) if save else _none_saved(x))
+    return torch.empty_like(x), torch.empty_like(v0), (_saved_like(x, v0) if save else _none_saved(x))
 
 
 @torch.library.custom_op("spikelab::lif_backward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -58,7 +63,7 @@ def lif_backward(g_out: Tensor, g_v: Tensor, h_save: Tensor, v0: Tensor, beta: T
                  reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int, sg_alpha: float,
                  need_beta: bool, need_scale: bool, need_thr: bool, backend: str
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dx = torch.empty_like(h_save)
+    dx = torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device)
     dv0, dbeta, dscale, dthr = (torch.empty_like(v0) for _ in range(4))
     kernel_module(backend, "lif").lif_backward_launch(
         g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_value, detach, robust, sg_code, sg_alpha,
@@ -68,7 +73,7 @@ def lif_backward(g_out: Tensor, g_v: Tensor, h_save: Tensor, v0: Tensor, beta: T
 
 @lif_backward.register_fake
 def _(g_out, g_v, h_save, v0, *args):
-    return (torch.empty_like(h_save),) + tuple(torch.empty_like(v0) for _ in range(4))
+    return (torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device),) + tuple(torch.empty_like(v0) for _ in range(4))
 
 
 def _as_rows(g: Optional[Tensor], like: Tensor) -> Tensor:
@@ -124,7 +129,7 @@ def alif_forward(x: Tensor, v0: Tensor, a0: Tensor, beta: Tensor, scale: Tensor,
                  sg_alpha: float, save: bool, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     out = torch.empty_like(x)
     v_out, a_out = torch.empty_like(v0), torch.empty_like(a0)
-    h_save = torch.empty_like(x) if save else _none_saved(x)
+    h_save = _saved_like(x, v0) if save else _none_saved(x)
     kernel_module(backend, "alif").alif_forward_launch(
         x, v0, a0, beta, scale, thr, rho, adapt, reset_code, reset_value, robust, out, v_out, a_out, h_save, save)
     return out, v_out, a_out, h_save
@@ -134,7 +139,7 @@ def alif_forward(x: Tensor, v0: Tensor, a0: Tensor, beta: Tensor, scale: Tensor,
 def _(x, v0, a0, *args):
     save = args[-2]
     return torch.empty_like(x), torch.empty_like(v0), torch.empty_like(a0), \
-        (torch.empty_like(x) if save else _none_saved(x))
+        (_saved_like(x, v0) if save else _none_saved(x))
 
 
 @torch.library.custom_op("spikelab::alif_backward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -142,7 +147,7 @@ def alif_backward(g_out: Tensor, g_v: Tensor, g_a: Tensor, h_save: Tensor, v0: T
                   scale: Tensor, thr: Tensor, rho: Tensor, adapt: Tensor, reset_code: int, reset_value: float,
                   detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_scale: bool, backend: str
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dx = torch.empty_like(h_save)
+    dx = torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device)
     grads = [torch.empty_like(v0) for _ in range(7)]
     kernel_module(backend, "alif").alif_backward_launch(
         g_out, g_v, g_a, h_save, v0, a0, beta, scale, thr, rho, adapt, reset_code, reset_value, detach, robust,
@@ -152,7 +157,7 @@ def alif_backward(g_out: Tensor, g_v: Tensor, g_a: Tensor, h_save: Tensor, v0: T
 
 @alif_backward.register_fake
 def _(g_out, g_v, g_a, h_save, v0, *args):
-    return (torch.empty_like(h_save),) + tuple(torch.empty_like(v0) for _ in range(7))
+    return (torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device),) + tuple(torch.empty_like(v0) for _ in range(7))
 
 
 def _alif_setup(ctx, inputs, output):
@@ -183,7 +188,7 @@ def cuba_forward(x: Tensor, v0: Tensor, i0: Tensor, alpha: Tensor, beta: Tensor,
                  backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     out = torch.empty_like(x)
     v_out, i_out = torch.empty_like(v0), torch.empty_like(i0)
-    h_save = torch.empty_like(x) if save else _none_saved(x)
+    h_save = _saved_like(x, v0) if save else _none_saved(x)
     kernel_module(backend, "cuba").cuba_forward_launch(
         x, v0, i0, alpha, beta, thr, reset_code, reset_value, robust, out, v_out, i_out, h_save, save)
     return out, v_out, i_out, h_save
@@ -193,7 +198,7 @@ def cuba_forward(x: Tensor, v0: Tensor, i0: Tensor, alpha: Tensor, beta: Tensor,
 def _(x, v0, i0, *args):
     save = args[-2]
     return torch.empty_like(x), torch.empty_like(v0), torch.empty_like(i0), \
-        (torch.empty_like(x) if save else _none_saved(x))
+        (_saved_like(x, v0) if save else _none_saved(x))
 
 
 @torch.library.custom_op("spikelab::cuba_backward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -201,7 +206,7 @@ def cuba_backward(g_out: Tensor, g_v: Tensor, g_i: Tensor, h_save: Tensor, v0: T
                   beta: Tensor, thr: Tensor, reset_code: int, reset_value: float, detach: bool, robust: bool,
                   sg_code: int, sg_alpha: float, backend: str
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dx = torch.empty_like(h_save)
+    dx = torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device)
     grads = [torch.empty_like(v0) for _ in range(5)]
     kernel_module(backend, "cuba").cuba_backward_launch(
         g_out, g_v, g_i, h_save, v0, i0, alpha, beta, thr, reset_code, reset_value, detach, robust, sg_code,
@@ -211,7 +216,7 @@ def cuba_backward(g_out: Tensor, g_v: Tensor, g_i: Tensor, h_save: Tensor, v0: T
 
 @cuba_backward.register_fake
 def _(g_out, g_v, g_i, h_save, v0, *args):
-    return (torch.empty_like(h_save),) + tuple(torch.empty_like(v0) for _ in range(5))
+    return (torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device),) + tuple(torch.empty_like(v0) for _ in range(5))
 
 
 def _cuba_setup(ctx, inputs, output):
@@ -241,7 +246,7 @@ def prob_forward(x: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor
                  ) -> tuple[Tensor, Tensor, Tensor]:
     out = torch.empty_like(x)
     v_out = torch.empty_like(v0)
-    h_save = torch.empty_like(x) if save else _none_saved(x)
+    h_save = _saved_like(x, v0) if save else _none_saved(x)
     kernel_module(backend, "probabilistic").prob_forward_launch(
         x, v0, beta, scale, thr, temp, noise_key, stochastic, reset_code, reset_value, out, v_out, h_save, save)
     return out, v_out, h_save
@@ -250,7 +255,7 @@ def prob_forward(x: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor
 @prob_forward.register_fake
 def _(x, v0, *args):
     save = args[-2]
-    return torch.empty_like(x), torch.empty_like(v0), (torch.empty_like(x) if save else _none_saved(x))
+    return torch.empty_like(x), torch.empty_like(v0), (_saved_like(x, v0) if save else _none_saved(x))
 
 
 @torch.library.custom_op("spikelab::prob_backward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -258,7 +263,7 @@ def prob_backward(g_out: Tensor, g_v: Tensor, h_save: Tensor, v0: Tensor, beta: 
                   temp: Tensor, noise_key: Tensor, stochastic: bool, reset_code: int, reset_value: float,
                   detach: bool, need_scale: bool, backend: str
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dx = torch.empty_like(h_save)
+    dx = torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device)
     grads = [torch.empty_like(v0) for _ in range(5)]
     kernel_module(backend, "probabilistic").prob_backward_launch(
         g_out, g_v, h_save, v0, beta, scale, thr, temp, noise_key, stochastic, reset_code, reset_value, detach,
@@ -268,7 +273,7 @@ def prob_backward(g_out: Tensor, g_v: Tensor, h_save: Tensor, v0: Tensor, beta: 
 
 @prob_backward.register_fake
 def _(g_out, g_v, h_save, v0, *args):
-    return (torch.empty_like(h_save),) + tuple(torch.empty_like(v0) for _ in range(5))
+    return (torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device),) + tuple(torch.empty_like(v0) for _ in range(5))
 
 
 def _prob_setup(ctx, inputs, output):
@@ -305,36 +310,43 @@ def lif_sequence(x: Tensor, v: Tensor, beta: Tensor, input_scale: Tensor, thresh
                  reset_mode: str = "subtract", reset_value: float = 0.0, detach_reset: bool = False,
                  threshold_robust: bool = False, trace: Optional[list] = None, backend: str = "numba"):
     """Fused equivalent of :func:`spikelab.kernels.reference.lif_sequence`."""
-    xs, (v0,), params, save, shape = _flat(x, (v,), (beta, input_scale, threshold), trace is not None)
+    xs, (v0,), params, save, shape = _flat(x, (v,), (beta, input_scale, threshold), trace is not None, backend)
     out, v_out, h_save = torch.ops.spikelab.lif_forward(
         xs, v0, *params, RESET_CODES[reset_mode], float(reset_value), bool(detach_reset), bool(threshold_robust),
         surrogate.code, surrogate.alpha, save, backend)
     return _finish(out, x, (v_out,), h_save, shape, trace)
 
 
-def _flat(x: Tensor, state: Tensor, params, trace_wanted: bool):
-    """Flatten ``x`` to ``[T, M]``, the states and parameters to ``[M]``; decide on saving."""
+def _flat(x: Tensor, state, params, trace_wanted: bool, backend: str):
+    """Flatten ``x`` to ``[T, M]``, the states and parameters to ``[M]``; decide on saving.
+
+    States and parameters are float32 (float64 for float64 input). Triton reads half
+    inputs directly; Numba gets them converted to float32.
+    """
     steps, shape = x.shape[0], x.shape[1:]
     m = math.prod(shape)
+    state_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if backend == "numba" and x.dtype not in (torch.float32, torch.float64):
+        x = x.to(state_dtype)
     xs = x.contiguous().view(steps, m)
-    flat_params = [_per_neuron(p if torch.is_tensor(p) else torch.tensor(p), shape, x.dtype, m).to(x.device)
+    flat_params = [_per_neuron(p if torch.is_tensor(p) else torch.tensor(p), shape, state_dtype, m).to(x.device)
                    for p in params]
-    states = [s.to(x.dtype).expand(shape).contiguous().view(m) for s in state]
+    states = [s.to(state_dtype).expand(shape).contiguous().view(m) for s in state]
     save = trace_wanted or _needs_grad(x, *state, *flat_params)
     return xs, states, flat_params, save, shape
 
 
 def _finish(out: Tensor, x: Tensor, states, h_save: Tensor, shape, trace: Optional[list]):
     if trace is not None:
-        trace.extend(h_save.view(x.shape[0], *shape).unbind(0))
-    return out.view(x.shape), tuple(s.view(shape) for s in states)
+        trace.extend(h_save.view(x.shape[0], *shape).to(x.dtype).unbind(0))
+    return out.view(x.shape).to(x.dtype), tuple(s.view(shape).to(x.dtype) for s in states)
 
 
 def alif_sequence(x, v, a, beta, input_scale, threshold, rho, adaptation, *, surrogate, reset_mode="subtract",
                   reset_value=0.0, detach_reset=False, threshold_robust=False, trace=None, backend="numba"):
     """Fused equivalent of :func:`spikelab.kernels.reference.alif_sequence`."""
     xs, (v0, a0), params, save, shape = _flat(x, (v, a), (beta, input_scale, threshold, rho, adaptation),
-                                              trace is not None)
+                                              trace is not None, backend)
     out, v_out, a_out, h_save = torch.ops.spikelab.alif_forward(
         xs, v0, a0, *params, RESET_CODES[reset_mode], float(reset_value), bool(detach_reset),
         bool(threshold_robust), surrogate.code, surrogate.alpha, save, backend)
@@ -344,7 +356,7 @@ def alif_sequence(x, v, a, beta, input_scale, threshold, rho, adaptation, *, sur
 def cuba_sequence(x, v, i, alpha, beta, threshold, *, surrogate, reset_mode="subtract", reset_value=0.0,
                   detach_reset=False, threshold_robust=False, trace=None, backend="numba"):
     """Fused equivalent of :func:`spikelab.kernels.reference.cuba_sequence`."""
-    xs, (v0, i0), params, save, shape = _flat(x, (v, i), (alpha, beta, threshold), trace is not None)
+    xs, (v0, i0), params, save, shape = _flat(x, (v, i), (alpha, beta, threshold), trace is not None, backend)
     out, v_out, i_out, h_save = torch.ops.spikelab.cuba_forward(
         xs, v0, i0, *params, RESET_CODES[reset_mode], float(reset_value), bool(detach_reset),
         bool(threshold_robust), surrogate.code, surrogate.alpha, save, backend)
@@ -355,7 +367,7 @@ def probabilistic_sequence(x, v, beta, input_scale, threshold, temperature, nois
                            reset_value=0.0, detach_reset=False, trace=None, backend="numba"):
     """Fused equivalent of :func:`spikelab.kernels.reference.probabilistic_sequence`."""
     xs, (v0,), params, save, shape = _flat(x, (v,), (beta, input_scale, threshold, temperature),
-                                           trace is not None)
+                                           trace is not None, backend)
     stochastic = noise_key is not None
     key = noise_key if stochastic else torch.zeros(2, dtype=torch.int64)
     out, v_out, h_save = torch.ops.spikelab.prob_forward(

@@ -29,7 +29,7 @@ _REFERENCE: dict[str, Callable] = {
 # the families each fused backend implements (wrappers in spikelab.kernels.ops)
 _FUSED_FAMILIES: dict[str, frozenset[str]] = {
     "numba": frozenset({"lif", "alif", "cuba", "probabilistic"}),
-    "triton": frozenset(),
+    "triton": frozenset({"lif", "alif", "cuba", "probabilistic"}),
 }
 
 

@@ -4,6 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# Without a GPU, the Triton kernels are checked on CPU tensors in Triton's interpreter; the
+# variable must be set before any kernel module is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 
 

@@ -55,17 +55,32 @@ def run(fn, tensors: dict, kwargs: dict, grads: bool, g_seed: int):
     return result
 
 
-def compare(family: str, tensors: dict, kwargs: dict, backend: str = "numba", grads: bool = True, seed: int = 0):
-    ref = run(getattr(reference, f"{family}_sequence"), tensors, kwargs, grads, seed)
-    fused = run(functools.partial(getattr(ops, f"{family}_sequence"), backend=backend), tensors, kwargs, grads, seed)
-    assert torch.equal(fused["out"], ref["out"]), "spikes differ"
+def on(tensors: dict, device, dtype=None) -> dict:
+    """The case's tensors on ``device``; ``x`` cast to ``dtype`` when given."""
+    moved = {k: v.to(device) for k, v in tensors.items()}
+    if dtype is not None:
+        moved["x"] = moved["x"].to(dtype)
+    return moved
+
+
+def compare(family: str, tensors: dict, kwargs: dict, backend: str = "numba", grads: bool = True, seed: int = 0,
+            device="cpu", dtype=None, tol=2e-4):
+    """Fused ``backend`` on ``device`` (input in ``dtype``) against the reference in float32 on
+    the same input values: spikes equal, states and gradients within ``tol``."""
+    fused_in = on(tensors, device, dtype)
+    ref_in = dict(fused_in, x=fused_in["x"].float()) if dtype is not None else fused_in
+    ref = run(getattr(reference, f"{family}_sequence"), ref_in, kwargs, grads, seed)
+    fused = run(functools.partial(getattr(ops, f"{family}_sequence"), backend=backend), fused_in, kwargs, grads,
+                seed)
+    assert torch.equal(fused["out"].float(), ref["out"]), "spikes differ"
     for key in ref:
         if key == "out":
             continue
         a, b = fused[key], ref[key]
         assert a is not None and b is not None, key
         scale = max(1.0, b.abs().max().item())
-        torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-5 * scale, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol * 0.1 * scale,
+                                   msg=lambda m: f"{key}: {m}")
     return ref
 
 
@@ -183,7 +198,8 @@ def prob_case(shape, seed, reset, stochastic=True, detach=False, per_neuron=Fals
     return tensors, kwargs, key
 
 
-def compare_prob(tensors, kwargs, key, seed=0, backend="numba"):
+def compare_prob(tensors, kwargs, key, seed=0, backend="numba", device="cpu"):
+    tensors = on(tensors, device)
     ref_fn = functools.partial(reference.probabilistic_sequence, noise_key=key)
     fused_fn = functools.partial(ops.probabilistic_sequence, noise_key=key, backend=backend)
 
@@ -194,7 +210,12 @@ def compare_prob(tensors, kwargs, key, seed=0, backend="numba"):
     ref = run(call(ref_fn), tensors, kwargs, True, seed)
     fused = run(call(fused_fn), tensors, kwargs, True, seed)
     if key is not None:
-        assert torch.equal(fused["out"], ref["out"]), "spikes differ"
+        differ = fused["out"] != ref["out"]
+        if device != "cpu" and differ.any():
+            # GPU exp may round p differently by an ulp; a flip is only allowed where u ~ p
+            assert differ.float().mean() < 1e-3, "spikes differ"
+        else:
+            assert not differ.any(), "spikes differ"
     for k in ref:
         scale = max(1.0, ref[k].abs().max().item())
         torch.testing.assert_close(fused[k], ref[k], rtol=2e-4, atol=5e-5 * scale, msg=lambda m: f"{k}: {m}")

@@ -153,6 +153,15 @@ def test_step_shape_change_needs_reset():
     neuron.step(torch.rand(4, 3))
 
 
+def test_mismatched_device_and_dtype_are_refused():
+    neuron = sl.LIF()
+    with pytest.raises(ValueError, match=r"meta.*\.to\("):
+        neuron(torch.empty(3, 2, 4, device="meta"))
+    neuron.step(torch.rand(2, 4))
+    with pytest.raises(ValueError, match="float64.*reset"):
+        neuron.step(torch.rand(2, 4, dtype=torch.float64))
+
+
 def test_set_state_and_reading():
     neuron = sl.CurrentLIF(alpha=0.5, beta=0.5, threshold=10.0)
     neuron.set_state(v=torch.full((1, 2), 1.0), i=torch.full((1, 2), 2.0))
@@ -292,10 +301,31 @@ def test_unknown_surrogate_type():
         sl.LIF(surrogate=3)
 
 
-def test_missing_backend_says_what_to_use():
-    neuron = sl.LIF(backend="triton")
-    with pytest.raises(sl.BackendUnavailableError, match="CUDA"):
-        neuron(torch.rand(3, 2, 2))
+def test_missing_backend_says_what_to_use(monkeypatch):
+    from spikelab import backends
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(sl.BackendUnavailableError, match="CUDA.*numba"):
+        sl.LIF(backend="triton")(torch.rand(3, 2, 2))
+    monkeypatch.setitem(backends._INSTALLED, "numba", False)
+    with pytest.raises(sl.BackendUnavailableError, match="pip install numba.*torch"):
+        sl.LIF(backend="numba")(torch.rand(3, 2, 2))
+    # auto falls back to the reference when the fused backend is missing
+    assert sl.LIF(backend="auto")(torch.rand(3, 2, 2)).shape == (3, 2, 2)
+    smooth = sl.surrogate.ATan(smooth_forward=True)
+    monkeypatch.setitem(backends._INSTALLED, "numba", True)
+    with pytest.raises(sl.BackendUnavailableError, match="smooth_forward"):
+        sl.LIF(backend="numba", surrogate=smooth)(torch.rand(3, 2, 2))
+
+
+def test_auto_backend_uses_fused_kernel_and_matches_reference():
+    x = torch.rand(20, 3, 16) * 1.5
+    for make in ALL.values():
+        torch.manual_seed(1)
+        fused = make(backend="auto")(x)
+        torch.manual_seed(1)
+        ref = make(backend="torch")(x)
+        assert torch.equal(fused, ref)
 
 
 def test_repr_names_parameters():

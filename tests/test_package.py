@@ -58,3 +58,13 @@ def test_cli_help_and_unknown_command(capsys):
     assert "summary.json" in capsys.readouterr().out
     proc = subprocess.run([sys.executable, "-m", "spikelab.cli", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_every_subpackage_is_declared_for_installation():
+    import tomllib
+
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.relative_to(ROOT).parent.parts) for p in (ROOT / "spikelab").rglob("__init__.py")}
+    found |= {".".join(("spikelab",) + p.relative_to(ROOT).parent.parts)
+              for p in (ROOT / "kernels").rglob("__init__.py")}
+    assert found == declared

@@ -147,6 +147,14 @@ class BaseNeuron(nn.Module):
                 f"at dimension 1 of [B, C, ...] per step; got per-step shape {tuple(shape)}"
             )
 
+    def _check_device(self, x: torch.Tensor, name: str) -> None:
+        for pname, p in list(self.named_parameters(recurse=False)) + list(self.named_buffers(recurse=False)):
+            if p.device != x.device:
+                raise ValueError(
+                    f"{name}: {type(self).__name__} got input on {x.device} but its {pname!r} is on {p.device}; "
+                    f"move the model with .to({str(x.device)!r}) (or the input to {str(p.device)!r})"
+                )
+
     def _run(self, x_seq: torch.Tensor, state: tuple[torch.Tensor, ...]):
         impl = backends.resolve(self.family, self.backend, x_seq.device,
                                 smooth=self.uses_surrogate and self.surrogate.smooth_forward)
@@ -167,6 +175,7 @@ class BaseNeuron(nn.Module):
         """Run ``x_seq`` ``[T, B, ...]`` from a fresh state; return the spikes ``[T, B, ...]``."""
         check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]")
         self._check_channels(x_seq.shape[1:], "x_seq")
+        self._check_device(x_seq, "x_seq")
         out, state = self._run(x_seq, self._fresh_state(x_seq.shape[1:], x_seq))
         if self.mp_init and self.training:
             self._update_running_v(state[0], (out.detach() != 0).any(0).to(state[0].dtype))
@@ -176,12 +185,18 @@ class BaseNeuron(nn.Module):
         """Advance one time step on ``x`` ``[B, ...]``; the state persists until :meth:`reset`."""
         check_float_tensor(x, "x", 1, "[B, ...]")
         self._check_channels(x.shape, "x")
+        self._check_device(x, "x")
         if self._state is None:
             self._state = self._fresh_state(x.shape, x)
         elif self._state[0].shape != x.shape:
             raise ValueError(
                 f"x: {type(self).__name__}.step got shape {tuple(x.shape)} but its state has shape "
                 f"{tuple(self._state[0].shape)}; call reset() before feeding a differently shaped input"
+            )
+        elif self._state[0].dtype != x.dtype or self._state[0].device != x.device:
+            raise ValueError(
+                f"x: {type(self).__name__}.step got {x.dtype} on {x.device} but its state is "
+                f"{self._state[0].dtype} on {self._state[0].device}; call reset() first or convert the input"
             )
         out, self._state = self.advance(x, self._state)
         if self.mp_init and self.training:
