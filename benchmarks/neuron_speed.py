@@ -7,7 +7,8 @@ surrogate where configurable) on the same input ``x[T, B, N]``:
 * inference: forward under ``torch.no_grad()``.
 
 Prints medians (ms), ratios (peer time / spikelab time), the bytes each library saves for
-backward (counted with ``torch.autograd.graph.saved_tensors_hooks``), this machine's memory
+backward (counted with ``torch.autograd.graph.saved_tensors_hooks``), the peak memory one
+training step adds (CUDA: allocator peak; CPU: resident-set peak in a fresh process), this machine's memory
 copy bandwidth, and how far spikelab's training step is from the memory-traffic floor:
 forward reads x and writes spikes and h, backward reads dL/dspikes and h and writes dL/dx,
 so at least 6 floats move per neuron-step.
@@ -131,6 +132,27 @@ def norse_layer() -> Optional[Callable]:
     return run
 
 
+def peak_train_memory_cpu(name: str, T: int, B: int, N: int) -> float:
+    """Peak resident memory (MB) above the resting footprint (input included) during one
+    training step of ``name``, in a fresh process."""
+    import subprocess
+
+    code = (
+        "import os, resource, sys, torch; sys.path.insert(0, %r); import neuron_speed as b\n"
+        "layer = b.contenders('cpu', True)[%r]\n"
+        "warm = torch.rand(2, %d, %d, requires_grad=True); layer(warm).sum().backward(); del warm\n"
+        "x = torch.empty(%d, %d, %d).uniform_(0, 1.2).requires_grad_(True)\n"
+        "rss = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 1e6\n"
+        "layer(x).sum().backward()\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3 - rss)\n"
+    ) % (str(__import__("pathlib").Path(__file__).resolve().parent), name, B, N, T, B, N)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    try:
+        return float(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return float("nan")
+
+
 def contenders(device: str, with_reference: bool) -> dict[str, Callable]:
     found = {"spikelab": spikelab_layer("auto")}
     if with_reference:
@@ -166,9 +188,14 @@ def bench_size(T: int, B: int, N: int, repeats: int, device: str, skip: set[str]
             "saved_MB": saved_bytes(lambda: layer(x)) / 1e6,
         }
         if device == "cuda":
+            x.grad = None
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
             train()
-            results[name]["peak_MB"] = torch.cuda.max_memory_allocated() / 1e6
+            results[name]["peak_MB"] = (torch.cuda.max_memory_allocated() - base) / 1e6
+        else:
+            results[name]["peak_MB"] = peak_train_memory_cpu(name, T, B, N)
         del layer
     return results
 
@@ -197,10 +224,12 @@ def main(argv=None) -> int:
         ours = results["spikelab"]
         floor_ms = 6 * 4 * T * B * N / (bandwidth * 1e9) * 1e3
         print(f"\nT={T} B={B} N={N}  (traffic floor for train: {floor_ms:.1f} ms)")
-        print(f"{'library':26s} {'train ms':>10s} {'ratio':>7s} {'infer ms':>10s} {'ratio':>7s} {'saved MB':>9s}")
+        print(f"{'library':26s} {'train ms':>10s} {'ratio':>7s} {'infer ms':>10s} {'ratio':>7s} {'saved MB':>9s} "
+              f"{'peak MB':>9s}")
         for name, r in results.items():
             print(f"{name:26s} {r['train_ms']:10.1f} {r['train_ms'] / ours['train_ms']:7.2f} "
-                  f"{r['infer_ms']:10.1f} {r['infer_ms'] / ours['infer_ms']:7.2f} {r['saved_MB']:9.1f}")
+                  f"{r['infer_ms']:10.1f} {r['infer_ms'] / ours['infer_ms']:7.2f} {r['saved_MB']:9.1f} "
+                  f"{r['peak_MB']:9.1f}")
         print(f"spikelab train step is {ours['train_ms'] / floor_ms:.2f}x the memory-traffic floor")
         report["sizes"][size] = {"results": results, "floor_ms": floor_ms}
     if args.json:

@@ -17,6 +17,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from spikelab.kernels import buffers
+
 RESET_CODES = {"subtract": 0, "hard": 1, "none": 2}
 
 _MODULES: dict[tuple[str, str], object] = {}
@@ -34,9 +36,25 @@ def _none_saved(like: Tensor) -> Tensor:
     return like.new_empty((0, 0))
 
 
+def _empty(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A large kernel output: from the CPU buffer cache on CPU (see buffers.py)."""
+    if device.type == "cpu":
+        return buffers.empty(shape, dtype)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 def _saved_like(x: Tensor, state: Tensor) -> Tensor:
     """The saved membrane: ``x``'s shape in the state's dtype (float32 for half inputs)."""
-    return torch.empty(x.shape, dtype=state.dtype, device=x.device)
+    return _empty(x.shape, state.dtype, x.device)
+
+
+def _fake_saved(x: Tensor, state: Tensor, save: bool) -> Tensor:
+    return torch.empty(x.shape, dtype=state.dtype, device=x.device) if save else _none_saved(x)
+
+
+def _fake_grads(g_out: Tensor, h_save: Tensor, state: Tensor, n: int) -> tuple:
+    dx = torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device)
+    return (dx,) + tuple(torch.empty_like(state) for _ in range(n))
 
 
 # ----- LIF / IF / PLIF ----------------------------------------------------------------------------
@@ -45,7 +63,7 @@ def _saved_like(x: Tensor, state: Tensor) -> Tensor:
 def lif_forward(x: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor, reset_code: int,
                 reset_value: float, detach: bool, robust: bool, sg_code: int, sg_alpha: float, save: bool,
                 backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    out = torch.empty_like(x)
+    out = _empty(x.shape, x.dtype, x.device)
     v_out = torch.empty_like(v0)
     h_save = _saved_like(x, v0) if save else _none_saved(x)
     kernel_module(backend, "lif").lif_forward_launch(
@@ -55,7 +73,7 @@ def lif_forward(x: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor,
 
 @lif_forward.register_fake
 def _(x, v0, beta, scale, thr, reset_code, reset_value, detach, robust, sg_code, sg_alpha, save, backend):
-    return torch.empty_like(x), torch.empty_like(v0), (_saved_like(x, v0) if save else _none_saved(x))
+    return torch.empty_like(x), torch.empty_like(v0), _fake_saved(x, v0, save)
 
 
 @torch.library.custom_op("spikelab::lif_backward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -63,7 +81,7 @@ def lif_backward(g_out: Tensor, g_v: Tensor, h_save: Tensor, v0: Tensor, beta: T
                  reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int, sg_alpha: float,
                  need_beta: bool, need_scale: bool, need_thr: bool, backend: str
                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dx = torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device)
+    dx = _empty(h_save.shape, g_out.dtype, h_save.device)
     dv0, dbeta, dscale, dthr = (torch.empty_like(v0) for _ in range(4))
     kernel_module(backend, "lif").lif_backward_launch(
         g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_value, detach, robust, sg_code, sg_alpha,
@@ -73,7 +91,7 @@ def lif_backward(g_out: Tensor, g_v: Tensor, h_save: Tensor, v0: Tensor, beta: T
 
 @lif_backward.register_fake
 def _(g_out, g_v, h_save, v0, *args):
-    return (torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device),) + tuple(torch.empty_like(v0) for _ in range(4))
+    return _fake_grads(g_out, h_save, v0, 4)
 
 
 def _as_rows(g: Optional[Tensor], like: Tensor) -> Tensor:
@@ -102,6 +120,7 @@ def _check_saved(h_save: Tensor, family: str) -> None:
 
 
 def _lif_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # no zero-filled [T, M] gradient for the unused saved output
     x, v0, beta, scale, thr, reset_code, reset_value, detach, robust, sg_code, sg_alpha, save, backend = inputs
     ctx.save_for_backward(output[2], v0, beta, scale, thr)
     ctx.config = (reset_code, reset_value, detach, robust, sg_code, sg_alpha)
@@ -127,7 +146,7 @@ lif_forward.register_autograd(_lif_autograd, setup_context=_lif_setup)
 def alif_forward(x: Tensor, v0: Tensor, a0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor, rho: Tensor,
                  adapt: Tensor, reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int,
                  sg_alpha: float, save: bool, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    out = torch.empty_like(x)
+    out = _empty(x.shape, x.dtype, x.device)
     v_out, a_out = torch.empty_like(v0), torch.empty_like(a0)
     h_save = _saved_like(x, v0) if save else _none_saved(x)
     kernel_module(backend, "alif").alif_forward_launch(
@@ -139,7 +158,7 @@ def alif_forward(x: Tensor, v0: Tensor, a0: Tensor, beta: Tensor, scale: Tensor,
 def _(x, v0, a0, *args):
     save = args[-2]
     return torch.empty_like(x), torch.empty_like(v0), torch.empty_like(a0), \
-        (_saved_like(x, v0) if save else _none_saved(x))
+        _fake_saved(x, v0, save)
 
 
 @torch.library.custom_op("spikelab::alif_backward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -147,7 +166,7 @@ def alif_backward(g_out: Tensor, g_v: Tensor, g_a: Tensor, h_save: Tensor, v0: T
                   scale: Tensor, thr: Tensor, rho: Tensor, adapt: Tensor, reset_code: int, reset_value: float,
                   detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_scale: bool, backend: str
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dx = torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device)
+    dx = _empty(h_save.shape, g_out.dtype, h_save.device)
     grads = [torch.empty_like(v0) for _ in range(7)]
     kernel_module(backend, "alif").alif_backward_launch(
         g_out, g_v, g_a, h_save, v0, a0, beta, scale, thr, rho, adapt, reset_code, reset_value, detach, robust,
@@ -157,10 +176,11 @@ def alif_backward(g_out: Tensor, g_v: Tensor, g_a: Tensor, h_save: Tensor, v0: T
 
 @alif_backward.register_fake
 def _(g_out, g_v, g_a, h_save, v0, *args):
-    return (torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device),) + tuple(torch.empty_like(v0) for _ in range(7))
+    return _fake_grads(g_out, h_save, v0, 7)
 
 
 def _alif_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # no zero-filled [T, M] gradient for the unused saved output
     x, v0, a0, beta, scale, thr, rho, adapt, reset_code, reset_value, detach, robust, sg_code, sg_alpha, save, \
         backend = inputs
     ctx.save_for_backward(output[3], v0, a0, beta, scale, thr, rho, adapt)
@@ -186,7 +206,7 @@ alif_forward.register_autograd(_alif_autograd, setup_context=_alif_setup)
 def cuba_forward(x: Tensor, v0: Tensor, i0: Tensor, alpha: Tensor, beta: Tensor, thr: Tensor, reset_code: int,
                  reset_value: float, detach: bool, robust: bool, sg_code: int, sg_alpha: float, save: bool,
                  backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    out = torch.empty_like(x)
+    out = _empty(x.shape, x.dtype, x.device)
     v_out, i_out = torch.empty_like(v0), torch.empty_like(i0)
     h_save = _saved_like(x, v0) if save else _none_saved(x)
     kernel_module(backend, "cuba").cuba_forward_launch(
@@ -198,7 +218,7 @@ def cuba_forward(x: Tensor, v0: Tensor, i0: Tensor, alpha: Tensor, beta: Tensor,
 def _(x, v0, i0, *args):
     save = args[-2]
     return torch.empty_like(x), torch.empty_like(v0), torch.empty_like(i0), \
-        (_saved_like(x, v0) if save else _none_saved(x))
+        _fake_saved(x, v0, save)
 
 
 @torch.library.custom_op("spikelab::cuba_backward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -206,7 +226,7 @@ def cuba_backward(g_out: Tensor, g_v: Tensor, g_i: Tensor, h_save: Tensor, v0: T
                   beta: Tensor, thr: Tensor, reset_code: int, reset_value: float, detach: bool, robust: bool,
                   sg_code: int, sg_alpha: float, backend: str
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dx = torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device)
+    dx = _empty(h_save.shape, g_out.dtype, h_save.device)
     grads = [torch.empty_like(v0) for _ in range(5)]
     kernel_module(backend, "cuba").cuba_backward_launch(
         g_out, g_v, g_i, h_save, v0, i0, alpha, beta, thr, reset_code, reset_value, detach, robust, sg_code,
@@ -216,10 +236,11 @@ def cuba_backward(g_out: Tensor, g_v: Tensor, g_i: Tensor, h_save: Tensor, v0: T
 
 @cuba_backward.register_fake
 def _(g_out, g_v, g_i, h_save, v0, *args):
-    return (torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device),) + tuple(torch.empty_like(v0) for _ in range(5))
+    return _fake_grads(g_out, h_save, v0, 5)
 
 
 def _cuba_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # no zero-filled [T, M] gradient for the unused saved output
     x, v0, i0, alpha, beta, thr, reset_code, reset_value, detach, robust, sg_code, sg_alpha, save, backend = inputs
     ctx.save_for_backward(output[3], v0, i0, alpha, beta, thr)
     ctx.config = (reset_code, reset_value, detach, robust, sg_code, sg_alpha)
@@ -244,7 +265,7 @@ cuba_forward.register_autograd(_cuba_autograd, setup_context=_cuba_setup)
 def prob_forward(x: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor, temp: Tensor, noise_key: Tensor,
                  stochastic: bool, reset_code: int, reset_value: float, detach: bool, save: bool, backend: str
                  ) -> tuple[Tensor, Tensor, Tensor]:
-    out = torch.empty_like(x)
+    out = _empty(x.shape, x.dtype, x.device)
     v_out = torch.empty_like(v0)
     h_save = _saved_like(x, v0) if save else _none_saved(x)
     kernel_module(backend, "probabilistic").prob_forward_launch(
@@ -255,7 +276,7 @@ def prob_forward(x: Tensor, v0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor
 @prob_forward.register_fake
 def _(x, v0, *args):
     save = args[-2]
-    return torch.empty_like(x), torch.empty_like(v0), (_saved_like(x, v0) if save else _none_saved(x))
+    return torch.empty_like(x), torch.empty_like(v0), _fake_saved(x, v0, save)
 
 
 @torch.library.custom_op("spikelab::prob_backward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -263,7 +284,7 @@ def prob_backward(g_out: Tensor, g_v: Tensor, h_save: Tensor, v0: Tensor, beta: 
                   temp: Tensor, noise_key: Tensor, stochastic: bool, reset_code: int, reset_value: float,
                   detach: bool, need_scale: bool, backend: str
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dx = torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device)
+    dx = _empty(h_save.shape, g_out.dtype, h_save.device)
     grads = [torch.empty_like(v0) for _ in range(5)]
     kernel_module(backend, "probabilistic").prob_backward_launch(
         g_out, g_v, h_save, v0, beta, scale, thr, temp, noise_key, stochastic, reset_code, reset_value, detach,
@@ -273,10 +294,11 @@ def prob_backward(g_out: Tensor, g_v: Tensor, h_save: Tensor, v0: Tensor, beta: 
 
 @prob_backward.register_fake
 def _(g_out, g_v, h_save, v0, *args):
-    return (torch.empty(h_save.shape, dtype=g_out.dtype, device=h_save.device),) + tuple(torch.empty_like(v0) for _ in range(5))
+    return _fake_grads(g_out, h_save, v0, 5)
 
 
 def _prob_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)  # no zero-filled [T, M] gradient for the unused saved output
     x, v0, beta, scale, thr, temp, noise_key, stochastic, reset_code, reset_value, detach, save, backend = inputs
     ctx.save_for_backward(output[2], v0, beta, scale, thr, temp, noise_key)
     ctx.config = (stochastic, reset_code, reset_value, detach)

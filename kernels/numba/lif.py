@@ -60,7 +60,7 @@ def lif_forward(x, v0, beta, scale, thr, reset_code, reset_value, robust, out, v
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def lif_backward(g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_value, detach, robust,
-                 sg_code, sg_alpha, need_scale, dx, dv0, dbeta, dscale, dthr):
+                 sg_code, sg_alpha, need_params, need_scale, dx, dv0, dbeta, dscale, dthr):
     T, M = h_save.shape
     nchunks = (M + CHUNK - 1) // CHUNK
     value = typed(h_save, reset_value)
@@ -115,6 +115,16 @@ def lif_backward(g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_val
                     v_prev = _reset_row(hp[k], th[k], fired_prev, reset_code, value) if t > 0 else v_first[k]
                     acc_beta[k] += dh * v_prev
                     dv[k] = b[k] * dh
+            elif not need_params:
+                # the common case (fixed decay and threshold): input and state gradients only
+                for k in range(n):
+                    h = ht[k]
+                    s = one if z[k] >= zero else zero
+                    dv_ds = keep_reset_grad * (sub * -th[k] + hard * (value - h))
+                    dvk = dv[k]
+                    dh = (gt[k] + dvk * dv_ds) * sg[k] + dvk * (one - hard * s)
+                    dxt[k] = sc[k] * dh
+                    dv[k] = b[k] * dh
             else:
                 for k in range(n):
                     h = ht[k]
@@ -157,5 +167,6 @@ def lif_forward_launch(x, v0, beta, scale, thr, reset_code, reset_value, robust,
 def lif_backward_launch(g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_value, detach, robust,
                         sg_code, sg_alpha, need_beta, need_scale, need_thr, dx, dv0, dbeta, dscale, dthr):
     arrays = launch_args(g_out, g_v, h_save, v0, beta, scale, thr)
-    lif_backward(*arrays, reset_code, reset_value, detach, robust, sg_code, sg_alpha, need_scale,
+    need_params = bool(need_beta or need_scale or need_thr)
+    lif_backward(*arrays, reset_code, reset_value, detach, robust, sg_code, sg_alpha, need_params, need_scale,
                  *launch_args(dx, dv0, dbeta, dscale, dthr))

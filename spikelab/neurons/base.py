@@ -72,6 +72,19 @@ class BaseNeuron(nn.Module):
 
     Per-channel parameters (``num_channels=C``) broadcast along dimension 1 of ``[T, B, C, ...]``
     (the channel of a convolution, the feature of a linear layer).
+
+    Args:
+        threshold: firing threshold (> 0), a number or one value per channel.
+        reset: ``"subtract"`` (soft), ``"zero"`` or a number (hard reset to it), ``"none"``.
+        surrogate: surrogate gradient by name or object (:mod:`spikelab.surrogate`).
+        surrogate_alpha: the surrogate's sharpness when given by name.
+        detach_reset: stop the gradient through the spike in the reset term.
+        learn_threshold: make the threshold a learnable parameter.
+        threshold_robust: threshold-robust surrogate gradient (TrSG); outputs ``threshold * S``.
+        mp_init: start from a learned running mean of the final membrane (MP-Init).
+        mp_init_momentum: the running mean's update weight.
+        num_channels: one parameter value per channel instead of one per layer.
+        backend: ``"auto"``, ``"torch"`` (reference), ``"numba"`` (CPU) or ``"triton"`` (CUDA).
     """
 
     family: str = ""
