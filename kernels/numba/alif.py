@@ -11,7 +11,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from spikelab.kernels.numba.common import CHUNK, grad_row, launch_args, surrogate_row, typed
+from spikelab.kernels.numba.common import CHUNK, fire_grad, grad_row, launch_args, surrogate_row, typed
 
 
 @nb.njit(inline="always", cache=True)
@@ -111,24 +111,9 @@ def alif_backward(g_out, g_v, g_a, h_save, v0, a0, beta, scale, thr, rho, adapt,
                 h = ht[k]
                 theta = th[k] + ad[k] * at[k]
                 s = one if z[k] >= zero else zero
-                if robust:
-                    dz_dh = one / theta
-                    dz_dtheta = -h / (theta * theta)
-                    dout_ds = theta
-                    dout_dtheta = s
-                else:
-                    dz_dh = one
-                    dz_dtheta = -one
-                    dout_ds = one
-                    dout_dtheta = zero
-                g = gt[k]
-                dvk = dv[k]
                 dak = da[k]
-                dv_ds = keep * (sub * -theta + hard * (value - h))
-                ds = g * dout_ds + dvk * dv_ds + dak * (one - r[k])
-                dz = ds * sg[k]
-                dh = dz * dz_dh + dvk * (one - hard * s)
-                dtheta = dz * dz_dtheta - dvk * sub * s + g * dout_dtheta
+                dh, dtheta = fire_grad(gt[k], dv[k], h, theta, s, sg[k], value, sub, hard, keep, dak * (one - r[k]),
+                                       robust, one)
                 dxt[k] = sc[k] * dh
                 acc_thr[k] += dtheta
                 acc_adapt[k] += dtheta * at[k]

@@ -76,9 +76,30 @@ def grad_row(g, t, lo, hi, buffer):
     return buffer
 
 
+@nb.njit(inline="always", cache=True)
+def fire_grad(g, dv, h, th, s, sg, value, sub, hard, keep, extra_ds, robust, one):
+    """``(dL/dh, dL/dth)`` of one step.
+
+    ``g``: gradient of the output; ``dv``: carried gradient of the membrane after the reset;
+    ``sg``: surrogate derivative at the firing argument; ``sub``/``hard``: 1.0 for the reset in
+    use (subtract ``v = h - th S`` or hard ``v = h (1 - S) + value S``), else 0.0; ``keep``: 0.0
+    for a detached reset; ``extra_ds``: other gradients reaching the spike (adaptation).
+    """
+    dv_ds = keep * (sub * -th + hard * (value - h))
+    if robust:  # z = h / th - 1, out = th * S
+        dz = (g * th + dv * dv_ds + extra_ds) * sg
+        dh = dz / th + dv * (one - hard * s)
+        dth = dz * (-h / (th * th)) - dv * sub * s + g * s
+    else:  # z = h - th, out = S
+        dz = (g + dv * dv_ds + extra_ds) * sg
+        dh = dz + dv * (one - hard * s)
+        dth = -dz - dv * sub * s
+    return dh, dth
+
+
 def launch_args(*tensors):
     """NumPy views of contiguous CPU tensors (no copies)."""
     return tuple(t.detach().numpy() for t in tensors)
 
 
-__all__ = ["CHUNK", "typed", "surrogate_row", "grad_row", "launch_args"]
+__all__ = ["CHUNK", "typed", "surrogate_row", "grad_row", "fire_grad", "launch_args"]

@@ -10,7 +10,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from spikelab.kernels.numba.common import CHUNK, grad_row, launch_args, surrogate_row, typed
+from spikelab.kernels.numba.common import CHUNK, fire_grad, grad_row, launch_args, surrogate_row, typed
 from spikelab.kernels.numba.lif import _reset_row
 
 
@@ -90,22 +90,8 @@ def cuba_backward(g_out, g_v, g_i, h_save, v0, i0, alpha, beta, thr, reset_code,
             for k in range(n):
                 h = ht[k]
                 s = one if z[k] >= zero else zero
-                if robust:
-                    dz_dh = one / th[k]
-                    dz_dth = -h / (th[k] * th[k])
-                    dout_ds = th[k]
-                    dout_dth = s
-                else:
-                    dz_dh = one
-                    dz_dth = -one
-                    dout_ds = one
-                    dout_dth = zero
-                g = gt[k]
-                dvk = dv[k]
-                dv_ds = keep * (sub * -th[k] + hard * (value - h))
-                dz = (g * dout_ds + dvk * dv_ds) * sg[k]
-                dh = dz * dz_dh + dvk * (one - hard * s)
-                acc_thr[k] += dz * dz_dth - dvk * sub * s + g * dout_dth
+                dh, dth = fire_grad(gt[k], dv[k], h, th[k], s, sg[k], value, sub, hard, keep, zero, robust, one)
+                acc_thr[k] += dth
                 di_total = dh + di[k]
                 dxt[k] = di_total
                 # v[t-1] and i[t-1] from the saved h: i[t-1] = h[t-1] - beta * v[t-2]

@@ -12,7 +12,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from spikelab.kernels.numba.common import CHUNK, grad_row, launch_args, surrogate_row, typed
+from spikelab.kernels.numba.common import CHUNK, fire_grad, grad_row, launch_args, surrogate_row, typed
 
 
 @nb.njit(inline="always", cache=True)
@@ -97,25 +97,7 @@ def lif_backward(g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_val
                 for k in range(n):
                     z[k] = ht[k] - th[k]
             surrogate_row(sg_code, sg_alpha, z, sg)
-            if robust:
-                for k in range(n):
-                    h = ht[k]
-                    s = one if z[k] >= zero else zero
-                    inv = one / th[k]
-                    # z = h / th - 1, out = th * S
-                    dv_ds = keep_reset_grad * (sub * -th[k] + hard * (value - h))
-                    dvk = dv[k]
-                    g = gt[k]
-                    dz = (g * th[k] + dvk * dv_ds) * sg[k]
-                    dh = dz * inv + dvk * (one - hard * s)
-                    dxt[k] = sc[k] * dh
-                    dh_row[k] = dh
-                    acc_thr[k] += dz * (-h * inv * inv) - dvk * sub * s + g * s
-                    fired_prev = hp[k] * inv - one >= zero
-                    v_prev = _reset_row(hp[k], th[k], fired_prev, reset_code, value) if t > 0 else v_first[k]
-                    acc_beta[k] += dh * v_prev
-                    dv[k] = b[k] * dh
-            elif not need_params:
+            if not need_params and not robust:
                 # the common case (fixed decay and threshold): input and state gradients only
                 for k in range(n):
                     h = ht[k]
@@ -129,16 +111,16 @@ def lif_backward(g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_val
                 for k in range(n):
                     h = ht[k]
                     s = one if z[k] >= zero else zero
-                    # z = h - th, out = S; reset: subtract v = h - th S, hard v = h (1 - S) + value S
-                    dv_ds = keep_reset_grad * (sub * -th[k] + hard * (value - h))
-                    dvk = dv[k]
-                    dz = (gt[k] + dvk * dv_ds) * sg[k]
-                    dh = dz + dvk * (one - hard * s)
+                    dh, dth = fire_grad(gt[k], dv[k], h, th[k], s, sg[k], value, sub, hard, keep_reset_grad,
+                                        zero, robust, one)
                     dxt[k] = sc[k] * dh
                     dh_row[k] = dh
-                    acc_thr[k] += -dz - dvk * sub * s
-                    fired_prev = hp[k] - th[k] >= zero
-                    v_prev = _reset_row(hp[k], th[k], fired_prev, reset_code, value) if t > 0 else v_first[k]
+                    acc_thr[k] += dth
+                    if t > 0:
+                        fired_prev = (hp[k] / th[k] - one >= zero) if robust else (hp[k] - th[k] >= zero)
+                        v_prev = _reset_row(hp[k], th[k], fired_prev, reset_code, value)
+                    else:
+                        v_prev = v_first[k]
                     acc_beta[k] += dh * v_prev
                     dv[k] = b[k] * dh
             if need_scale:

@@ -10,7 +10,9 @@ import torch
 import triton
 import triton.language as tl
 
-from spikelab.kernels.triton.common import div, fires, grad_strides, launch, reset_after, surrogate_grad
+from spikelab.kernels.triton.common import (div, fire_backward, fires, grad_strides, launch, reset_after,
+                                            reset_partials,
+                                            surrogate_arg, surrogate_grad)
 
 
 @triton.jit
@@ -85,34 +87,11 @@ def _alif_backward(g_ptr, g_last, gs_t, gs_m, gv_ptr, ga_ptr, h_ptr, ahist_ptr, 
         a_prev = tl.load(ahist_ptr + row, mask=mask, other=0.0)
         g = tl.load(g_ptr + g_off, mask=mask, other=0.0).to(h.dtype)
         theta = th + ad * a_prev
-        if ROBUST:
-            z = div(h, theta) - 1.0
-        else:
-            z = h - theta
+        z = surrogate_arg(h, theta, ROBUST)
         s = tl.where(z >= 0.0, 1.0, 0.0)
-        sg = surrogate_grad(z, sg_alpha, SG)
-        if RESET == 0:
-            dv_ds = -theta
-            dv_dh = 1.0 + 0.0 * s
-            dv_dth = -s
-        elif RESET == 1:
-            dv_ds = reset_value - h
-            dv_dh = 1.0 - s
-            dv_dth = 0.0 * s
-        else:
-            dv_ds = 0.0 * s
-            dv_dh = 1.0 + 0.0 * s
-            dv_dth = 0.0 * s
-        if DETACH:
-            dv_ds = 0.0 * s
-        if ROBUST:
-            dz = (g * theta + dv * dv_ds + da * (1.0 - r)) * sg
-            dh = div(dz, theta) + dv * dv_dh
-            dtheta = dz * (-div(h, theta * theta)) + dv * dv_dth + g * s
-        else:
-            dz = (g + dv * dv_ds + da * (1.0 - r)) * sg
-            dh = dz + dv * dv_dh
-            dtheta = -dz + dv * dv_dth
+        dv_ds, dv_dh, dv_dth = reset_partials(h, theta, s, reset_value, RESET, DETACH)
+        dh, dtheta = fire_backward(g, dv, h, theta, s, surrogate_grad(z, sg_alpha, SG), dv_ds, dv_dh, dv_dth,
+                                   da * (1.0 - r), ROBUST)
         tl.store(dx_ptr + row, (sc * dh).to(dx_ptr.dtype.element_ty), mask=mask)
         acc_thr += dtheta
         acc_adapt += dtheta * a_prev

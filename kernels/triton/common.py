@@ -87,3 +87,48 @@ def fires(h, th, ROBUST: tl.constexpr):
 def grad_strides(g: torch.Tensor) -> tuple[int, int]:
     """Strides of a ``[T or 1, M or 1]`` gradient, 0 along a broadcast (size-1) dimension."""
     return (g.stride(0) if g.shape[0] > 1 else 0, g.stride(1) if g.shape[1] > 1 else 0)
+
+
+@triton.jit
+def surrogate_arg(h, th, ROBUST: tl.constexpr):
+    """What the surrogate sees: ``h - th``, or ``h / th - 1`` for threshold-robust firing."""
+    if ROBUST:
+        return div(h, th) - 1.0
+    else:
+        return h - th
+
+
+@triton.jit
+def reset_partials(h, th, s, reset_value, RESET: tl.constexpr, DETACH: tl.constexpr):
+    """``(dv/dS, dv/dh, dv/dth)`` of the reset ``v(h, S, th)``; ``dv/dS`` is 0 with a detached reset."""
+    zero = 0.0 * s
+    if RESET == 0:
+        dv_ds = -th + zero
+        dv_dh = 1.0 + zero
+        dv_dth = -s
+    elif RESET == 1:
+        dv_ds = reset_value - h
+        dv_dh = 1.0 - s
+        dv_dth = zero
+    else:
+        dv_ds = zero
+        dv_dh = 1.0 + zero
+        dv_dth = zero
+    if DETACH:
+        dv_ds = zero
+    return dv_ds, dv_dh, dv_dth
+
+
+@triton.jit
+def fire_backward(g, dv, h, th, s, sg, dv_ds, dv_dh, dv_dth, extra_ds, ROBUST: tl.constexpr):
+    """``(dL/dh, dL/dth)`` of one step from the output gradient ``g``, the carried membrane
+    gradient ``dv`` and ``extra_ds`` (other paths through the spike, e.g. adaptation)."""
+    if ROBUST:
+        dz = (g * th + dv * dv_ds + extra_ds) * sg
+        dh = div(dz, th) + dv * dv_dh
+        dth = dz * (-div(h, th * th)) + dv * dv_dth + g * s
+    else:
+        dz = (g + dv * dv_ds + extra_ds) * sg
+        dh = dz + dv * dv_dh
+        dth = -dz + dv * dv_dth
+    return dh, dth

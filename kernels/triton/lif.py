@@ -10,7 +10,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from spikelab.kernels.triton.common import div, fires, grad_strides, launch, reset_after, surrogate_grad
+from spikelab.kernels.triton.common import (div, fire_backward, fires, grad_strides, launch, reset_after,
+                                            reset_partials, surrogate_arg, surrogate_grad)
 
 
 @triton.jit
@@ -60,34 +61,11 @@ def _lif_backward(g_ptr, g_last, gs_t, gs_m, gv_ptr, h_ptr, v0_ptr, beta_ptr, sc
         t = T - 1 - i
         h = tl.load(h_ptr + row, mask=mask, other=0.0)
         g = tl.load(g_ptr + g_off, mask=mask, other=0.0).to(h.dtype)
-        if ROBUST:
-            z = div(h, th) - 1.0
-        else:
-            z = h - th
+        z = surrogate_arg(h, th, ROBUST)
         s = tl.where(z >= 0.0, 1.0, 0.0)
-        sg = surrogate_grad(z, sg_alpha, SG)
-        if RESET == 0:
-            dv_ds = -th
-            dv_dh = 1.0 + 0.0 * s
-            dv_dth = -s
-        elif RESET == 1:
-            dv_ds = reset_value - h
-            dv_dh = 1.0 - s
-            dv_dth = 0.0 * s
-        else:
-            dv_ds = 0.0 * s
-            dv_dh = 1.0 + 0.0 * s
-            dv_dth = 0.0 * s
-        if DETACH:
-            dv_ds = 0.0 * s
-        if ROBUST:
-            dz = (g * th + dv * dv_ds) * sg
-            dh = div(dz, th) + dv * dv_dh
-            acc_thr += dz * (-div(h, th * th)) + dv * dv_dth + g * s
-        else:
-            dz = (g + dv * dv_ds) * sg
-            dh = dz + dv * dv_dh
-            acc_thr += -dz + dv * dv_dth
+        dv_ds, dv_dh, dv_dth = reset_partials(h, th, s, reset_value, RESET, DETACH)
+        dh, dth = fire_backward(g, dv, h, th, s, surrogate_grad(z, sg_alpha, SG), dv_ds, dv_dh, dv_dth, 0.0, ROBUST)
+        acc_thr += dth
         tl.store(dx_ptr + row, (sc * dh).to(dx_ptr.dtype.element_ty), mask=mask)
         if t > 0:
             hp = tl.load(h_ptr + row - M, mask=mask, other=0.0)

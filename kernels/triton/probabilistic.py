@@ -9,7 +9,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from spikelab.kernels.triton.common import grad_strides, launch
+from spikelab.kernels.triton.common import grad_strides, launch, reset_partials
 
 
 @triton.jit
@@ -101,20 +101,7 @@ def _prob_backward(g_ptr, g_last, gs_t, gs_m, gv_ptr, h_ptr, v0_ptr, beta_ptr, s
         g = tl.load(g_ptr + g_off, mask=mask, other=0.0).to(h.dtype)
         s, p = _spike(h, th, tp, seed, counter, STOCHASTIC)
         z = (h - th) / tp
-        if RESET == 0:
-            dv_ds = -th
-            dv_dh = 1.0 + 0.0 * s
-            dv_dth = -s
-        elif RESET == 1:
-            dv_ds = reset_value - h
-            dv_dh = 1.0 - s
-            dv_dth = 0.0 * s
-        else:
-            dv_ds = 0.0 * s
-            dv_dh = 1.0 + 0.0 * s
-            dv_dth = 0.0 * s
-        if DETACH:
-            dv_ds = 0.0 * s
+        dv_ds, dv_dh, dv_dth = reset_partials(h, th, s, reset_value, RESET, DETACH)
         dp = (g + dv * dv_ds) * p * (1.0 - p)
         dh = dp / tp + dv * dv_dh
         tl.store(dx_ptr + row, (sc * dh).to(dx_ptr.dtype.element_ty), mask=mask)
