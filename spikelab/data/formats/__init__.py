@@ -1,0 +1,1 @@
+"""One module per event file format: a reader and, where the tests need fixtures, a writer."""

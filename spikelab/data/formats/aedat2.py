@@ -1,0 +1,77 @@
+"""AEDAT 2.0 (jAER): ``#`` header lines, then big-endian (uint32 address, int32 timestamp) pairs.
+
+Address layouts (``camera``):
+
+* ``"dvs128"`` (DVS128, and the CIFAR10-DVS recordings): bit 0 polarity (1 = ON),
+  bits 1..7 the mirrored column (x = 127 - field, jAER's orientation), bits 8..14 the row,
+  bit 15 an external (sync) event, which is dropped.
+* ``"davis240"`` (DAVIS240 / DAVIS346 in jAER): bit 31 set marks APS/IMU samples (dropped),
+  bit 11 polarity, bits 12..21 the mirrored column, bits 22..30 the row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spikelab.data.events import EventFormatError, check_events, make_events
+from spikelab.data.formats._header import read_bytes, split_header
+
+RECORD = 8
+CAMERAS = {"dvs128": (128, 128), "davis240": (240, 180), "davis346": (346, 260)}
+_PAIR = np.dtype([("address", ">u4"), ("t", ">i4")])
+
+
+def _decode_addresses(address: np.ndarray, camera: str):
+    a = address.astype(np.int64)
+    if camera == "dvs128":
+        keep = (a >> 15) & 1 == 0
+        x = 127 - ((a >> 1) & 0x7F)
+        y = (a >> 8) & 0x7F
+        p = a & 1
+    else:
+        width = CAMERAS[camera][0]
+        keep = (a >> 31) & 1 == 0
+        x = (width - 1) - ((a >> 12) & 0x3FF)
+        y = (a >> 22) & 0x1FF
+        p = (a >> 11) & 1
+    return keep, x, y, p
+
+
+def decode_aedat2(data: bytes, path=None, camera: str = "dvs128", allow_unsorted: bool = False) -> np.ndarray:
+    if camera not in CAMERAS:
+        raise ValueError(f"camera: expected one of {sorted(CAMERAS)}, got {camera!r}")
+    lines, start = split_header(data, b"#", path)
+    if not lines or not lines[0].startswith("#!AER-DAT2"):
+        raise EventFormatError(path, "not an AEDAT 2.0 file: expected a first line '#!AER-DAT2.0'", 0)
+    body = len(data) - start
+    if body % RECORD:
+        raise EventFormatError(path, f"data size {body} is not a multiple of {RECORD} bytes: the last event is "
+                                     "truncated", start + body - body % RECORD)
+    pairs = np.frombuffer(data, dtype=_PAIR, offset=start)
+    keep, x, y, p = _decode_addresses(pairs["address"], camera)
+    offsets = start + RECORD * np.flatnonzero(keep)
+    events = make_events(x[keep], y[keep], pairs["t"][keep].astype(np.int64), p[keep])
+    return check_events(events, path, CAMERAS[camera], offsets, allow_unsorted)
+
+
+def read_aedat2(path, camera: str = "dvs128", allow_unsorted: bool = False) -> np.ndarray:
+    """Events of a jAER AEDAT 2.0 recording."""
+    return decode_aedat2(read_bytes(path), path, camera, allow_unsorted)
+
+
+def write_aedat2(path, events: np.ndarray, camera: str = "dvs128") -> None:
+    """Write DVS128 (or DAVIS) events as AEDAT 2.0."""
+    x, y, p = (events[k].astype(np.int64) for k in ("x", "y", "p"))
+    if camera == "dvs128":
+        address = ((127 - x) << 1) | (y << 8) | p
+    else:
+        address = (((CAMERAS[camera][0] - 1) - x) << 12) | (y << 22) | (p << 11)
+    pairs = np.empty(len(events), dtype=_PAIR)
+    pairs["address"] = address
+    pairs["t"] = events["t"]
+    header = (b"#!AER-DAT2.0\r\n# This is a raw AE data file created by spikelab\r\n"
+              b"# Data format is int32 address, int32 timestamp (8 bytes total), repeated for each event\r\n"
+              b"# Timestamps tick is 1 us\r\n")
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(pairs.tobytes())

@@ -1,0 +1,65 @@
+"""``read_events``: one entry point that picks the reader from the extension or the header."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from spikelab.data.events import EventFormatError
+from spikelab.data.formats import aedat2, aedat3, aedat4, atis, prophesee, shd
+
+FORMATS = ("atis", "aedat2", "aedat3", "aedat4", "dat", "evt2", "evt3", "prophesee_raw", "shd")
+
+
+def detect_format(path) -> str:
+    """The format of ``path`` from its first bytes, falling back on its extension."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"#!AER-DAT4"):
+        return "aedat4"
+    if head.startswith(b"#!AER-DAT3"):
+        return "aedat3"
+    if head.startswith(b"#!AER-DAT2") or head.startswith(b"#!AER-DAT1"):
+        return "aedat2"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "shd"
+    suffix = path.suffix.lower()
+    if head.startswith(b"%"):
+        if suffix == ".dat" or b"Version" in head[:200] and b"evt" not in head:
+            return "dat"
+        return "prophesee_raw"
+    if suffix == ".bin":
+        return "atis"
+    raise EventFormatError(path, f"unrecognised event file (extension {suffix!r}, header {head[:16]!r}); pass "
+                                 f"format= one of {FORMATS}", 0)
+
+
+def read_events(path, format: Optional[str] = None, **options) -> np.ndarray:
+    """Events of one recording as a structured array ``x, y, t, p``.
+
+    ``format`` (detected when omitted): ``atis`` (N-MNIST/N-Caltech101 ``.bin``), ``aedat2``
+    (jAER; ``camera="dvs128"|"davis240"|"davis346"``), ``aedat3``, ``aedat4``, ``dat``,
+    ``evt2``/``evt3``/``prophesee_raw``, ``shd`` (with ``index=`` of the sample).
+    ``allow_unsorted=True`` sorts decreasing timestamps instead of refusing them.
+    """
+    fmt = format or detect_format(path)
+    if fmt == "atis":
+        return atis.read_atis_bin(path, **options)
+    if fmt == "aedat2":
+        return aedat2.read_aedat2(path, **options)
+    if fmt == "aedat3":
+        return aedat3.read_aedat3(path, **options)
+    if fmt == "aedat4":
+        return aedat4.read_aedat4(path, **options)
+    if fmt == "dat":
+        return prophesee.read_dat(path, **options)
+    if fmt in ("evt2", "evt3", "prophesee_raw"):
+        return prophesee.read_prophesee_raw(path, **options)
+    if fmt == "shd":
+        if "index" not in options:
+            raise ValueError(f"{path}: an SHD/SSC file holds many samples; pass index= (or use read_shd_all)")
+        return shd.read_shd(path, **options)[0]
+    raise ValueError(f"format: expected one of {FORMATS}, got {fmt!r}")
