@@ -7,7 +7,7 @@ Quick start::
     out = net(torch.rand(25, 8, 100))          # [T, B, features] -> [T, B, 10]
 """
 
-from spikelab import layers, neurons, surrogate
+from spikelab import data, layers, neurons, surrogate
 from spikelab.backends import BackendUnavailableError
 from spikelab.neurons import IF, LIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, ProbabilisticLIF
 from spikelab.runtime import tune_cpu_allocator
@@ -17,6 +17,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "IF", "LIF", "PLIF",
-    "ProbabilisticLIF", "layers", "neurons", "reset", "select_batch", "surrogate", "tune_cpu_allocator",
+    "ProbabilisticLIF", "data", "layers", "neurons", "reset", "select_batch", "surrogate", "tune_cpu_allocator",
     "__version__",
 ]

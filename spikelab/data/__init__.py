@@ -1,5 +1,9 @@
-"""Event data: readers and writers of DVS file formats (more to come: datasets, cache, transforms)."""
+"""Event data: readers and writers of DVS file formats, datasets over local folders, a decoded
+cache, fast transforms and a time-first collate."""
 
+from spikelab.data import functional, transforms
+from spikelab.data.collate import pad_collate
+from spikelab.data.datasets import CIFAR10DVS, DVSGesture, NMNIST, SHD, DatasetNotFoundError, EventDataset, NCaltech101
 from spikelab.data.events import EVENT_DTYPE, EventFormatError, make_events
 from spikelab.data.formats.aedat2 import read_aedat2, write_aedat2
 from spikelab.data.formats.aedat3 import read_aedat3, write_aedat3
@@ -10,7 +14,8 @@ from spikelab.data.formats.shd import read_shd, read_shd_all, write_shd
 from spikelab.data.io import detect_format, read_events
 
 __all__ = [
-    "EVENT_DTYPE", "EventFormatError", "make_events", "read_events", "detect_format",
+    "functional", "transforms", "pad_collate", "EventDataset", "DatasetNotFoundError", "NMNIST", "NCaltech101",
+    "DVSGesture", "CIFAR10DVS", "SHD", "EVENT_DTYPE", "EventFormatError", "make_events", "read_events", "detect_format",
     "read_atis_bin", "write_atis_bin", "read_aedat2", "write_aedat2", "read_aedat3", "write_aedat3",
     "read_aedat4", "read_dat", "read_prophesee_raw", "write_evt2", "write_evt3",
     "read_shd", "read_shd_all", "write_shd",
