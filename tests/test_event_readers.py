@@ -198,3 +198,12 @@ def test_aedat4_random_packets_after_a_real_header(tail, cut):
         aedat4.decode_aedat4(blob)
     except EventFormatError:
         pass
+
+
+@settings(max_examples=30, deadline=None)
+@given(blob=st.binary(max_size=300))
+def test_random_bytes_as_shd_file(tmp_path_factory, blob):
+    path = tmp_path_factory.mktemp("shd") / "shd_train.h5"
+    path.write_bytes(blob)
+    with pytest.raises(EventFormatError, match="shd_train.h5"):
+        data.read_shd(path, 0)

@@ -120,3 +120,13 @@ def test_bad_inputs():
         F.to_frame(np.zeros((5, 4)), (4, 4, 2), n_time_bins=2)
     with pytest.raises(ValueError, match="overlap"):
         F.to_frame(random_events(10), (32, 24, 2), time_window=10, overlap=10)
+
+
+def test_time_surface_decays_from_the_last_event():
+    events = make_events([1, 1, 2], [0, 0, 1], [0, 1000, 2000], [1, 1, 0])
+    surf = T.ToTimeSurface((4, 3, 2), tau=1000.0, n_time_bins=2)(events)
+    assert surf.shape == (2, 2, 3, 4)
+    # sample 0 at t=1000: pixel (1,0) ON fired at 1000 -> 1; pixel (2,1) OFF not yet
+    assert surf[0, 1, 0, 1] == pytest.approx(1.0) and surf[0, 0, 1, 2] == 0.0
+    # sample 1 at t=2000: (1,0) ON last at 1000 -> e^-1; (2,1) OFF at 2000 -> 1
+    assert surf[1, 1, 0, 1] == pytest.approx(np.exp(-1.0)) and surf[1, 0, 1, 2] == pytest.approx(1.0)

@@ -54,3 +54,26 @@ def voxel_grid(x, y, t, p, bins, width, height, grid):
         if left + 1 < bins:
             grid[left + 1, y[k], x[k]] += value * frac
 
+
+
+@nb.njit(cache=True, nogil=True)
+def time_surfaces(x, y, t, p, with_p, sample_times, tau, surfaces):
+    """``surfaces[i, p, y, x] = exp(-(sample_times[i] - last event time at (p, y, x)) / tau)``
+    over the events up to (and including) each sample time; 0 where a pixel never fired."""
+    polarities, height, width = surfaces.shape[1], surfaces.shape[2], surfaces.shape[3]
+    last = np.full((polarities, height, width), -1, dtype=np.int64)
+    seen = np.zeros((polarities, height, width), dtype=np.bool_)
+    k = 0
+    n = x.shape[0]
+    for i in range(sample_times.shape[0]):
+        ts = sample_times[i]
+        while k < n and t[k] <= ts:
+            pk = np.int64(p[k]) if with_p else 0
+            last[pk, np.int64(y[k]), np.int64(x[k])] = t[k]
+            seen[pk, np.int64(y[k]), np.int64(x[k])] = True
+            k += 1
+        for a in range(polarities):
+            for b in range(height):
+                for c in range(width):
+                    if seen[a, b, c]:
+                        surfaces[i, a, b, c] = np.exp(-(ts - last[a, b, c]) / tau)

@@ -12,11 +12,12 @@ from spikelab.data.formats.atis import read_atis_bin, write_atis_bin
 from spikelab.data.formats.prophesee import read_dat, read_prophesee_raw, write_evt2, write_evt3
 from spikelab.data.formats.shd import read_shd, read_shd_all, write_shd
 from spikelab.data.io import detect_format, read_events
+from spikelab.data.stream import iter_chunks, iter_windows
 
 __all__ = [
     "functional", "transforms", "pad_collate", "EventDataset", "DatasetNotFoundError", "NMNIST", "NCaltech101",
     "DVSGesture", "CIFAR10DVS", "SHD", "EVENT_DTYPE", "EventFormatError", "make_events", "read_events", "detect_format",
     "read_atis_bin", "write_atis_bin", "read_aedat2", "write_aedat2", "read_aedat3", "write_aedat3",
     "read_aedat4", "read_dat", "read_prophesee_raw", "write_evt2", "write_evt3",
-    "read_shd", "read_shd_all", "write_shd",
+    "read_shd", "read_shd_all", "write_shd", "iter_chunks", "iter_windows",
 ]

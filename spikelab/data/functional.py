@@ -118,6 +118,23 @@ def to_voxel_grid(events: np.ndarray, sensor_size: Sequence[int], n_time_bins: i
     return grid
 
 
+def to_time_surface(events: np.ndarray, sensor_size: Sequence[int], tau: float, n_time_bins: int) -> np.ndarray:
+    """``[n_time_bins, P, H, W]`` float32 exponential time surfaces sampled at the end of each of
+    ``n_time_bins`` equal spans of the recording: ``exp(-(t_sample - t_last) / tau)`` per pixel
+    and polarity, 0 where it has not fired yet."""
+    _check(events)
+    if tau <= 0 or n_time_bins < 1:
+        raise ValueError(f"tau must be > 0 and n_time_bins >= 1, got {tau}, {n_time_bins}")
+    width, height, polarities = (int(v) for v in sensor_size)
+    out = np.zeros((n_time_bins, polarities, height, width), np.float32)
+    if len(events):
+        t0, t1 = int(events["t"][0]), int(events["t"][-1])
+        samples = t0 + (np.arange(1, n_time_bins + 1) * (t1 - t0)) // n_time_bins
+        _kernels().time_surfaces(events["x"], events["y"], events["t"], events["p"], polarities > 1,
+                                 samples.astype(np.int64), float(tau), out)
+    return out
+
+
 def downsample(events: np.ndarray, spatial_factor: float = 1.0, time_factor: float = 1.0) -> np.ndarray:
     """Scale coordinates (floored) and timestamps."""
     out = _check(events).copy()

@@ -54,6 +54,18 @@ class ToVoxelGrid:
 
 
 @dataclass(frozen=True)
+class ToTimeSurface:
+    """Exponential time surfaces ``[n_time_bins, P, H, W]`` with decay ``tau`` (us)."""
+
+    sensor_size: tuple
+    tau: float = 5000.0
+    n_time_bins: int = 1
+
+    def __call__(self, events):
+        return F.to_time_surface(events, self.sensor_size, self.tau, self.n_time_bins)
+
+
+@dataclass(frozen=True)
 class Denoise:
     """Drop events with no 4-neighbour activity in the preceding ``filter_time`` us."""
 
@@ -139,5 +151,5 @@ class TimeJitter:
         return F.jitter_time(events, self.std, self.rng, self.clip_negative)
 
 
-__all__ = ["Compose", "ToFrame", "ToVoxelGrid", "Denoise", "Downsample", "CenterCrop", "RandomCrop",
+__all__ = ["Compose", "ToFrame", "ToVoxelGrid", "ToTimeSurface", "Denoise", "Downsample", "CenterCrop", "RandomCrop",
            "RandomFlipLR", "RandomFlipUD", "MergePolarities", "DropEvent", "TimeJitter"]

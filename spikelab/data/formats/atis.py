@@ -19,20 +19,28 @@ OVERFLOW_Y = 240
 WRAP = 1 << 23
 
 
+def decode_records(body: bytes, base: int = 0, wraps: int = 0):
+    """Decode whole 5-byte records: ``(events, byte offsets, wraps after the last record)``.
+
+    ``wraps`` counts the overflow markers met before ``body`` (for streaming in chunks).
+    """
+    raw = np.frombuffer(body, dtype=np.uint8).reshape(-1, RECORD).astype(np.int64)
+    x, y = raw[:, 0], raw[:, 1]
+    p = raw[:, 2] >> 7
+    t = ((raw[:, 2] & 0x7F) << 16) | (raw[:, 3] << 8) | raw[:, 4]
+    overflow = y == OVERFLOW_Y
+    epochs = wraps + np.cumsum(overflow)
+    keep = ~overflow
+    events = make_events(x[keep], y[keep], (t + WRAP * epochs)[keep], p[keep])
+    return events, base + np.flatnonzero(keep) * RECORD, int(epochs[-1]) if len(epochs) else wraps
+
+
 def decode_atis(data: bytes, path=None, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
     if len(data) % RECORD:
         whole = len(data) - len(data) % RECORD
         raise EventFormatError(path, f"file size {len(data)} is not a multiple of {RECORD} bytes: the last "
                                      f"event is truncated", whole)
-    raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, RECORD).astype(np.int64)
-    x, y = raw[:, 0], raw[:, 1]
-    p = raw[:, 2] >> 7
-    t = ((raw[:, 2] & 0x7F) << 16) | (raw[:, 3] << 8) | raw[:, 4]
-    overflow = y == OVERFLOW_Y
-    t = t + WRAP * np.cumsum(overflow)
-    keep = ~overflow
-    offsets = np.flatnonzero(keep) * RECORD
-    events = make_events(x[keep], y[keep], t[keep], p[keep])
+    events, offsets, _ = decode_records(data)
     return check_events(events, path, sensor_size, offsets, allow_unsorted)
 
 

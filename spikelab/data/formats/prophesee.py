@@ -45,11 +45,7 @@ _DAT_EVENT = np.dtype([("t", "<u4"), ("data", "<u4")])
 
 def decode_dat(data: bytes, path=None, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
     lines, start = _raw_header(data, path)
-    version = 1
-    for line in lines:
-        m = re.match(r"%\s*Version\s+(\d+)", line)
-        if m:
-            version = int(m.group(1))
+    version = dat_version(lines)
     if start + 2 > len(data):
         raise EventFormatError(path, "truncated before the event type and size bytes", start)
     size = data[start + 1]
@@ -58,7 +54,13 @@ def decode_dat(data: bytes, path=None, sensor_size=None, allow_unsorted: bool = 
     body = start + 2
     if (len(data) - body) % 8:
         raise EventFormatError(path, "the last event is truncated", len(data) - (len(data) - body) % 8)
-    raw = np.frombuffer(data, _DAT_EVENT, offset=body)
+    events, offsets = decode_dat_records(data[body:], version, body, path)
+    return check_events(events, path, sensor_size, offsets, allow_unsorted)
+
+
+def decode_dat_records(body: bytes, version: int, base: int = 0, path=None):
+    """Decode whole 8-byte DAT records: ``(events, byte offsets)``."""
+    raw = np.frombuffer(body, _DAT_EVENT)
     d = raw["data"].astype(np.int64)
     if version >= 2:
         x, y, p = d & 0x3FFF, (d >> 14) & 0x3FFF, (d >> 28) & 0xF
@@ -66,9 +68,16 @@ def decode_dat(data: bytes, path=None, sensor_size=None, allow_unsorted: bool = 
         x, y, p = d & 0x1FF, (d >> 9) & 0xFF, (d >> 17) & 1
     if len(p) and p.max() > 1:
         i = int(np.argmax(p > 1))
-        raise EventFormatError(path, f"polarity value {int(p[i])} in event {i}, expected 0 or 1", body + 8 * i)
-    events = make_events(x, y, raw["t"].astype(np.int64), p)
-    return check_events(events, path, sensor_size, body + 8 * np.arange(len(raw)), allow_unsorted)
+        raise EventFormatError(path, f"polarity value {int(p[i])} in event {i}, expected 0 or 1", base + 8 * i)
+    return make_events(x, y, raw["t"].astype(np.int64), p), base + 8 * np.arange(len(raw))
+
+
+def dat_version(lines) -> int:
+    for line in lines:
+        m = re.match(r"%\s*Version\s+(\d+)", line)
+        if m:
+            return int(m.group(1))
+    return 1
 
 
 def read_dat(path, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
