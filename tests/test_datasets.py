@@ -128,6 +128,11 @@ def _frames(events):
 
 
 def test_cache_with_forked_dataloader_workers(tmp_path, samples_dir):
+    import spikelab as sl
+
+    # the parallel neuron kernels start an OpenMP pool in this process first: forked workers
+    # running the (serial) transform kernels must still work
+    sl.LIF()(torch.rand(4, 2, 5000))
     ds = data.NMNIST(samples_dir / "nmnist_train60", "train", transform=_frames, cache=True,
                      cache_dir=tmp_path / "cache")
     loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=data.pad_collate,

@@ -1,17 +1,22 @@
-"""Hot loops of the event transforms (frames, voxel grids, denoising), compiled with Numba."""
+"""Hot loops of the event transforms (frames, voxel grids, denoising), compiled with Numba.
+
+They are deliberately serial: transforms run in DataLoader worker processes, which Linux
+forks from the training process, and a forked child may not use the OpenMP thread pool that
+the parallel neuron kernels started in its parent (Numba's OpenMP layer terminates it).
+Parallelism comes from the workers instead.
+"""
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from numba import prange
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True)
 def accumulate_frames(x, y, p, with_p, with_y, starts, ends, frames):
     """``frames[i, p, y, x] += 1`` for the events ``starts[i]:ends[i]`` of every frame ``i``
     (polarity 0 unless ``with_p``, row 0 unless ``with_y``)."""
-    for i in prange(starts.shape[0]):
+    for i in range(starts.shape[0]):
         frame = frames[i]
         for k in range(starts[i], ends[i]):
             pk = np.int64(p[k]) if with_p else 0
