@@ -130,3 +130,9 @@ def test_time_surface_decays_from_the_last_event():
     assert surf[0, 1, 0, 1] == pytest.approx(1.0) and surf[0, 0, 1, 2] == 0.0
     # sample 1 at t=2000: (1,0) ON last at 1000 -> e^-1; (2,1) OFF at 2000 -> 1
     assert surf[1, 1, 0, 1] == pytest.approx(np.exp(-1.0)) and surf[1, 0, 1, 2] == pytest.approx(1.0)
+
+
+def test_large_inputs_take_the_parallel_path_and_agree():
+    events = random_events(300_000, w=64, h=48, t_max=2_000_000, seed=9)
+    ours = F.to_frame(events, (64, 48, 2), n_time_bins=8)
+    assert np.array_equal(ours, TF.to_frame_numpy(events.copy(), (64, 48, 2), n_time_bins=8))

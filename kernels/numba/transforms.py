@@ -1,9 +1,10 @@
 """Hot loops of the event transforms (frames, voxel grids, denoising), compiled with Numba.
 
-They are deliberately serial: transforms run in DataLoader worker processes, which Linux
-forks from the training process, and a forked child may not use the OpenMP thread pool that
-the parallel neuron kernels started in its parent (Numba's OpenMP layer terminates it).
-Parallelism comes from the workers instead.
+Transforms run in DataLoader worker processes, which Linux forks from the training process,
+and a forked child may not use the OpenMP thread pool that the parallel neuron kernels
+started in its parent (Numba's OpenMP layer terminates it). So the kernels are serial, and
+the one that gains from threads (frame accumulation) has a parallel twin that the caller
+uses only outside worker processes.
 """
 
 from __future__ import annotations
@@ -12,16 +13,27 @@ import numba as nb
 import numpy as np
 
 
+@nb.njit(inline="always", cache=True)
+def _accumulate_one(x, y, p, with_p, with_y, start, end, frame):
+    for k in range(start, end):
+        pk = np.int64(p[k]) if with_p else 0
+        yk = np.int64(y[k]) if with_y else 0
+        frame[pk, yk, np.int64(x[k])] += 1
+
+
 @nb.njit(cache=True, nogil=True)
 def accumulate_frames(x, y, p, with_p, with_y, starts, ends, frames):
     """``frames[i, p, y, x] += 1`` for the events ``starts[i]:ends[i]`` of every frame ``i``
     (polarity 0 unless ``with_p``, row 0 unless ``with_y``)."""
     for i in range(starts.shape[0]):
-        frame = frames[i]
-        for k in range(starts[i], ends[i]):
-            pk = np.int64(p[k]) if with_p else 0
-            yk = np.int64(y[k]) if with_y else 0
-            frame[pk, yk, np.int64(x[k])] += 1
+        _accumulate_one(x, y, p, with_p, with_y, starts[i], ends[i], frames[i])
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def accumulate_frames_parallel(x, y, p, with_p, with_y, starts, ends, frames):
+    """:func:`accumulate_frames` with frames in parallel (not for forked worker processes)."""
+    for i in nb.prange(starts.shape[0]):
+        _accumulate_one(x, y, p, with_p, with_y, starts[i], ends[i], frames[i])
 
 
 @nb.njit(cache=True, nogil=True)

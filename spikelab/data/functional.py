@@ -6,6 +6,7 @@ accumulation and filtering loops run in Numba (``kernels/numba/transforms.py``).
 
 from __future__ import annotations
 
+import multiprocessing
 from typing import Optional, Sequence
 
 import numpy as np
@@ -80,8 +81,12 @@ def to_frame(events: np.ndarray, sensor_size: Sequence[int], time_window=None, e
         # the fields go in as strided views of the structured array: no conversion copies
         p = events["p"] if polarities > 1 else np.zeros(1, np.int8)
         y = events["y"] if "y" in events.dtype.names else np.zeros(1, np.int16)
-        _kernels().accumulate_frames(events["x"], y, p, polarities > 1, "y" in events.dtype.names,
-                                     starts.astype(np.int64), ends.astype(np.int64), frames)
+        kernels = _kernels()
+        # threads only in the main process: a forked DataLoader worker must stay off OpenMP
+        accumulate = (kernels.accumulate_frames_parallel if len(starts) > 1 and len(events) > 100_000
+                      and multiprocessing.parent_process() is None else kernels.accumulate_frames)
+        accumulate(events["x"], y, p, polarities > 1, "y" in events.dtype.names, starts.astype(np.int64),
+                   ends.astype(np.int64), frames)
     return frames
 
 
