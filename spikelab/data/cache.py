@@ -64,7 +64,7 @@ class SplitCache:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         sizes, labels, chunks = [], [], []
-        for i in tqdm(range(count), desc=progress, leave=False):
+        for i in tqdm(range(count), desc=progress, leave=False, disable=None):
             events, label = load(i)
             sizes.append(len(events))
             labels.append(label)

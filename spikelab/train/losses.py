@@ -1,0 +1,34 @@
+"""Losses on per-step outputs ``[T, B, classes]``."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def rate_ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the time-averaged output (rate-coded logits)."""
+    return F.cross_entropy(out.mean(0), y)
+
+
+def membrane_ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the final membrane of a non-leaky, non-spiking readout (the sum over time)."""
+    return F.cross_entropy(out.sum(0), y)
+
+
+def tet(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Temporal efficient training (Deng et al. 2022): the mean of per-step cross-entropies."""
+    return F.cross_entropy(out.flatten(0, 1), y.repeat(out.shape[0]))
+
+
+def count_mse(out: torch.Tensor, y: torch.Tensor, correct_rate: float = 0.8, incorrect_rate: float = 0.2
+              ) -> torch.Tensor:
+    """MSE between each class's output count over time and a target count (snnTorch's
+    ``mse_count_loss``): ``correct_rate * T`` for the true class, ``incorrect_rate * T`` else."""
+    steps = out.shape[0]
+    target = torch.full_like(out[0], incorrect_rate * steps)
+    target.scatter_(1, y.unsqueeze(1), correct_rate * steps)
+    return F.mse_loss(out.sum(0), target)
+
+
+LOSSES = {"rate_ce": rate_ce, "membrane_ce": membrane_ce, "tet": tet, "count_mse": count_mse}

@@ -1,0 +1,299 @@
+"""BPTT training over ``[T, B, ...]`` batches: metrics, logs, exact-resume checkpoints, DDP.
+
+Batches follow a permutation seeded by ``(seed, epoch)``, so a run resumed from a checkpoint
+written mid-epoch sees exactly the batches the interrupted run would have seen; together with
+the saved model, optimiser, scheduler and RNG states it ends with the same weights. Under
+``torch.distributed`` (``torchrun``) every global batch is split evenly across processes and
+DDP averages the gradients: the same update as one process on the whole batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from spikelab.neurons.base import BaseNeuron
+from spikelab.train.losses import LOSSES
+
+
+def _dist():
+    return torch.distributed if torch.distributed.is_available() and torch.distributed.is_initialized() else None
+
+
+def rank_and_world() -> tuple[int, int]:
+    d = _dist()
+    return (d.get_rank(), d.get_world_size()) if d else (0, 1)
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """This process's share of every global batch of a ``(seed, epoch)``-seeded permutation,
+    from global batch ``skip`` on."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, skip: int = 0, shuffle: bool = True):
+        self.size, self.batch_size, self.seed, self.epoch, self.skip, self.shuffle = (
+            size, batch_size, seed, epoch, skip, shuffle)
+        self.rank, self.world = rank_and_world()
+        if batch_size % self.world:
+            raise ValueError(f"train.batch_size: {batch_size} does not split evenly over {self.world} processes")
+
+    def batches(self) -> list[list[int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        per = self.batch_size // self.world
+        out = []
+        for b in range(math.ceil(self.size / self.batch_size)):
+            chunk = order[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.world > 1 and len(chunk) < self.batch_size:
+                break  # an uneven last batch cannot be split exactly
+            out.append(chunk[self.rank * per:(self.rank + 1) * per] if self.world > 1 else chunk)
+        return out[self.skip:]
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+class RateMonitor:
+    """Mean firing rate of every spiking neuron layer during a forward pass (kept in the graph
+    for the rate regulariser)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.rates: dict[str, torch.Tensor] = {}
+        self.handles = [m.register_forward_hook(self._hook(name)) for name, m in model.named_modules()
+                        if isinstance(m, BaseNeuron)]
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module, inputs, output):
+            self.rates[name] = output.float().mean()
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def capture_rng() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+class Trainer:
+    """Fit ``model`` on ``train_set``, evaluating on ``test_set`` after every epoch.
+
+    ``cfg`` is a validated configuration (:func:`spikelab.train.load_config`); ``collate`` turns
+    samples into ``(x [T, B, ...], labels, lengths)``.
+    """
+
+    def __init__(self, model: nn.Module, train_set, test_set, cfg: dict, collate: Callable,
+                 out_dir: Optional[Path] = None, quiet: bool = False) -> None:
+        self.cfg = cfg
+        self.t = cfg["train"]
+        self.collate = collate
+        self.train_set, self.test_set = train_set, test_set
+        self.out = Path(out_dir or cfg["out"])
+        self.quiet = quiet
+        self.rank, self.world = rank_and_world()
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else \
+            torch.device("cpu")
+        self.model = model.to(self.device)
+        self.net = model
+        if self.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.t["optimizer"] == "sgd":
+            self.opt = torch.optim.SGD(params, lr=self.t["lr"], momentum=0.9, weight_decay=self.t["weight_decay"])
+        elif self.t["optimizer"] == "adamw":
+            self.opt = torch.optim.AdamW(params, lr=self.t["lr"], weight_decay=self.t["weight_decay"])
+        else:
+            self.opt = torch.optim.Adam(params, lr=self.t["lr"], weight_decay=self.t["weight_decay"])
+        if self.t["scheduler"] == "cosine":
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=self.t["epochs"])
+        elif self.t["scheduler"] == "step":
+            self.sched = torch.optim.lr_scheduler.StepLR(self.opt, self.t["step_size"], self.t["gamma"])
+        else:
+            self.sched = None
+        self.loss_fn = LOSSES[self.t["loss"]]
+        self.amp = bool(self.t["amp"]) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best = -1.0
+        self.history: list[dict] = []
+
+    # ----- checkpoints ----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict() if self.sched else None, "scaler":
+                self.scaler.state_dict() if self.scaler else None, "rng": capture_rng(), "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch, "global_step": self.global_step, "best": self.best,
+                "history": self.history, "config": self.cfg}
+
+    def save(self, name: str) -> Optional[Path]:
+        if self.rank != 0:
+            return None
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / name
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)
+        return path
+
+    def resume(self, path) -> None:
+        """Continue exactly where the checkpoint ``path`` left off."""
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise ValueError(f"{path}: the checkpoint does not fit this model ({err})") from None
+        self.opt.load_state_dict(state["optimizer"])
+        if self.sched and state["scheduler"]:
+            self.sched.load_state_dict(state["scheduler"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"])
+        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        self.best, self.history = state["best"], state["history"]
+
+    # ----- training -------------------------------------------------------------------------------
+    def _loader(self, dataset, epoch: int, skip: int, shuffle: bool):
+        sampler = EpochBatches(len(dataset), self.t["batch_size"], self.t["seed"], epoch, skip, shuffle)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collate,
+                                           num_workers=self.cfg["data"]["num_workers"])
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, monitor: RateMonitor) -> tuple[float, float, dict]:
+        x, y = x.to(self.device), y.to(self.device)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            out = self.net(x)
+            loss = self.loss_fn(out.float(), y)
+            if self.t["rate_reg"] and monitor.rates:
+                reg = torch.stack([(r - self.t["target_rate"]) ** 2 for r in monitor.rates.values()]).mean()
+                loss = loss + self.t["rate_reg"] * reg
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+        else:
+            loss.backward()
+        if self.t["grad_clip"]:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.t["grad_clip"])
+        if self.scaler:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        correct = (out.detach().mean(0).argmax(1) == y).float().sum().item()
+        return loss.item() * len(y), correct, {k: v.item() for k, v in monitor.rates.items()}
+
+    @torch.no_grad()
+    def evaluate(self, dataset=None) -> dict:
+        dataset = self.test_set if dataset is None else dataset
+        self.model.eval()
+        monitor = RateMonitor(self.model)
+        total, correct, loss, rates = 0, 0.0, 0.0, {}
+        for x, y, _ in self._loader(dataset, 0, 0, shuffle=False):
+            x, y = x.to(self.device), y.to(self.device)
+            out = self.model(x)
+            loss += self.loss_fn(out.float(), y).item() * len(y)
+            correct += (out.mean(0).argmax(1) == y).float().sum().item()
+            total += len(y)
+            for k, v in monitor.rates.items():
+                rates[k] = rates.get(k, 0.0) + v.item() * len(y)
+        monitor.remove()
+        stats = torch.tensor([total, correct, loss], dtype=torch.float64)
+        if self.world > 1:
+            _dist().all_reduce(stats)
+        total, correct, loss = stats.tolist()
+        return {"accuracy": correct / max(total, 1), "loss": loss / max(total, 1),
+                "rates": {k: v / max(total, 1) for k, v in rates.items()}}
+
+    def fit(self, max_steps: Optional[int] = None) -> list[dict]:
+        """Train to ``train.epochs`` (or stop after ``max_steps`` optimiser steps, checkpointed,
+        as an interrupted run would be); returns the per-epoch history."""
+        writer = self._tensorboard()
+        self.out.mkdir(parents=True, exist_ok=True)
+        while self.epoch < self.t["epochs"]:
+            self.model.train()
+            monitor = RateMonitor(self.model)
+            loader = self._loader(self.train_set, self.epoch, self.step_in_epoch, shuffle=True)
+            seen, loss_sum, correct, rate_sum = 0, 0.0, 0.0, {}
+            start = time.perf_counter()
+            bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.t['epochs']}", leave=False,
+                       disable=self.quiet or self.rank != 0)
+            for x, y, _ in bar:
+                loss, right, rates = self._step(x, y, monitor)
+                seen += len(y)
+                loss_sum += loss
+                correct += right
+                for k, v in rates.items():
+                    rate_sum[k] = rate_sum.get(k, 0.0) + v * len(y)
+                self.step_in_epoch += 1
+                self.global_step += 1
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+                if self.t["checkpoint_every"] and self.global_step % self.t["checkpoint_every"] == 0:
+                    self.save("last.pt")
+                if max_steps is not None and self.global_step >= max_steps:
+                    monitor.remove()
+                    self.save("last.pt")
+                    return self.history
+            monitor.remove()
+            if self.sched:
+                self.sched.step()
+            test = self.evaluate()
+            record = {"epoch": self.epoch + 1, "step": self.global_step,
+                      "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                      "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+                      "lr": self.opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - start, 2),
+                      **{f"rate/{k}": v / max(seen, 1) for k, v in rate_sum.items()}}
+            self.history.append(record)
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self._log(record, writer)
+            if test["accuracy"] > self.best:
+                self.best = test["accuracy"]
+                self.save("best.pt")
+            self.save("last.pt")
+        if writer:
+            writer.close()
+        return self.history
+
+    def _tensorboard(self):
+        if not self.t["tensorboard"] or self.rank != 0:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+    def _log(self, record: dict, writer) -> None:
+        if self.rank != 0:
+            return
+        path = self.out / "log.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(record))
+            if new:
+                w.writeheader()
+            w.writerow(record)
+        (self.out / "history.json").write_text(json.dumps(self.history, indent=2))
+        if writer:
+            for k, v in record.items():
+                if k not in ("epoch",):
+                    writer.add_scalar(k, v, record["epoch"])
