@@ -41,14 +41,31 @@ def test_readme_quick_start_runs():
     assert namespace["net"](namespace["x"]).shape == (25, 32, 10)
 
 
-def test_demo_writes_report(tmp_path):
-    assert main(["demo", "--out", str(tmp_path), "--epochs", "3", "--quiet"]) == 0
+def test_demo_trains_on_builtin_events_and_writes_report(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "2", "--quiet"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert len(summary["history"]) == 3
-    assert summary["test_accuracy"] > 0.8  # 4 classes: chance is 0.25
+    assert len(summary["history"]) == 2 and summary["test_samples"] == 359
+    assert summary["test_accuracy"] > 0.85  # 10 classes: chance is 0.1 (5 epochs reach ~0.96)
+    assert "test accuracy" in capsys.readouterr().out
     for png in ("training_curve.png", "raster.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
+    # the checkpoint evaluates through the CLI
+    assert main(["eval", str(tmp_path / "best.pt")]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_cli_train_from_yaml_and_config_errors(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {{name: mlp, hidden: [32]}}\ndata: {{name: digits_dvs, time_bins: 4}}\n"
+                   f"train: {{epochs: 1, batch_size: 64}}\nout: {tmp_path / 'run'}\n")
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert (tmp_path / "run" / "log.csv").exists()
+    cfg.write_text("train: {lr: -1}\n")
+    assert main(["train", str(cfg)]) == 2
+    assert "train.lr: expected a positive value" in capsys.readouterr().err
 
 
 def test_cli_help_and_unknown_command(capsys):

@@ -176,8 +176,11 @@ class Trainer:
     # ----- training -------------------------------------------------------------------------------
     def _loader(self, dataset, epoch: int, skip: int, shuffle: bool):
         sampler = EpochBatches(len(dataset), self.t["batch_size"], self.t["seed"], epoch, skip, shuffle)
+        # a private generator: creating the loader's iterator must not draw from the global RNG,
+        # or a resumed run would see different dropout masks and stochastic spikes
+        generator = torch.Generator().manual_seed(self.t["seed"] * 7919 + epoch)
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collate,
-                                           num_workers=self.cfg["data"]["num_workers"])
+                                           num_workers=self.cfg["data"]["num_workers"], generator=generator)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, monitor: RateMonitor) -> tuple[float, float, dict]:
         x, y = x.to(self.device), y.to(self.device)

@@ -1,0 +1,141 @@
+"""Training: exact resume, DDP equivalence, config validation, losses."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import spikelab as sl
+from spikelab.data import pad_collate
+from spikelab.train import ConfigError, Trainer, load_config, losses
+
+
+class Patterns(torch.utils.data.Dataset):
+    """Spike patterns [T, F] whose class sets the rate of one group of inputs."""
+
+    def __init__(self, n: int, seed: int, steps: int = 8, groups: int = 4, width: int = 6):
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.randint(0, groups, (n,), generator=g)
+        rates = torch.full((n, groups, width), 0.1)
+        rates[torch.arange(n), self.y] = 0.6
+        self.x = torch.bernoulli(rates.flatten(1).unsqueeze(1).expand(n, steps, groups * width).contiguous(),
+                                 generator=g)
+        self.classes = tuple(range(groups))
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def _trainer(out, batch_size=16, epochs=2, dropout=0.2, seed=0):
+    cfg = load_config({"train": {"epochs": epochs, "batch_size": batch_size, "lr": 5e-3, "seed": seed,
+                                 "scheduler": "step", "step_size": 1, "gamma": 0.5, "rate_reg": 0.01},
+                       "out": str(out)})
+    torch.manual_seed(seed)
+    model = sl.models.SpikingMLP(24, 4, hidden=(32,), dropout=dropout)
+    return Trainer(model, Patterns(96, 1), Patterns(32, 2), cfg, pad_collate, quiet=True)
+
+
+def test_resume_mid_epoch_reaches_the_same_weights(tmp_path):
+    full = _trainer(tmp_path / "full")
+    full.fit()
+    interrupted = _trainer(tmp_path / "cut")
+    interrupted.fit(max_steps=8)  # 6 steps per epoch: killed in the middle of epoch 2
+    assert (tmp_path / "cut" / "last.pt").exists() and interrupted.global_step == 8
+    resumed = _trainer(tmp_path / "cut")
+    torch.manual_seed(12345)  # the resumed process starts from other RNG states
+    resumed.resume(tmp_path / "cut" / "last.pt")
+    resumed.fit()
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed.history[-1]["test_accuracy"] == full.history[-1]["test_accuracy"]
+    log = (tmp_path / "full" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,step,train_loss") and len(log) == 3
+    assert (tmp_path / "full" / "best.pt").exists()
+
+
+def test_checkpoint_mismatch_is_reported(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.fit(max_steps=1)
+    other = Trainer(sl.models.SpikingMLP(24, 4, hidden=(8,)), Patterns(8, 1), Patterns(8, 2), trainer.cfg,
+                    pad_collate, quiet=True)
+    with pytest.raises(ValueError, match="does not fit this model"):
+        other.resume(tmp_path / "last.pt")
+
+
+def _ddp_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        trainer = _trainer(out, dropout=0.0)
+        trainer.fit()
+        if rank == 0:
+            torch.save(trainer.model.state_dict(), os.path.join(out, "ddp.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    torch.set_num_threads(1)
+    single = _trainer(tmp_path / "single", dropout=0.0)
+    single.fit()
+    port = 29500 + os.getpid() % 1000
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ddp = torch.load(tmp_path / "ddp.pt")
+    for name, value in single.model.state_dict().items():
+        torch.testing.assert_close(ddp[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("config, key", [
+    ({"model": {"name": "transformer"}}, "model.name"),
+    ({"train": {"lr": -0.1}}, "train.lr"),
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"train": {"optimizer": "lbfgs"}}, "train.optimizer"),
+    ({"train": {"batch_size": 3.5}}, "train.batch_size"),
+    ({"data": {"name": "mnist"}}, "data.name"),
+    ({"data": {"name": "nmnist"}}, "data.root"),
+    ({"trian": {}}, "trian"),
+    ({"train": {"learning_rate": 1}}, "train.learning_rate"),
+])
+def test_bad_config_names_the_key(config, key):
+    with pytest.raises(ConfigError, match=rf"^{key}:"):
+        load_config(config)
+
+
+def test_missing_dataset_folder_fails_before_training(tmp_path):
+    from spikelab.train import trainer_from_config
+
+    with pytest.raises(ConfigError, match=r"^data.root: .*no 'Train' folder"):
+        trainer_from_config({"data": {"name": "nmnist", "root": str(tmp_path)}, "out": str(tmp_path / "o")})
+    assert not (tmp_path / "o").exists()
+
+
+def test_yaml_config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: mlp\n  hidden: [64]\ntrain:\n  lr: 0.01\n")
+    cfg = load_config(path)
+    assert cfg["model"] == {"name": "mlp", "hidden": [64]} and cfg["train"]["lr"] == 0.01
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_losses_on_hand_inputs():
+    out = torch.zeros(4, 2, 3)
+    out[:, 0, 1] = 2.0
+    y = torch.tensor([1, 0])
+    ce = losses.rate_ce(out, y)
+    expected = (torch.nn.functional.cross_entropy(torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 0.0]]), y))
+    torch.testing.assert_close(ce, expected)
+    torch.testing.assert_close(losses.tet(out, y), expected)  # the same every step
+    torch.testing.assert_close(losses.membrane_ce(out, y), torch.nn.functional.cross_entropy(out.sum(0), y))
+    counts = torch.zeros(4, 1, 2)
+    counts[:, 0, 0] = 0.8
+    counts[:, 0, 1] = 0.2
+    assert losses.count_mse(counts, torch.tensor([0])).item() == pytest.approx(0.0, abs=1e-7)
