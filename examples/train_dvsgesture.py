@@ -1,4 +1,4 @@
-"""Train a spiking cnn on  0.3:16:DVS128 Gesture (DvsGesture/ folder; see datasets/dvsgesture.md).
+"""Train a spiking cnn on DVS128 Gesture (DvsGesture/ folder; see datasets/dvsgesture.md).
 
     python examples/train_dvsgesture.py /path/to/dataset [--epochs N] [--out runs/dvsgesture]
 
@@ -20,8 +20,8 @@ def main() -> int:
     parser.add_argument("--out", default="runs/dvsgesture")
     args = parser.parse_args()
     config = {
-        "model": {"name": "cnn", "channels"},
-        "data": {"name": "dvsgesture", "root": args.root, "time_bins":  [32, 64], "dropout", "cache": True, "num_workers": 2},
+        "model": {"name": "cnn", "channels": [32, 64], "dropout": 0.3},
+        "data": {"name": "dvsgesture", "root": args.root, "time_bins": 16, "cache": True, "num_workers": 2},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3, "scheduler": "cosine"},
         "out": args.out,
     }

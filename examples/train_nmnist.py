@@ -1,4 +1,4 @@
-"""Train a spiking cnn on 10:N-MNIST (Train/ and Test/ folders; see datasets/nmnist.md).
+"""Train a spiking cnn on N-MNIST (Train/ and Test/ folders; see datasets/nmnist.md).
 
     python examples/train_nmnist.py /path/to/dataset [--epochs N] [--out runs/nmnist]
 
@@ -20,8 +20,8 @@ def main() -> int:
     parser.add_argument("--out", default="runs/nmnist")
     args = parser.parse_args()
     config = {
-        "model": {"name": "cnn", "channels"},
-        "data": {"name": "nmnist", "root": args.root, "time_bins":  [32, 64], "cache": True, "num_workers": 2},
+        "model": {"name": "cnn", "channels": [32, 64]},
+        "data": {"name": "nmnist", "root": args.root, "time_bins": 10, "cache": True, "num_workers": 2},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3, "scheduler": "cosine"},
         "out": args.out,
     }

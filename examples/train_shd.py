@@ -1,4 +1,4 @@
-"""Train a spiking mlp on 50:Spiking Heidelberg Digits (shd_train.h5, shd_test.h5; see datasets/shd.md).
+"""Train a spiking mlp on Spiking Heidelberg Digits (shd_train.h5, shd_test.h5; see datasets/shd.md).
 
     python examples/train_shd.py /path/to/dataset [--epochs N] [--out runs/shd]
 
@@ -20,8 +20,8 @@ def main() -> int:
     parser.add_argument("--out", default="runs/shd")
     args = parser.parse_args()
     config = {
-        "model": {"name": "mlp", "hidden"},
-        "data": {"name": "shd", "root": args.root, "time_bins":  [256, 256], "cache": True, "num_workers": 2},
+        "model": {"name": "mlp", "hidden": [256, 256]},
+        "data": {"name": "shd", "root": args.root, "time_bins": 50, "cache": True, "num_workers": 2},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3, "scheduler": "cosine"},
         "out": args.out,
     }

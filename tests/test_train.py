@@ -139,3 +139,20 @@ def test_losses_on_hand_inputs():
     counts[:, 0, 0] = 0.8
     counts[:, 0, 1] = 0.2
     assert losses.count_mse(counts, torch.tensor([0])).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_config_path_for_shd_layout(tmp_path):
+    from spikelab.data import make_events, write_shd
+    from spikelab.train import trainer_from_config
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("test", 8)):
+        labels = rng.integers(0, 20, n)
+        samples = [make_events(rng.integers(0, 700, 50) // 35 * 35 + lab, np.zeros(50, int),
+                               np.sort(rng.integers(0, 800_000, 50)), np.ones(50, int)) for lab in labels]
+        write_shd(tmp_path / f"shd_{split}.h5", samples, labels)
+    trainer = trainer_from_config({"model": {"name": "mlp", "hidden": [16]},
+                                   "data": {"name": "shd", "root": str(tmp_path), "time_bins": 5, "cache": False},
+                                   "train": {"epochs": 1, "batch_size": 8}, "out": str(tmp_path / "o")}, quiet=True)
+    history = trainer.fit()
+    assert len(history) == 1 and 0.0 <= history[0]["test_accuracy"] <= 1.0
