@@ -70,9 +70,10 @@ def test_cli_train_from_yaml_and_config_errors(tmp_path, capsys):
 
 def test_cli_help_and_unknown_command(capsys):
     assert main([]) == 2
-    with pytest.raises(SystemExit):
-        main(["demo", "--help"])
-    assert "summary.json" in capsys.readouterr().out
+    for command, text in (("demo", "summary.json"), ("train", "CONFIG.yaml"), ("eval", "checkpoint")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert text in capsys.readouterr().out
     proc = subprocess.run([sys.executable, "-m", "spikelab.cli", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 

@@ -156,3 +156,18 @@ def test_config_path_for_shd_layout(tmp_path):
                                    "train": {"epochs": 1, "batch_size": 8}, "out": str(tmp_path / "o")}, quiet=True)
     history = trainer.fit()
     assert len(history) == 1 and 0.0 <= history[0]["test_accuracy"] <= 1.0
+
+
+def test_tensorboard_logs(tmp_path):
+    pytest.importorskip("tensorboard")
+    cfg = load_config({"train": {"epochs": 1, "batch_size": 16, "tensorboard": True}, "out": str(tmp_path)})
+    trainer = Trainer(sl.models.SpikingMLP(24, 4, hidden=(8,)), Patterns(32, 1), Patterns(16, 2), cfg, pad_collate,
+                      quiet=True)
+    trainer.fit()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert files
+    acc = EventAccumulator(str(files[0]))
+    acc.Reload()
+    assert {"test_accuracy", "train_loss", "lr"} <= set(acc.Tags()["scalars"])
