@@ -56,10 +56,14 @@ class EpochBatches(torch.utils.data.Sampler):
         out = []
         for b in range(math.ceil(self.size / self.batch_size)):
             chunk = order[b * self.batch_size:(b + 1) * self.batch_size]
-            if self.world > 1 and len(chunk) < self.batch_size:
-                break  # an uneven last batch cannot be split exactly
-            out.append(chunk[self.rank * per:(self.rank + 1) * per] if self.world > 1 else chunk)
-        return out[self.skip:]
+            if self.world == 1:
+                out.append(chunk)
+            elif not self.shuffle:
+                out.append(chunk[self.rank::self.world])  # evaluation: every sample, on some process
+            elif len(chunk) == self.batch_size:
+                out.append(chunk[self.rank * per:(self.rank + 1) * per])
+            # training drops an uneven last batch: it cannot be split into equal shares
+        return [b for b in out[self.skip:] if b]
 
     def __iter__(self):
         return iter(self.batches())
