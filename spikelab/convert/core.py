@@ -1,0 +1,229 @@
+"""ANN -> SNN conversion: trace, fold BatchNorm, calibrate thresholds, swap activations for IF neurons.
+
+Every ReLU-like call site (an ``nn.ReLU`` reused at three places becomes three neurons)
+becomes an IF neuron with reset by subtraction, a membrane starting at half its threshold, and
+spikes of amplitude ``threshold`` so the next layer sees the same scale as in the ANN. The
+threshold of each site is a statistic of its ANN activations on calibration data: ``"max"``,
+or ``"robust"`` (the ``percentile``-th percentile, Rueckauer et al. 2017), per layer or per
+channel; a QCFS site uses its learned clip. The SNN runs the traced graph once per time step,
+so the readout (the last layer, never a neuron) gives ``[T, B, classes]``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable, Optional, Union
+
+import torch
+from torch import fx, nn
+
+from spikelab.convert.graph import (ConversionError, activation_sites, check_supported, fold_batchnorm, nodes_of,
+                                    trace)
+from spikelab.convert.qcfs import QCFS
+from spikelab.neurons import IF
+
+MAX_SAMPLES = 200_000  # activation values kept per site (or per channel) for percentiles
+
+
+class _Recorder(nn.Module):
+    """Applies the activation and keeps a sample of its positive outputs."""
+
+    def __init__(self, activation: nn.Module, per_channel: bool) -> None:
+        super().__init__()
+        self.activation = activation
+        self.per_channel = per_channel
+        self.values: list[torch.Tensor] = []
+        self.kept = 0
+
+    def forward(self, x):
+        y = self.activation(x)
+        with torch.no_grad():
+            v = y.detach().transpose(0, 1).flatten(1) if (self.per_channel and y.ndim > 1) else y.detach().reshape(1, -1)
+            if self.kept < MAX_SAMPLES:
+                take = v[:, torch.randperm(v.shape[1])[: MAX_SAMPLES - self.kept]] if v.shape[1] > 0 else v
+                self.values.append(take.float().cpu())
+                self.kept += take.shape[1]
+        return y
+
+    def threshold(self, method: str, percentile: float) -> torch.Tensor:
+        if not self.values:
+            raise ConversionError("calibration data never reached this activation")
+        v = torch.cat(self.values, dim=1)
+        if method == "max":
+            t = v.max(dim=1).values
+        else:
+            t = torch.quantile(v, percentile / 100.0, dim=1)
+        t = torch.where(t > 0, t, torch.ones_like(t) * 1e-3)  # a silent site: any small threshold
+        return t if self.per_channel else t[0]
+
+
+class _ActivationOf(nn.Module):
+    """The activation of a function/method call site, as a module."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class SpikingSite(nn.Module):
+    """An IF neuron standing for one ANN activation call site: threshold ``theta``, reset by
+    subtraction, membrane starting at ``theta / 2``, output ``theta * spike``."""
+
+    def __init__(self, threshold: torch.Tensor, start: float = 0.5) -> None:
+        super().__init__()
+        threshold = threshold.detach().float().clamp_min(1e-6)
+        channels = threshold.numel() if threshold.ndim == 1 else None
+        self.neuron = IF(threshold=threshold.clone(), reset="subtract", num_channels=channels)
+        self.start = start
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        return self.neuron.threshold
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neuron._view(self.neuron.threshold, x.ndim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.neuron.state["v"] is None:
+            self.neuron.set_state(v=(self.start * self._scale(x)).expand_as(x).contiguous().to(x.dtype))
+        return self.neuron.step(x) * self._scale(x)
+
+    def reset(self) -> None:
+        self.neuron.reset()
+
+    def extra_repr(self) -> str:
+        t = self.neuron.threshold
+        return f"threshold={t.item():.4g}" if t.numel() == 1 else f"threshold=[{t.numel()} channels]"
+
+
+class ConvertedSNN(nn.Module):
+    """The converted network: ``forward(x_seq [T, B, ...]) -> [T, B, ...]`` (readout per step)."""
+
+    _spikelab_stateful = True
+
+    def __init__(self, graph_module: fx.GraphModule, report: dict) -> None:
+        super().__init__()
+        self.graph_module = graph_module
+        self.report = report
+
+    def sites(self) -> list[tuple[str, SpikingSite]]:
+        return [(n, m) for n, m in self.graph_module.named_modules() if isinstance(m, SpikingSite)]
+
+    def reset(self) -> None:
+        for _, site in self.sites():
+            site.reset()
+
+    def select_batch(self, index) -> None:
+        for _, site in self.sites():
+            site.neuron.select_batch(index)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """One time step on ``x`` ``[B, ...]``; neuron state persists until :meth:`reset`."""
+        return self.graph_module(x)
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if x_seq.ndim < 2:
+            raise ValueError(f"x_seq: expected [T, B, ...], got shape {tuple(x_seq.shape)}")
+        self.reset()
+        out = torch.stack([self.graph_module(x_seq[t]) for t in range(x_seq.shape[0])])
+        self.reset()
+        return out
+
+    def run(self, x: torch.Tensor, steps: int) -> torch.Tensor:
+        """Present the static input ``x`` ``[B, ...]`` for ``steps`` steps: ``[steps, B, ...]``."""
+        return self.forward(x.unsqueeze(0).expand(steps, *x.shape))
+
+
+def _batches(data) -> Iterable[torch.Tensor]:
+    if isinstance(data, torch.Tensor):
+        yield data
+        return
+    for batch in data:
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def convert(model: nn.Module, calibration_data: Union[torch.Tensor, Iterable], method: str = "robust",
+            percentile: float = 99.9, per_channel: bool = False, maxpool: str = "spike",
+            start: float = 0.5) -> ConvertedSNN:
+    """Convert a trained ReLU (or QCFS) network into an SNN of IF neurons.
+
+    Args:
+        model: the ANN (``eval()`` mode is used; the original is not modified).
+        calibration_data: ANN inputs, a tensor ``[N, ...]`` or an iterable of batches
+            (tensors or ``(x, y)`` tuples), used to set the thresholds.
+        method: ``"robust"`` (percentile of the activations) or ``"max"``; QCFS sites use their clip.
+        percentile: the percentile of ``"robust"``.
+        per_channel: one threshold per channel (dimension 1) instead of one per layer.
+        maxpool: ``"spike"`` keeps max pooling on spikes (a spike-gated max: a window fires when
+            any of its inputs fires) or ``"avg"`` replaces it by average pooling of the same window.
+        start: initial membrane as a fraction of the threshold.
+    """
+    if method not in ("robust", "max"):
+        raise ValueError(f"method: expected 'robust' or 'max', got {method!r}")
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile: expected a value in (0, 100], got {percentile}")
+    if maxpool not in ("spike", "avg"):
+        raise ValueError(f"maxpool: expected 'spike' or 'avg', got {maxpool!r}")
+    model = copy.deepcopy(model).eval()
+    gm = trace(model)
+    check_supported(gm)
+    gm = fold_batchnorm(gm)
+    for node in nodes_of(gm, (nn.Dropout, nn.Dropout2d)):
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+    if maxpool == "avg":
+        for node in nodes_of(gm, (nn.MaxPool2d,)):
+            mp = gm.get_submodule(node.target)
+            gm.add_submodule(node.target, nn.AvgPool2d(mp.kernel_size, mp.stride, mp.padding))
+    sites = activation_sites(gm)
+    if not sites:
+        raise ConversionError("the model has no ReLU-like activation to turn into neurons")
+    recorders: list[tuple[fx.Node, _Recorder]] = []
+    for i, node in enumerate(sites):
+        if node.op == "call_module":
+            act = gm.get_submodule(node.target)
+        else:
+            act = _ActivationOf(_callable(node))
+        rec = _Recorder(act, per_channel)
+        name = f"site_{i}"
+        gm.add_submodule(name, rec)
+        with gm.graph.inserting_after(node):
+            new = gm.graph.call_module(name, (node.args[0],))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+        recorders.append((new, rec))
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    with torch.no_grad():
+        seen = 0
+        for x in _batches(calibration_data):
+            gm(x)
+            seen += len(x)
+    if seen == 0:
+        raise ValueError("calibration_data: no batches")
+    thresholds = {}
+    for node, rec in recorders:
+        if isinstance(rec.activation, QCFS):
+            t = rec.activation.clip.detach().clone()
+        else:
+            t = rec.threshold(method, percentile)
+        gm.add_submodule(node.target, SpikingSite(t, start))
+        thresholds[node.target] = t.tolist()
+    gm.recompile()
+    report = {"method": method, "percentile": percentile, "per_channel": per_channel, "maxpool": maxpool,
+              "calibration_samples": seen, "thresholds": thresholds, "sites": len(recorders)}
+    return ConvertedSNN(gm, report)
+
+
+def _callable(node: fx.Node):
+    if node.op == "call_function":
+        fn, extra, kw = node.target, node.args[1:], {k: v for k, v in node.kwargs.items() if k != "inplace"}
+        return lambda x: fn(x, *extra, **kw)
+    method = node.target.rstrip("_")
+    extra = node.args[1:]
+    kw = dict(node.kwargs)
+    return lambda x: getattr(x, method)(*extra, **kw)

@@ -1,0 +1,216 @@
+"""ANN -> SNN conversion: accuracy on real digits, QCFS's zero-error case, ResNet-18 structure,
+refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from spikelab.convert import ConversionError, QCFS, SpikingSite, convert, replace_relu_with_qcfs
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16
+    y = torch.tensor(d.target)
+    return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+def _fit(model, x, y, epochs, lr):
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr)
+    model.train()
+    for _ in range(epochs):
+        for i in range(0, len(x), 100):
+            loss = F.cross_entropy(model(x[i:i + 100]), y[i:i + 100])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+class MixedNet(nn.Module):
+    """BatchNorm, a ReLU module reused twice, F.relu, torch.relu, dropout, max and average pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.b1 = nn.BatchNorm2d(16)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.c3 = nn.Conv2d(16, 32, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AvgPool2d(2)
+        self.mp = nn.MaxPool2d(2)
+        self.drop = nn.Dropout(0.1)
+        self.fc1 = nn.Linear(32 * 2 * 2, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.relu(self.b1(self.c1(x)))
+        x = self.pool(self.relu(self.c2(x)) + x)  # the same ReLU module at a second call site, a residual add
+        x = self.mp(F.relu(self.c3(x)))
+        x = torch.relu(self.fc1(self.drop(torch.flatten(x, 1))))
+        return self.fc2(x)
+
+
+def test_relu_cnn_converts_close_to_the_ann(digits):
+    xtr, ytr, xte, yte = digits
+    ann = _fit(MixedNet(), xtr, ytr, epochs=12, lr=5e-3)
+    ann_acc = (ann(xte).argmax(1) == yte).float().mean().item()
+    assert ann_acc > 0.85
+    for maxpool in ("spike", "avg"):
+        snn = convert(ann, xtr[:400], method="robust", percentile=99.9, maxpool=maxpool)
+        assert snn.report["sites"] == 4  # relu twice, F.relu, torch.relu: one neuron per call site
+        out = snn.run(xte, 64)
+        accs = {t: (out[:t].mean(0).argmax(1) == yte).float().mean().item() for t in (4, 16, 64)}
+        print(f"maxpool={maxpool}: ANN {ann_acc:.3f}, SNN {accs}")
+        assert accs[64] >= ann_acc - (0.03 if maxpool == "avg" else 0.05)
+        assert accs[64] >= accs[4]
+    per_channel = convert(ann, xtr[:400], per_channel=True)
+    thresholds = [s.threshold for _, s in per_channel.sites()]
+    assert thresholds[0].shape == (16,) and thresholds[-1].shape == (64,)
+
+
+def test_qcfs_converts_with_almost_no_error_at_t_equal_l(digits):
+    xtr, ytr, xte, _ = digits
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(16, 32, 3, padding=1),
+                        nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(128, 10))
+    qnet = _fit(replace_relu_with_qcfs(net, levels=4, clip=1.0), xtr, ytr, epochs=30, lr=3e-3)
+    assert sum(isinstance(m, QCFS) for m in qnet.modules()) == 2
+    ann_pred = qnet(xte).argmax(1)
+    snn = convert(qnet, xtr[:200])
+    # thresholds are the learned clips
+    clips = [m.clip.item() for m in qnet.modules() if isinstance(m, QCFS)]
+    assert [s.threshold.item() for _, s in snn.sites()] == pytest.approx(clips)
+    agree = (snn.run(xte, 4).mean(0).argmax(1) == ann_pred).float().mean().item()
+    print(f"QCFS L=4, T=4: SNN agrees with the ANN on {agree:.4f} of the test digits")
+    assert agree >= 0.99
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock: one ReLU module used at two call sites."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class ResNet18(nn.Module):
+    """torchvision's resnet18 structure (stem without max pooling for small inputs)."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers.append(nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _resnet18():
+    try:
+        import torchvision  # noqa: F401
+
+        from torchvision.models import resnet18
+
+        model = resnet18(num_classes=10)
+        model.maxpool = nn.Identity()
+        return model
+    except Exception:  # noqa: BLE001 - torchvision does not install beside the CPU torch here
+        return ResNet18()
+
+
+def test_resnet18_gets_one_neuron_per_relu_call_site_and_converges():
+    torch.manual_seed(0)
+    ann = _resnet18().eval()
+    with torch.no_grad():  # give BatchNorm realistic statistics
+        ann.train()
+        for _ in range(3):
+            ann(torch.rand(16, 3, 16, 16))
+        ann.eval()
+    x = torch.rand(6, 3, 16, 16)
+    snn = convert(ann, torch.rand(32, 3, 16, 16), method="max")
+    assert snn.report["sites"] == 1 + 8 * 2  # the stem, and each block's relu called twice
+    assert len({id(s) for _, s in snn.sites()}) == 17
+    with torch.no_grad():
+        target = ann(x).flatten()
+        out = snn.run(x, 256)
+    corr = {t: torch.corrcoef(torch.stack([out[:t].mean(0).flatten(), target]))[0, 1].item() for t in (8, 64, 256)}
+    print(f"ResNet-18 SNN vs ANN logits, correlation by T: {corr}")
+    assert corr[256] > corr[8] and corr[256] > 0.8
+
+
+@pytest.mark.parametrize("layer, name", [
+    (nn.GELU(), "GELU"), (nn.LayerNorm(16), "LayerNorm"), (nn.SiLU(), "SiLU"), (nn.Sigmoid(), "Sigmoid"),
+])
+def test_unsupported_layers_are_listed(layer, name):
+    model = nn.Sequential(nn.Linear(16, 16), layer, nn.Linear(16, 4), nn.ReLU())
+    with pytest.raises(ConversionError, match=rf"1 node\(s\).*\({name}\)"):
+        convert(model, torch.rand(8, 16))
+
+
+def test_attention_and_custom_activation_are_listed():
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            y, _ = self.attn(x, x, x)
+            return self.fc(torch.tanh(y) + F.relu(x))
+
+    with pytest.raises(ConversionError, match=r"attn \(MultiheadAttention\).*tanh"):
+        convert(Attn(), torch.rand(2, 3, 8))
+
+
+def test_untraceable_model_says_why():
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return F.relu(x) if x.sum() > 0 else -x
+
+    with pytest.raises(ConversionError, match="could not trace Branchy"):
+        convert(Branchy(), torch.rand(2, 3))
+
+
+def test_converted_network_streams_and_resets():
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    snn = convert(model, torch.rand(64, 5))
+    x = torch.rand(4, 5)
+    whole = snn.run(x, 10)
+    steps = torch.stack([snn.step(x) for _ in range(10)])
+    torch.testing.assert_close(whole, steps)
+    snn.reset()
+    assert all(s.neuron.state["v"] is None for _, s in snn.sites())
+    assert isinstance(snn.sites()[0][1], SpikingSite)
