@@ -214,3 +214,65 @@ def test_converted_network_streams_and_resets():
     snn.reset()
     assert all(s.neuron.state["v"] is None for _, s in snn.sites())
     assert isinstance(snn.sites()[0][1], SpikingSite)
+
+
+class TinyNet(nn.Module):
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.fc1 = nn.Linear(5, width)
+        self.fc2 = nn.Linear(width, 3)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+def test_evaluate_report_and_exact_operation_counts(tmp_path):
+    from spikelab.convert import evaluate
+    from spikelab.convert.evaluate import _synapses
+
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 0, 0] = 1.0  # a corner pixel reaches 2x2 output positions in each of 2 channels
+    assert _synapses(conv, x).item() == 8
+    x[0, 0, 1, 1] = 1.0  # an inner one reaches 3x3 positions
+    assert _synapses(conv, x).item() == 8 + 18
+    strided = nn.Conv2d(1, 1, 2, stride=2)
+    assert _synapses(strided, torch.ones(1, 1, 4, 4)).item() == 16  # every pixel in exactly one window
+    assert _synapses(nn.Linear(6, 4), torch.tensor([[1.0, 0, 0, 2.0, 0, 0]])).item() == 8
+
+    torch.manual_seed(0)
+    ann = TinyNet().eval()
+    x = torch.rand(20, 5)
+    y = ann(x).argmax(1)
+    snn = convert(ann, torch.rand(100, 5))
+    report = evaluate(snn, (x, y), timesteps=[1, 8, 64], ann=ann, out_dir=tmp_path)
+    assert report["ann_accuracy"] == 1.0 and report["accuracy"]["64"] >= 0.9
+    assert 0 < report["firing_rate"]["site_0"] < 1
+    assert report["ops_per_sample_per_step"]["mac_first_layer"] == 5 * 8
+    assert report["ann_energy_per_sample_uj"] == pytest.approx((5 * 8 + 8 * 3) * 4.6e-6)
+    assert (tmp_path / "conversion_report.json").exists()
+    png = (tmp_path / "accuracy_vs_timesteps.png").read_bytes()
+    assert png[:4] == b"\x89PNG"
+
+
+def test_loading_checkpoints(tmp_path):
+    from spikelab.convert import load_ann
+
+    net = TinyNet()
+    torch.save(net.state_dict(), tmp_path / "sd.pt")
+    torch.save({"state_dict": net.state_dict(), "epoch": 3}, tmp_path / "wrapped.pt")
+    torch.save(net, tmp_path / "full.pt")
+    arch = f"{__name__}:TinyNet"
+    for path in ("sd.pt", "wrapped.pt"):
+        loaded = load_ann(tmp_path / path, arch=arch)
+        assert torch.equal(loaded.fc1.weight, net.fc1.weight)
+    assert isinstance(load_ann(tmp_path / "full.pt"), TinyNet)
+    with pytest.raises(ValueError, match="needs the architecture"):
+        load_ann(tmp_path / "sd.pt")
+    with pytest.raises(ValueError, match=r"fc1.weight: checkpoint \(8, 5\) vs model \(16, 5\)"):
+        load_ann(tmp_path / "sd.pt", arch=arch, width=16)
+    torch.save({"fc1.weight": net.fc1.weight}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match="missing from the checkpoint: \\['fc1.bias'"):
+        load_ann(tmp_path / "partial.pt", arch=arch)
+    with pytest.raises(ValueError, match="cannot import"):
+        load_ann(tmp_path / "sd.pt", arch="nowhere.module:Net")
