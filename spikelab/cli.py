@@ -1,4 +1,4 @@
-"""The ``spikelab`` command: ``demo``, ``train``, ``eval``."""
+"""The ``spikelab`` command: ``demo``, ``train``, ``eval``, ``convert``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", help="best.pt or last.pt written by 'spikelab train'")
     ev.add_argument("--split", choices=("test", "train"), default="test")
     ev.set_defaults(func=_eval)
+
+    from spikelab.convert.cli import add_parser as add_convert
+
+    add_convert(sub)
     return parser
 
 

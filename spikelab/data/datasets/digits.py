@@ -57,3 +57,18 @@ class DigitsDVS(NMNIST):
         root = Path(root) if root is not None else default_cache_root() / f"digits-dvs-v{VERSION}"
         build_digits_dvs(root, quiet=quiet)
         super().__init__(root, split, transform, target_transform, cache, cache_dir)
+
+
+def digits_dvs_images(split: str = "train", root=None, quiet: bool = True):
+    """Static inputs for ANNs: each DigitsDVS recording as one event-count image ``[2, 34, 34]``
+    (scaled to [0, 1] by the largest count of the split) and the labels, as tensors."""
+    import torch
+
+    from spikelab.data.functional import to_frame
+
+    dataset = DigitsDVS(root, split, quiet=quiet)
+    images = np.stack([to_frame(dataset.events(i)[0], (34, 34, 2), n_time_bins=1, dtype=np.float32)[0]
+                       for i in range(len(dataset))])
+    labels = np.array([label for _, label in dataset.samples])
+    images /= max(float(images.max()), 1.0)
+    return torch.from_numpy(images), torch.from_numpy(labels)

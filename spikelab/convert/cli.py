@@ -1,0 +1,78 @@
+"""``spikelab convert``: load a checkpoint, convert it, evaluate it, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _tensors(spec: str, split: str):
+    """``digits_dvs`` (the built-in data as count images) or a ``.pt`` file holding a tensor of
+    inputs or a dict with ``x`` (and ``y``)."""
+    if spec == "digits_dvs":
+        from spikelab.data.datasets.digits import digits_dvs_images
+
+        return digits_dvs_images(split)
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"{spec}: no such file (expected a .pt file or 'digits_dvs')")
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, torch.Tensor):
+        return obj, None
+    if isinstance(obj, dict) and "x" in obj:
+        return obj["x"], obj.get("y")
+    raise ValueError(f"{spec}: expected a tensor or a dict with 'x' (and 'y')")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("convert", help="convert a trained ANN checkpoint into an SNN and evaluate it",
+                       description="Convert a ReLU/QCFS network into an SNN of IF neurons, evaluate it at every "
+                                   "T of --timesteps from one simulation, and write conversion_report.json, "
+                                   "accuracy_vs_timesteps.png and snn.pt into --out.")
+    p.add_argument("--weights", required=True, help="a saved model, or a state_dict (needs --model)")
+    p.add_argument("--model", help="architecture for a state_dict: 'package.module:Class' or a torchvision name")
+    p.add_argument("--calibration", required=True, help="calibration inputs: a .pt file or 'digits_dvs'")
+    p.add_argument("--test", help="labelled test data: a .pt file with x and y, or 'digits_dvs'")
+    p.add_argument("--timesteps", default="1,2,4,8,16,32,64,128,256", help="comma-separated T values")
+    p.add_argument("--method", choices=("robust", "max"), default="robust")
+    p.add_argument("--percentile", type=float, default=99.9)
+    p.add_argument("--per-channel", action="store_true")
+    p.add_argument("--maxpool", choices=("spike", "avg"), default="spike")
+    p.add_argument("--out", default="convert_out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from spikelab.convert import ConversionError, convert, evaluate, load_ann
+
+    try:
+        timesteps = [int(t) for t in args.timesteps.split(",")]
+        ann = load_ann(args.weights, arch=args.model)
+        calib, _ = _tensors(args.calibration, "train")
+        snn = convert(ann, calib, method=args.method, percentile=args.percentile, per_channel=args.per_channel,
+                      maxpool=args.maxpool)
+    except (ConversionError, ValueError, FileNotFoundError) as err:
+        print(f"spikelab convert: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(snn, out / "snn.pt")
+    print(f"converted: {snn.report['sites']} neuron sites ({args.method}); saved {out / 'snn.pt'}")
+    if args.test:
+        x, y = _tensors(args.test, "test")
+        if y is None:
+            print("spikelab convert: --test needs labels (a dict with 'x' and 'y')", file=sys.stderr)
+            return 2
+        report = evaluate(snn, [(x[i:i + 256], y[i:i + 256]) for i in range(0, len(x), 256)], timesteps, ann=ann,
+                          out_dir=out)
+        print(f"ANN accuracy {report['ann_accuracy']:.4f}")
+        for t in report["timesteps"]:
+            print(f"  T={t:4d}: SNN accuracy {report['accuracy'][str(t)]:.4f}")
+        print(f"wrote {out / 'conversion_report.json'} and {out / 'accuracy_vs_timesteps.png'}")
+    else:
+        (out / "conversion_report.json").write_text(json.dumps({"conversion": snn.report}, indent=2))
+    return 0
