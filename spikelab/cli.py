@@ -14,7 +14,10 @@ def _demo(args: argparse.Namespace) -> int:
     summary = run_demo(args.out, epochs=args.epochs, seed=args.seed, quiet=args.quiet)
     print(f"test accuracy: {summary['test_accuracy']:.3f} on {summary['test_samples']} DigitsDVS test samples "
           f"({summary['train_seconds']} s training, {summary['data_seconds']} s data)")
-    print(f"wrote {args.out}/summary.json, training_curve.png, raster.png, best.pt, last.pt")
+    conv = summary["conversion"]
+    print(f"converted ReLU CNN: ANN {conv['ann_accuracy']:.3f}, SNN " +
+          ", ".join(f"T={t}: {a:.3f}" for t, a in conv["snn_accuracy"].items() if t in ("4", "16", "64")))
+    print(f"wrote {args.out}/summary.json, training_curve.png, raster.png, best.pt, last.pt, conversion/")
     return 0
 
 

@@ -51,9 +51,32 @@ def test_demo_trains_on_builtin_events_and_writes_report(tmp_path, capsys):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
     assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
+    conversion = summary["conversion"]
+    assert conversion["snn_accuracy"]["64"] >= conversion["ann_accuracy"] - 0.02
+    assert (tmp_path / "conversion" / "accuracy_vs_timesteps.png").exists()
     # the checkpoint evaluates through the CLI
     assert main(["eval", str(tmp_path / "best.pt")]) == 0
     assert "test accuracy" in capsys.readouterr().out
+
+
+def test_cli_convert(tmp_path, capsys):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    x = torch.rand(64, 6)
+    torch.save(ann, tmp_path / "ann.pt")
+    torch.save(x, tmp_path / "calib.pt")
+    torch.save({"x": x, "y": ann(x).argmax(1)}, tmp_path / "test.pt")
+    assert main(["convert", "--weights", str(tmp_path / "ann.pt"), "--calibration", str(tmp_path / "calib.pt"),
+                 "--test", str(tmp_path / "test.pt"), "--timesteps", "4,32", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "ANN accuracy 1.0000" in out and "T=  32" in out
+    assert (tmp_path / "o" / "snn.pt").exists() and (tmp_path / "o" / "conversion_report.json").exists()
+    torch.save(ann.state_dict(), tmp_path / "sd.pt")
+    assert main(["convert", "--weights", str(tmp_path / "sd.pt"), "--calibration", str(tmp_path / "calib.pt")]) == 2
+    assert "needs the architecture" in capsys.readouterr().err
 
 
 def test_cli_train_from_yaml_and_config_errors(tmp_path, capsys):
