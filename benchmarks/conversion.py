@@ -17,30 +17,17 @@ import time
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from spikelab.convert import convert, replace_relu_with_qcfs
 from spikelab.data.datasets.digits import digits_dvs_images
+from spikelab.demo import count_image_cnn, fit_classifier
 
 
-def cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(2, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
-                         nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AvgPool2d(2),
-                         nn.Flatten(), nn.Linear(32 * 8 * 8, 10))
+cnn = count_image_cnn  # the demo's network
 
 
-def fit(model: nn.Module, x, y, epochs: int, lr: float = 2e-3) -> nn.Module:
-    opt = torch.optim.Adam(model.parameters(), lr)
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i:i + 64]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+def fit(model: nn.Module, x, y, epochs: int) -> nn.Module:
+    return fit_classifier(model, x, y, epochs)
 
 
 @torch.no_grad()

@@ -83,31 +83,41 @@ def _plots(out: Path, trainer, history) -> None:
     plt.close(fig)
 
 
-def _conversion(out: Path, seed: int, quiet: bool) -> dict:
-    """Train a ReLU CNN on DigitsDVS count images, convert it to IF neurons, evaluate it over T."""
+def count_image_cnn() -> "torch.nn.Module":
+    """The ReLU CNN the demo converts: DigitsDVS count images [2, 34, 34] -> 10 classes."""
     from torch import nn
+
+    return nn.Sequential(nn.Conv2d(2, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
+                         nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AvgPool2d(2),
+                         nn.Flatten(), nn.Linear(32 * 8 * 8, 10))
+
+
+def fit_classifier(model, x, y, epochs: int, lr: float = 2e-3, batch: int = 64):
+    """Plain ANN training (Adam, cross-entropy, shuffled mini-batches from the global RNG)."""
     from torch.nn import functional as F
 
+    opt = torch.optim.Adam(model.parameters(), lr)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), batch):
+            idx = perm[i:i + batch]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def _conversion(out: Path, seed: int, quiet: bool) -> dict:
+    """Train a ReLU CNN on DigitsDVS count images, convert it to IF neurons, evaluate it over T."""
     from spikelab.convert import convert, evaluate
     from spikelab.data.datasets.digits import digits_dvs_images
 
     xtr, ytr = digits_dvs_images("train")
     xte, yte = digits_dvs_images("test")
     torch.manual_seed(seed)
-    ann = nn.Sequential(nn.Conv2d(2, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
-                        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AvgPool2d(2),
-                        nn.Flatten(), nn.Linear(32 * 8 * 8, 10))
-    opt = torch.optim.Adam(ann.parameters(), 2e-3)
-    for _ in range(10):
-        ann.train()
-        perm = torch.randperm(len(xtr))
-        for i in range(0, len(xtr), 64):
-            idx = perm[i:i + 64]
-            loss = F.cross_entropy(ann(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    ann.eval()
+    ann = fit_classifier(count_image_cnn(), xtr, ytr, epochs=10)
     snn = convert(ann, xtr[:512], method="robust", percentile=99.9)
     batches = [(xte[i:i + 128], yte[i:i + 128]) for i in range(0, len(xte), 128)]
     report = evaluate(snn, batches, timesteps=[1, 2, 4, 8, 16, 32, 64], ann=ann, out_dir=out / "conversion")

@@ -41,6 +41,11 @@ class SpikingMLP(L.Sequential):
         super().__init__(*mods)
 
 
+def _reduce_large_input(input_size: int) -> tuple[list[nn.Module], int]:
+    """A 4x4 sum-pool for inputs larger than 64 pixels (DVS128), and the size after it."""
+    return ([L.SumPool2d(4)], input_size // 4) if input_size > 64 else ([], input_size)
+
+
 def _conv_block(cin: int, cout: int, neuron: NeuronFactory) -> list[nn.Module]:
     return [L.Conv2d(cin, cout, 3, padding=1, bias=False), L.BatchNorm2d(cout), neuron()]
 
@@ -56,11 +61,7 @@ class SpikingCNN(L.Sequential):
                  channels: Sequence[int] = (16, 32), neuron: Optional[NeuronFactory] = None,
                  dropout: float = 0.0) -> None:
         neuron = neuron or _default_neuron
-        mods: list[nn.Module] = []
-        size = input_size
-        if input_size > 64:
-            mods.append(L.SumPool2d(4))
-            size //= 4
+        mods, size = _reduce_large_input(input_size)
         width = in_channels
         for c in channels:
             mods += _conv_block(width, c, neuron) + [L.AvgPool2d(2)]
@@ -101,11 +102,7 @@ class SEWResNet(L.Sequential):
     def __init__(self, in_channels: int = 2, classes: int = 10, input_size: int = 34,
                  stages: Sequence[int] = (16, 32), blocks: int = 1, neuron: Optional[NeuronFactory] = None) -> None:
         neuron = neuron or _default_neuron
-        mods: list[nn.Module] = []
-        size = input_size
-        if input_size > 64:
-            mods.append(L.SumPool2d(4))
-            size //= 4
+        mods, size = _reduce_large_input(input_size)
         width = in_channels
         for c in stages:
             mods += _conv_block(width, c, neuron) + [L.AvgPool2d(2)]

@@ -18,7 +18,7 @@ import torch
 from torch import fx, nn
 
 from spikelab.convert.graph import (ConversionError, activation_sites, check_supported, fold_batchnorm, nodes_of,
-                                    trace)
+                                    replace_with_module, tidy, trace)
 from spikelab.convert.qcfs import QCFS
 from spikelab.neurons import IF
 
@@ -188,16 +188,8 @@ def convert(model: nn.Module, calibration_data: Union[torch.Tensor, Iterable], m
         else:
             act = _ActivationOf(_callable(node))
         rec = _Recorder(act, per_channel)
-        name = f"site_{i}"
-        gm.add_submodule(name, rec)
-        with gm.graph.inserting_after(node):
-            new = gm.graph.call_module(name, (node.args[0],))
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
-        recorders.append((new, rec))
-    gm.graph.eliminate_dead_code()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
+        recorders.append((replace_with_module(gm, node, f"site_{i}", rec), rec))
+    tidy(gm)
     with torch.no_grad():
         seen = 0
         for x in _batches(calibration_data):

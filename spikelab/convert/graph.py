@@ -108,10 +108,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
         gm.add_submodule(prev.target, folded)  # replaces the layer in place
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
-    gm.graph.eliminate_dead_code()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return gm
+    return tidy(gm)
 
 
 def _fold(layer: nn.Module, bn: nn.Module) -> nn.Module:
@@ -128,6 +125,23 @@ def _fold(layer: nn.Module, bn: nn.Module) -> nn.Module:
         else:
             layer.bias.copy_(new_bias)
     return layer
+
+
+def replace_with_module(gm: fx.GraphModule, node: fx.Node, name: str, module: nn.Module) -> fx.Node:
+    """Put ``module`` (registered as ``name``) in place of the call ``node``, fed its first argument."""
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_after(node):
+        new = gm.graph.call_module(name, (node.args[0],))
+    node.replace_all_uses_with(new)
+    gm.graph.erase_node(node)
+    return new
+
+
+def tidy(gm: fx.GraphModule) -> fx.GraphModule:
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
 
 
 def nodes_of(gm: fx.GraphModule, types: Iterable[type]) -> list[fx.Node]:

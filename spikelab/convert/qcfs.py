@@ -44,17 +44,9 @@ class QCFS(nn.Module):
 
 def replace_relu_with_qcfs(model: nn.Module, levels: int = 8, clip: float = 8.0) -> nn.Module:
     """A copy of ``model`` (traced with torch.fx) with a fresh QCFS at every ReLU call site."""
-    from spikelab.convert.graph import activation_sites, trace
+    from spikelab.convert.graph import activation_sites, replace_with_module, tidy, trace
 
     gm = trace(model)
     for i, node in enumerate(activation_sites(gm)):
-        name = f"qcfs_{i}"
-        gm.add_submodule(name, QCFS(levels, clip))
-        with gm.graph.inserting_after(node):
-            new = gm.graph.call_module(name, (node.args[0],))
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
-    gm.graph.eliminate_dead_code()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return gm
+        replace_with_module(gm, node, f"qcfs_{i}", QCFS(levels, clip))
+    return tidy(gm)
