@@ -7,7 +7,7 @@ Quick start::
     out = net(torch.rand(25, 8, 100))          # [T, B, features] -> [T, B, 10]
 """
 
-from spikelab import data, layers, neurons, surrogate
+from spikelab import data, layers, models, neurons, surrogate
 from spikelab.backends import BackendUnavailableError
 from spikelab.neurons import IF, LIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, ProbabilisticLIF
 from spikelab.runtime import tune_cpu_allocator
@@ -15,8 +15,18 @@ from spikelab.state import reset, select_batch
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # training and conversion load on first use (``spikelab.train``, ``spikelab.convert``)
+    if name in ("train", "convert"):
+        import importlib
+
+        return importlib.import_module(f"spikelab.{name}")
+    raise AttributeError(f"module 'spikelab' has no attribute {name!r}")
+
+
 __all__ = [
     "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "IF", "LIF", "PLIF",
-    "ProbabilisticLIF", "data", "layers", "neurons", "reset", "select_batch", "surrogate", "tune_cpu_allocator",
-    "__version__",
+    "ProbabilisticLIF", "convert", "data", "layers", "models", "neurons", "reset", "select_batch", "surrogate",
+    "train", "tune_cpu_allocator", "__version__",
 ]

@@ -28,7 +28,7 @@ def test_no_generic_top_level_modules_installed():
 
 def test_public_api_reexported():
     for name in ("LIF", "IF", "PLIF", "AdaptiveLIF", "CurrentLIF", "ProbabilisticLIF", "reset", "select_batch",
-                 "layers", "surrogate", "neurons"):
+                 "layers", "surrogate", "neurons", "models", "data", "train", "convert"):
         assert hasattr(spikelab, name), name
 
 
