@@ -198,7 +198,6 @@ def bench_size(T: int, B: int, N: int, repeats: int, device: str, skip: set[str]
             results[name]["peak_MB"] = peak_train_memory_cpu(name, T, B, N)
         else:
             results[name]["peak_MB"] = float("nan")
-        del layer
     return results
 
 

@@ -14,7 +14,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from spikelab.neurons.base import BaseNeuron

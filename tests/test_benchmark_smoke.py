@@ -4,7 +4,6 @@ benchmarks/, not in tests)."""
 import sys
 from pathlib import Path
 
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 

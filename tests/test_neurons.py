@@ -133,7 +133,8 @@ def test_select_batch_shrinks_state(name):
     full = torch.stack([neuron.step(x[t]) for t in range(6)])
     neuron.reset()
     torch.manual_seed(3)
-    outs = [neuron.step(x[t]) for t in range(3)]
+    for t in range(3):
+        neuron.step(x[t])
     keep = torch.tensor([0, 2])
     neuron.select_batch(keep)
     assert all(v.shape[0] == 2 for v in neuron.state.values())

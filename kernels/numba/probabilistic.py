@@ -14,7 +14,6 @@ import numpy as np
 from numba import prange
 
 from spikelab.kernels.numba.common import CHUNK, grad_row, launch_args, typed
-from spikelab.kernels.numba.lif import _reset_row
 
 _M32 = np.uint64(0xFFFFFFFF)
 

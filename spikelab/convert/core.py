@@ -12,7 +12,7 @@ so the readout (the last layer, never a neuron) gives ``[T, B, classes]``.
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Optional, Union
+from typing import Iterable, Union
 
 import torch
 from torch import fx, nn

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spikelab.convert.core import ConvertedSNN, SpikingSite
+from spikelab.convert.core import ConvertedSNN
 
 DEFAULT_TIMESTEPS = tuple(2 ** k for k in range(9))  # 1 .. 256
 

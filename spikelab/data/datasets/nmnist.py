@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from spikelab.data.datasets.base import EventDataset
 from spikelab.data.formats.atis import read_atis_bin
