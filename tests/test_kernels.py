@@ -47,8 +47,8 @@ def run(fn, tensors: dict, kwargs: dict, grads: bool, g_seed: int):
     result = {"out": out.detach(), **{f"state{i}": s.detach() for i, s in enumerate(state)}}
     if grads:
         g = torch.Generator().manual_seed(g_seed)
-        w = torch.randn(out.shape, generator=g)
-        ws = [torch.randn(s.shape, generator=g) for s in state]
+        w = torch.randn(out.shape, generator=g).to(out.device)
+        ws = [torch.randn(s.shape, generator=g).to(s.device) for s in state]
         loss = (out * w).sum() + sum((s * wi).sum() for s, wi in zip(state, ws))
         loss.backward()
         result.update({f"d_{k}": v.grad for k, v in leaves.items()})
