@@ -1,4 +1,4 @@
-"""The ``spikelab`` command: ``demo``, ``train``, ``eval``, ``convert``."""
+"""The ``spikelab`` command: ``demo``, ``train``, ``eval``, ``convert``, ``calibrate``, ``infer``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,13 @@ def _demo(args: argparse.Namespace) -> int:
     conv = summary["conversion"]
     print(f"converted ReLU CNN: ANN {conv['ann_accuracy']:.3f}, SNN " +
           ", ".join(f"T={t}: {a:.3f}" for t, a in conv["snn_accuracy"].items() if t in ("4", "16", "64")))
-    print(f"wrote {args.out}/summary.json, training_curve.png, raster.png, best.pt, last.pt, conversion/")
+    trained = summary["dynamic_trained"]
+    print(f"dynamic confidence on the trained SNN: accuracy {trained['accuracy']:.3f} at "
+          f"{trained['mean_steps']:.1f} mean steps of {trained['controller']['t_max']}")
+    dyn = conv["dynamic"]
+    print(f"dynamic confidence on the converted SNN: accuracy {dyn['accuracy']:.3f} at {dyn['mean_steps']:.1f} "
+          f"mean steps ({100 * dyn['step_reduction']:.0f}% fewer than 64)")
+    print(f"wrote {args.out}/summary.json, training_curve.png, raster.png, best.pt, last.pt, conversion/, dynamic/")
     return 0
 
 
@@ -111,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     from spikelab.convert.cli import add_parser as add_convert
 
     add_convert(sub)
+    from spikelab.dynamic.cli import add_parsers as add_dynamic
+
+    add_dynamic(sub)
     return parser
 
 

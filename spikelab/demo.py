@@ -5,7 +5,8 @@ DigitsDVS (generated on first use, see ``datasets/digits_dvs.md``) is read back 
 fused kernels. Then a ReLU CNN trained on the same recordings as count images is converted
 to IF neurons and evaluated over simulation lengths. Writes ``summary.json``,
 ``training_curve.png``, ``raster.png``, the checkpoints and ``conversion/`` (report and
-accuracy-vs-T plot) into the output folder.
+accuracy-vs-T plot) and ``dynamic/`` (Dynamic Confidence calibrated on held-out data: accuracy
+and mean steps, the oracle, exit-step histogram) into the output folder.
 """
 
 from __future__ import annotations
@@ -82,6 +83,28 @@ def _plots(out: Path, trainer, history) -> None:
     plt.close(fig)
 
 
+def _dynamic_on_trained(out: Path, trainer) -> dict:
+    """Dynamic Confidence on the directly trained SNN (frame inputs, t_max = the frames)."""
+    from spikelab.data.collate import pad_collate
+    from spikelab.dynamic import DynamicConfidence, calibrate
+    from spikelab.dynamic import report as dynamic_report
+
+    def frames(dataset, indices):
+        x, y, _ = pad_collate([dataset[int(i)] for i in indices])
+        return x, y
+
+    held = torch.randperm(len(trainer.train_set), generator=torch.Generator().manual_seed(99))[:400]
+    x_cal, y_cal = frames(trainer.train_set, held)  # part of the train split: never the test split
+    x_test, y_test = frames(trainer.test_set, range(len(trainer.test_set)))
+    model = trainer.model.eval()
+    controller = DynamicConfidence("maxprob", t_max=x_test.shape[0])
+    # the calibration samples were seen in training (the model is more confident on them than on new
+    # data), so ask for no drop at all there
+    calibrate(controller, model, x_cal, y_cal, max_accuracy_drop=0.0)
+    data = dynamic_report(controller, controller.trace(model, x_test), y_test, out_dir=out / "dynamic_trained")
+    return {"controller": controller.state(), **data["dynamic"], "oracle": data["oracle"]}
+
+
 def count_image_cnn() -> "torch.nn.Module":
     """The ReLU CNN the demo converts: DigitsDVS count images [2, 34, 34] -> 10 classes."""
     from torch import nn
@@ -113,16 +136,26 @@ def _conversion(out: Path, seed: int, quiet: bool) -> dict:
     from spikelab.convert import convert, evaluate
     from spikelab.data.datasets.digits import digits_dvs_images
 
+    from spikelab.dynamic import DynamicConfidence, calibrate
+    from spikelab.dynamic import report as dynamic_report
+
     xtr, ytr = digits_dvs_images("train")
     xte, yte = digits_dvs_images("test")
+    order = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(1234))  # files are sorted by class
+    fit_idx, held_idx = order[:-400], order[-400:]
     torch.manual_seed(seed)
-    ann = fit_classifier(count_image_cnn(), xtr, ytr, epochs=10)
-    snn = convert(ann, xtr[:512], method="robust", percentile=99.9)
+    ann = fit_classifier(count_image_cnn(), xtr[fit_idx], ytr[fit_idx], epochs=10)
+    snn = convert(ann, xtr[fit_idx][:512], method="robust", percentile=99.9)
     batches = [(xte[i:i + 128], yte[i:i + 128]) for i in range(0, len(xte), 128)]
     report = evaluate(snn, batches, timesteps=[1, 2, 4, 8, 16, 32, 64], ann=ann, out_dir=out / "conversion")
+    # Dynamic Confidence: threshold from the held-out part of the train split, then the test split
+    controller = DynamicConfidence("maxprob", t_max=64)
+    calibrate(controller, snn, xtr[held_idx], ytr[held_idx], max_accuracy_drop=0.003, static=True)
+    dynamic = dynamic_report(controller, controller.trace(snn, xte, static=True), yte, out_dir=out / "dynamic")
     return {"ann_accuracy": report["ann_accuracy"], "snn_accuracy": report["accuracy"],
             "energy_per_sample_uj": report["energy_per_sample_uj"],
-            "ann_energy_per_sample_uj": report["ann_energy_per_sample_uj"]}
+            "ann_energy_per_sample_uj": report["ann_energy_per_sample_uj"],
+            "dynamic": {"controller": controller.state(), **dynamic["dynamic"], "oracle": dynamic["oracle"]}}
 
 
 def run_demo(out_dir="demo_out", epochs: int = 5, seed: int = 0, quiet: bool = False) -> dict:
@@ -138,6 +171,7 @@ def run_demo(out_dir="demo_out", epochs: int = 5, seed: int = 0, quiet: bool = F
     history = trainer.fit()
     trained = time.perf_counter() - start - prepared
     _plots(out, trainer, history)
+    trained_dynamic = _dynamic_on_trained(out, trainer)
     conversion = _conversion(out, seed, quiet)
     final = history[-1]
     summary = {
@@ -147,7 +181,7 @@ def run_demo(out_dir="demo_out", epochs: int = 5, seed: int = 0, quiet: bool = F
         "test_accuracy": final["test_accuracy"], "train_accuracy": final["train_accuracy"],
         "firing_rates": {k: v for k, v in final.items() if k.startswith("rate/")},
         "history": history, "data_seconds": round(prepared, 1), "train_seconds": round(trained, 1),
-        "conversion": conversion,
+        "dynamic_trained": trained_dynamic, "conversion": conversion,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -54,6 +54,9 @@ def test_demo_trains_on_builtin_events_and_writes_report(tmp_path, capsys):
     conversion = summary["conversion"]
     assert conversion["snn_accuracy"]["64"] >= conversion["ann_accuracy"] - 0.02
     assert (tmp_path / "conversion" / "accuracy_vs_timesteps.png").exists()
+    dynamic = conversion["dynamic"]
+    assert dynamic["mean_steps"] < 64 and dynamic["accuracy"] >= conversion["snn_accuracy"]["64"] - 0.02
+    assert (tmp_path / "dynamic" / "dynamic.png").exists()
     # the checkpoint evaluates through the CLI
     assert main(["eval", str(tmp_path / "best.pt")]) == 0
     assert "test accuracy" in capsys.readouterr().out
