@@ -13,9 +13,8 @@ the batch, inputs and every neuron state together (``select_batch``), so the wor
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import torch
