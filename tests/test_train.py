@@ -77,6 +77,7 @@ def _ddp_worker(rank, world, port, out):
         trainer.fit()
         if rank == 0:
             torch.save(trainer.model.state_dict(), os.path.join(out, "ddp.pt"))
+        torch.distributed.barrier()  # neither process leaves the group while the other still uses it
     finally:
         torch.distributed.destroy_process_group()
 
@@ -85,7 +86,11 @@ def test_ddp_two_processes_match_one(tmp_path):
     torch.set_num_threads(1)
     single = _trainer(tmp_path / "single", dropout=0.0)
     single.fit()
-    port = 29500 + os.getpid() % 1000
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     ddp = torch.load(tmp_path / "ddp.pt")
     for name, value in single.model.state_dict().items():
