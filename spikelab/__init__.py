@@ -9,7 +9,7 @@ Quick start::
 
 from spikelab import data, layers, models, neurons, surrogate
 from spikelab.backends import BackendUnavailableError
-from spikelab.neurons import IF, LIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, ProbabilisticLIF
+from spikelab.neurons import IF, LIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator, ProbabilisticLIF
 from spikelab.runtime import tune_cpu_allocator
 from spikelab.state import reset, select_batch
 
@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # training and conversion load on first use (``spikelab.train``, ``spikelab.convert``)
-    if name in ("train", "convert"):
+    # training, conversion and export load on first use (``spikelab.train``, ``.convert``, ``.export``)
+    if name in ("train", "convert", "export"):
         import importlib
 
         return importlib.import_module(f"spikelab.{name}")
@@ -26,7 +26,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "IF", "LIF", "PLIF",
-    "ProbabilisticLIF", "convert", "data", "layers", "models", "neurons", "reset", "select_batch", "surrogate",
+    "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "IF", "LIF", "LeakyIntegrator",
+    "PLIF", "ProbabilisticLIF", "convert", "data", "export", "layers", "models", "neurons", "reset", "select_batch", "surrogate",
     "train", "tune_cpu_allocator", "__version__",
 ]

@@ -107,7 +107,7 @@ def test_recurrent_matches_manual_loop():
     prev = torch.zeros(2, 5)
     manual = []
     for t in range(9):
-        prev = neuron.step(x[t] + (fb(prev) if t else 0))
+        prev = neuron.step(x[t] + fb(prev))  # S[-1] = 0: the feedback bias acts from the first step
         manual.append(prev)
     torch.testing.assert_close(out, torch.stack(manual))
     steps = torch.stack([layer.step(x[t]) for t in range(9)])

@@ -22,39 +22,65 @@ from spikelab.convert.graph import (ConversionError, activation_sites, check_sup
 from spikelab.convert.qcfs import QCFS
 from spikelab.neurons import IF
 
+_NONZERO_ONLY = True
 MAX_SAMPLES = 200_000  # activation values kept per site (or per channel) for percentiles
 
 
 class _Recorder(nn.Module):
-    """Applies the activation and keeps a sample of its positive outputs."""
+    """Applies the activation and keeps, per site (or per channel), the exact maximum and a
+    uniform random sample of the positive outputs over all calibration batches.
+
+    The sample is a running merge: when a batch would overflow ``MAX_SAMPLES``, the kept sample
+    and the batch each contribute in proportion to how many values they stand for, so the
+    percentile is estimated from every batch, not only the first ones. Zeros are left out of the
+    percentile (Rueckauer et al. 2017 take it over the non-zero activity): a layer where most
+    units are silent would otherwise get a threshold far below its active units.
+    """
 
     def __init__(self, activation: nn.Module, per_channel: bool) -> None:
         super().__init__()
         self.activation = activation
         self.per_channel = per_channel
-        self.values: list[torch.Tensor] = []
-        self.kept = 0
+        self.maximum: torch.Tensor | None = None
+        self.samples: list[torch.Tensor] | None = None  # one 1-D tensor per row (channel or layer)
+        self.counts: list[int] = []
 
     def forward(self, x):
         y = self.activation(x)
         with torch.no_grad():
-            v = y.detach().transpose(0, 1).flatten(1) if (self.per_channel and y.ndim > 1) else y.detach().reshape(1, -1)
-            if self.kept < MAX_SAMPLES:
-                take = v[:, torch.randperm(v.shape[1])[: MAX_SAMPLES - self.kept]] if v.shape[1] > 0 else v
-                self.values.append(take.float().cpu())
-                self.kept += take.shape[1]
+            v = y.detach().float()
+            v = v.transpose(0, 1).flatten(1) if (self.per_channel and v.ndim > 1) else v.reshape(1, -1)
+            batch_max = v.max(dim=1).values.cpu() if v.shape[1] else torch.zeros(v.shape[0])
+            self.maximum = batch_max if self.maximum is None else torch.maximum(self.maximum, batch_max)
+            if self.samples is None:
+                self.samples = [torch.empty(0) for _ in range(v.shape[0])]
+                self.counts = [0] * v.shape[0]
+            for row in range(v.shape[0]):
+                positive = v[row][v[row] > 0].cpu() if _NONZERO_ONLY else v[row].cpu()
+                self.samples[row], self.counts[row] = _merge_sample(self.samples[row], self.counts[row], positive)
         return y
 
     def threshold(self, method: str, percentile: float) -> torch.Tensor:
-        if not self.values:
+        if self.maximum is None:
             raise ConversionError("calibration data never reached this activation")
-        v = torch.cat(self.values, dim=1)
         if method == "max":
-            t = v.max(dim=1).values
+            t = self.maximum.clone()
         else:
-            t = torch.quantile(v, percentile / 100.0, dim=1)
+            t = torch.stack([torch.quantile(s, percentile / 100.0) if s.numel() else torch.tensor(0.0)
+                             for s in self.samples])
         t = torch.where(t > 0, t, torch.ones_like(t) * 1e-3)  # a silent site: any small threshold
         return t if self.per_channel else t[0]
+
+
+def _merge_sample(kept: torch.Tensor, kept_count: int, new: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """A uniform sample of at most ``MAX_SAMPLES`` values standing for ``kept_count + len(new)``."""
+    total = kept_count + new.numel()
+    if total <= MAX_SAMPLES:
+        return torch.cat([kept, new]), total
+    from_new = round(MAX_SAMPLES * new.numel() / total)
+    from_kept = min(kept.numel(), MAX_SAMPLES - from_new)
+    parts = [kept[torch.randperm(kept.numel())[:from_kept]], new[torch.randperm(new.numel())[:from_new]]]
+    return torch.cat(parts), total
 
 
 class _ActivationOf(nn.Module):

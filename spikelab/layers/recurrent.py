@@ -13,7 +13,8 @@ from spikelab.neurons.base import BaseNeuron
 
 
 class Recurrent(nn.Module, SequenceModule):
-    """``S[t] = neuron(x[t] + feedback(S[t-1]))``, with ``S[-1] = 0``.
+    """``S[t] = neuron(x[t] + feedback(S[t-1]))``, with ``S[-1] = 0`` (so a feedback bias acts from
+    the first step, as in snnTorch's ``RLeaky``).
 
     ``feedback`` maps one step of the neuron's output ``[B, ...]`` to its input shape, for
     example ``nn.Linear(n, n)`` for a fully recurrent layer (snnTorch's ``RLeaky``).
@@ -37,12 +38,13 @@ class Recurrent(nn.Module, SequenceModule):
         out = torch.zeros_like(x_seq[0])
         outs = []
         for t in range(x_seq.shape[0]):
-            out, state = self.neuron.advance(x_seq[t] + self.feedback(out) if t else x_seq[t], state)
+            out, state = self.neuron.advance(x_seq[t] + self.feedback(out), state)
             outs.append(out)
         return torch.stack(outs)
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
-        drive = x if self._last is None else x + self.feedback(self._last)
+        last = torch.zeros_like(x) if self._last is None else self._last
+        drive = x + self.feedback(last)
         self._last = self.neuron.step(drive)
         return self._last
 

@@ -11,12 +11,13 @@ from spikelab.neurons.base import BaseNeuron
 
 
 def _takes_sequences(module: nn.Module) -> bool:
-    return isinstance(module, (BaseNeuron, SequenceModule))
+    # ``_spikelab_sequence``: a sequence module outside the layers package (e.g. LeakyIntegrator)
+    return isinstance(module, (BaseNeuron, SequenceModule)) or getattr(module, "_spikelab_sequence", False)
 
 
 def _refuse_hidden_neurons(module: nn.Module, position: str) -> None:
     for name, sub in module.named_modules():
-        if isinstance(sub, (BaseNeuron, SequenceModule)) and sub is not module:
+        if _takes_sequences(sub) and sub is not module:
             raise TypeError(
                 f"{position}: {type(module).__name__} holds the spiking/sequence module {name!r} "
                 f"({type(sub).__name__}) but does not take [T, B, ...] sequences itself; "

@@ -3,7 +3,8 @@
 from spikelab.neurons.adaptive import AdaptiveLIF
 from spikelab.neurons.base import BaseNeuron
 from spikelab.neurons.current import CurrentLIF
+from spikelab.neurons.integrator import LeakyIntegrator
 from spikelab.neurons.lif import IF, LIF, PLIF
 from spikelab.neurons.probabilistic import ProbabilisticLIF
 
-__all__ = ["BaseNeuron", "IF", "LIF", "PLIF", "AdaptiveLIF", "CurrentLIF", "ProbabilisticLIF"]
+__all__ = ["BaseNeuron", "IF", "LIF", "PLIF", "AdaptiveLIF", "CurrentLIF", "LeakyIntegrator", "ProbabilisticLIF"]

@@ -1,0 +1,445 @@
+"""NIR graph -> runnable spikelab network (``from_nir``).
+
+Every NIR node becomes a spikelab module (layers, neurons with their exact discrete-time
+parameters, see :mod:`spikelab.export.semantics`); :class:`NIRNetwork` runs the graph: nodes in
+topological order, inputs arriving at a node by several edges summed. An acyclic graph runs
+sequence-wise (each node on the whole ``[T, B, ...]``, neurons on their fused kernels); a graph
+with cycles (recurrence) runs step by step, an edge that closes a cycle carrying the value its
+source had at the previous step (at the first: a feedback layer's output for silent input).
+Nested graphs become nested networks.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional, Union
+
+import nir
+import numpy as np
+import torch
+from torch import nn
+
+from spikelab import layers as L
+from spikelab._checks import check_float_tensor
+from spikelab.export.errors import NIRImportError
+from spikelab.export.semantics import decay_from_tau, our_threshold
+from spikelab.neurons import IF, CurrentLIF, LeakyIntegrator, LIF
+
+SUPPORTED = ("Input", "Output", "Identity", "Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d",
+             "Flatten", "Scale", "Threshold", "IF", "LIF", "CubaLIF", "LI", "I", "Delay", "NIRGraph")
+
+
+class _Flatten(nn.Module, L.SequenceModule):
+    """NIR's Flatten over per-sample dimensions ``start..end`` (of ``[T, B, ...]`` / ``[B, ...]``)."""
+
+    def __init__(self, start: int, end: int) -> None:
+        super().__init__()
+        self.start, self.end = start, end
+
+    def _dims(self, lead: int, ndim: int) -> tuple[int, int]:
+        per_sample = ndim - lead
+        s = self.start % per_sample
+        e = self.end % per_sample
+        return s + lead, e + lead
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return x_seq.flatten(*self._dims(2, x_seq.ndim))
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(*self._dims(1, x.ndim))
+
+
+class Delay(nn.Module, L.SequenceModule):
+    """``y[t] = x[t - d]`` per neuron, ``d`` whole steps (zeros before the first input arrives)."""
+
+    _spikelab_stateful = True
+
+    def __init__(self, steps: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("steps", steps.to(torch.long))
+        self._history: list[torch.Tensor] = []
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        T = x_seq.shape[0]
+        t = torch.arange(T, device=x_seq.device).view(T, *([1] * (x_seq.ndim - 1)))
+        source = t - self.steps.to(x_seq.device)
+        gathered = torch.take_along_dim(x_seq, source.clamp_min(0).expand_as(x_seq), dim=0)
+        return torch.where(source >= 0, gathered, torch.zeros_like(gathered))
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        self._history.append(x)
+        depth = int(self.steps.max()) + 1
+        self._history = self._history[-depth:]
+        return self.forward(torch.stack(self._history))[-1]
+
+    def reset(self) -> None:
+        self._history = []
+
+    def select_batch(self, index) -> None:
+        self._history = [h[index] for h in self._history]
+
+
+class NIRNetwork(nn.Module):
+    """A NIR graph as a module: ``forward(x [T, B, ...]) -> [T, B, ...]`` (one input, one output)."""
+
+    _spikelab_stateful = True
+
+    def __init__(self, modules: dict[str, Optional[nn.Module]], edges: list[tuple[str, str]],
+                 inputs: list[str], outputs: list[str]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleDict({_key(k): m for k, m in modules.items() if m is not None})
+        self.names = list(modules)
+        self.edges = list(edges)
+        self.inputs, self.outputs = inputs, outputs
+        self.order, self.back_edges = _order(self.names, self.edges, inputs)
+        self.recurrent = bool(self.back_edges)
+        self._previous: dict[str, torch.Tensor] = {}
+
+    def _module(self, name: str) -> Optional[nn.Module]:
+        return self.layers[_key(name)] if _key(name) in self.layers else None
+
+    def _gather(self, name: str, values: dict, previous: dict) -> Optional[torch.Tensor]:
+        total = None
+        for src, dst in self.edges:
+            if dst == name and (src, dst) not in self.back_edges and values.get(src) is not None:
+                total = values[src] if total is None else total + values[src]
+        for src, dst in self.back_edges:
+            if dst == name:
+                v = previous.get(src) if src in previous else self._before_start(src, name, total)
+                if v is not None:
+                    total = v if total is None else total + v
+        return total
+
+    def _before_start(self, src: str, dst: str, dst_input: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """What a cycle-closing edge carries into the first step: the source's output for silent
+        input (a feedback layer's bias acts from the start, as in snnTorch's RLeaky), nothing
+        for a stateful source or where the source's input shape is not known yet."""
+        m = self._module(src)
+        feeds = [s for s, d in self.edges if d == src]
+        if m is None or getattr(m, "_spikelab_stateful", False) or feeds != [dst] or dst_input is None:
+            return None
+        silent = torch.zeros_like(dst_input)  # the source reads the (shape-preserving) destination's output
+        return m.step(silent) if hasattr(m, "step") else m(silent)
+
+    def _run(self, x: torch.Tensor, sequence: bool, previous: dict) -> dict:
+        values: dict[str, torch.Tensor] = {}
+        for name in self.order:
+            if name in self.inputs:
+                values[name] = x
+                continue
+            inp = self._gather(name, values, previous)
+            if inp is None:
+                raise NIRImportError(f"node {name!r} receives no input (is it connected to the graph's input?)")
+            m = self._module(name)
+            if m is None:
+                values[name] = inp
+            elif sequence:
+                values[name] = m(inp)
+            else:
+                values[name] = m.step(inp) if hasattr(m, "step") else m(inp)
+        return values
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]")
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise NIRImportError(f"forward takes a graph with one input and one output; this one has inputs "
+                                 f"{self.inputs} and outputs {self.outputs}")
+        if not self.recurrent:
+            return self._run(x_seq, True, {})[self.outputs[0]]
+        self.reset()
+        outs = [self.step(x_seq[t]) for t in range(x_seq.shape[0])]
+        self.reset()
+        return torch.stack(outs)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """One time step ``[B, ...]``; states persist until :meth:`reset`."""
+        values = self._run(x, False, self._previous)
+        self._previous = values
+        return values[self.outputs[0]]
+
+    def reset(self) -> None:
+        self._previous = {}
+        for m in self.layers.values():
+            if getattr(m, "_spikelab_stateful", False):
+                m.reset()
+
+    def select_batch(self, index) -> None:
+        self._previous = {k: v[index] for k, v in self._previous.items()}
+        for m in self.layers.values():
+            if getattr(m, "_spikelab_stateful", False):
+                m.select_batch(index)
+
+    def extra_repr(self) -> str:
+        return f"edges={len(self.edges)}, recurrent={self.recurrent}"
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def _order(names: list[str], edges: list[tuple[str, str]], inputs: list[str]):
+    """Topological order from the inputs, and the edges that close cycles (depth-first)."""
+    succ: dict[str, list[str]] = {n: [] for n in names}
+    for s, d in edges:
+        for n in (s, d):
+            if n not in succ:
+                raise NIRImportError(f"edge ({s!r}, {d!r}) names the unknown node {n!r}")
+        succ[s].append(d)
+    state: dict[str, int] = {}
+    back: set[tuple[str, str]] = set()
+    post: list[str] = []
+
+    def visit(root: str) -> None:
+        stack = [(root, iter(succ[root]))]
+        state[root] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                post.append(node)
+                stack.pop()
+            elif state.get(nxt) == 1:
+                back.add((node, nxt))
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(succ[nxt])))
+
+    for i in inputs:
+        visit(i)
+    unreached = [n for n in names if n not in state]
+    if unreached:
+        raise NIRImportError(f"nodes {unreached} cannot be reached from the graph's inputs {inputs}")
+    return post[::-1], back
+
+
+# ----- nodes -> modules ----------------------------------------------------------------------------
+
+def _t(a) -> torch.Tensor:
+    return torch.as_tensor(np.array(a, dtype=np.float32))
+
+
+def _uniform(name: str, field: str, a: np.ndarray) -> Optional[float]:
+    a = np.asarray(a, dtype=np.float64)
+    return float(a.flat[0]) if a.size and np.all(a == a.flat[0]) else None
+
+
+def _neuron_param(name: str, field: str, a: np.ndarray) -> Union[float, torch.Tensor]:
+    """A per-neuron NIR array as a spikelab parameter: one value, or one per channel (dimension 0)."""
+    a = np.asarray(a, dtype=np.float64)
+    u = _uniform(name, field, a)
+    if u is not None:
+        return u
+    if a.ndim == 1:
+        return _t(a)
+    per_channel = a.reshape(a.shape[0], -1)
+    if np.all(per_channel == per_channel[:, :1]):
+        return _t(per_channel[:, 0])
+    raise NIRImportError(f"node {name!r}: {field} varies within a channel (shape {a.shape}); spikelab neurons take "
+                         "one value per layer or per channel (dimension 0)")
+
+
+def _channels(p) -> Optional[int]:
+    return int(p.numel()) if isinstance(p, torch.Tensor) else None
+
+
+def _reset_value(name: str, node) -> float:
+    v_reset = getattr(node, "v_reset", None)
+    if v_reset is None:
+        return 0.0
+    u = _uniform(name, "v_reset", v_reset)
+    if u is None:
+        raise NIRImportError(f"node {name!r}: v_reset differs between neurons; spikelab resets a layer to one value")
+    return u
+
+
+def _no_leak_potential(name: str, node) -> None:
+    if not np.allclose(np.asarray(node.v_leak, dtype=np.float64), 0.0):
+        raise NIRImportError(f"node {name!r}: v_leak != 0 is not supported (spikelab membranes leak towards 0)")
+
+
+def _threshold(name: str, node) -> Union[float, torch.Tensor]:
+    t = _neuron_param(name, "v_threshold", node.v_threshold)
+    return float(our_threshold(np.float32(t))) if isinstance(t, float) else _t(our_threshold(t.numpy()))
+
+
+def _scaled(name: str, neuron: nn.Module, scale: np.ndarray) -> nn.Module:
+    """``neuron`` fed through a per-neuron input scale when the node's scale is not 1."""
+    if np.allclose(scale, 1.0, rtol=1e-6, atol=0):
+        return neuron
+    return L.Sequential(L.Scale(_t(scale)), neuron)
+
+
+def _lif(name: str, node: nir.LIF, dt: float) -> nn.Module:
+    _no_leak_potential(name, node)
+    tau = np.asarray(node.tau, dtype=np.float64)
+    if not (tau > 0).all() or not (tau >= dt).all():
+        raise NIRImportError(f"node {name!r}: tau must be >= dt = {dt} s for a decay in [0, 1]; got min tau "
+                             f"{tau.min():.3g} s (is dt right?)")
+    beta = decay_from_tau(tau, dt)
+    scale = dt * np.asarray(node.r, dtype=np.float64) / tau  # input scale c
+    threshold = _threshold(name, node)
+    beta_p = _neuron_param(name, "tau", beta)
+    common = dict(threshold=threshold, reset=_reset_value(name, node), num_channels=_channels(beta_p) or _channels(threshold))
+    if np.allclose(scale, 1.0 - beta, rtol=1e-6, atol=1e-12) and not np.allclose(scale, 1.0, rtol=1e-6, atol=0):
+        return LIF(beta=beta_p, decay_input=True, **common)
+    return _scaled(name, LIF(beta=beta_p, **common), scale)
+
+
+def _cuba(name: str, node: nir.CubaLIF, dt: float) -> nn.Module:
+    _no_leak_potential(name, node)
+    tau_syn, tau_mem = (np.asarray(a, dtype=np.float64) for a in (node.tau_syn, node.tau_mem))
+    if not ((tau_syn >= dt).all() and (tau_mem >= dt).all()):
+        raise NIRImportError(f"node {name!r}: tau_syn and tau_mem must be >= dt = {dt} s (is dt right?)")
+    alpha, beta = decay_from_tau(tau_syn, dt), decay_from_tau(tau_mem, dt)
+    # i' = alpha i + (dt/tau_syn) w_in x ; v' = beta v + (dt/tau_mem) r i'
+    in_scale = dt / tau_syn * np.asarray(node.w_in, dtype=np.float64)
+    mem_scale = dt / tau_mem * np.asarray(node.r, dtype=np.float64)
+    if not np.allclose(mem_scale, mem_scale.flat[0], rtol=1e-6):
+        raise NIRImportError(f"node {name!r}: r * dt / tau_mem differs between neurons; spikelab's CurrentLIF feeds "
+                             "the current to the membrane with one factor")
+    # the membrane factor moves to the input (the current is linear in it)
+    total = in_scale * mem_scale.flat[0]
+    threshold = _threshold(name, node)
+    alpha_p, beta_p = _neuron_param(name, "tau_syn", alpha), _neuron_param(name, "tau_mem", beta)
+    channels = _channels(alpha_p) or _channels(beta_p) or _channels(threshold)
+    neuron = CurrentLIF(alpha=alpha_p, beta=beta_p, threshold=threshold, reset=_reset_value(name, node),
+                        num_channels=channels)
+    return _scaled(name, neuron, total)
+
+
+def _if(name: str, node: nir.IF) -> nn.Module:
+    threshold = _threshold(name, node)
+    neuron = IF(threshold=threshold, reset=_reset_value(name, node), num_channels=_channels(threshold))
+    return _scaled(name, neuron, np.asarray(node.r, dtype=np.float64))
+
+
+def _li(name: str, node: nir.LI, dt: float) -> nn.Module:
+    _no_leak_potential(name, node)
+    tau = np.asarray(node.tau, dtype=np.float64)
+    if not (tau >= dt).all():
+        raise NIRImportError(f"node {name!r}: tau must be >= dt = {dt} s (is dt right?)")
+    return LeakyIntegrator(beta=_t(decay_from_tau(tau, dt)), input_scale=_t(dt * np.asarray(node.r) / tau))
+
+
+def _conv(name: str, node) -> nn.Module:
+    w = np.asarray(node.weight)
+    two_d = isinstance(node, nir.Conv2d)
+    cls = L.Conv2d if two_d else L.Conv1d
+    padding = node.padding if isinstance(node.padding, str) else tuple(int(p) for p in np.atleast_1d(node.padding))
+    stride = tuple(int(s) for s in np.atleast_1d(node.stride))
+    if isinstance(padding, str) and padding == "same" and any(s != 1 for s in stride):
+        raise NIRImportError(f"node {name!r}: padding='same' with stride {stride} is not supported by torch")
+    conv = cls(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]), stride=stride,
+               padding=padding if isinstance(padding, str) else (padding if two_d else padding[0]),
+               dilation=tuple(int(d) for d in np.atleast_1d(node.dilation)), groups=int(node.groups), bias=True)
+    with torch.no_grad():
+        conv.weight.copy_(_t(w))
+        bias = np.zeros(w.shape[0]) if node.bias is None else np.broadcast_to(np.asarray(node.bias), (w.shape[0],))
+        conv.bias.copy_(_t(bias))
+    return conv
+
+
+def _pool(name: str, node, summed: bool) -> nn.Module:
+    kernel = tuple(int(k) for k in np.broadcast_to(np.asarray(node.kernel_size), (2,)))
+    stride = tuple(int(k) for k in np.broadcast_to(np.asarray(node.stride), (2,)))
+    padding = tuple(int(k) for k in np.broadcast_to(np.asarray(node.padding), (2,)))
+    return L.SumPool2d(kernel, stride, padding) if summed else L.AvgPool2d(kernel, stride, padding)
+
+
+def _affine(name: str, node) -> nn.Module:
+    w = np.asarray(node.weight)
+    if w.ndim != 2:
+        raise NIRImportError(f"node {name!r}: {type(node).__name__} weight of shape {w.shape}; expected [out, in]")
+    has_bias = isinstance(node, nir.Affine) and node.bias is not None
+    lin = L.Linear(w.shape[1], w.shape[0], bias=has_bias)
+    with torch.no_grad():
+        lin.weight.copy_(_t(w))
+        if has_bias:
+            lin.bias.copy_(_t(np.broadcast_to(np.asarray(node.bias), (w.shape[0],))))
+    return lin
+
+
+def _delay(name: str, node: nir.Delay, dt: float) -> nn.Module:
+    steps = np.asarray(node.delay, dtype=np.float64) / dt
+    whole = np.round(steps)
+    if not np.allclose(steps, whole, atol=1e-6) or (whole < 0).any():
+        raise NIRImportError(f"node {name!r}: delays {node.delay} s are not whole multiples of dt = {dt} s")
+    return Delay(torch.as_tensor(whole, dtype=torch.long))
+
+
+_PASS_THROUGH = tuple(getattr(nir, n) for n in ("Input", "Output", "Identity") if hasattr(nir, n))
+
+
+def node_module(name: str, node: nir.NIRNode, dt: float) -> Optional[nn.Module]:
+    """The spikelab module of one NIR node (``None`` for Input/Output/Identity)."""
+    if isinstance(node, _PASS_THROUGH):
+        return None
+    if isinstance(node, nir.NIRGraph):
+        return _network(node, dt)
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        return _affine(name, node)
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        return _conv(name, node)
+    if isinstance(node, nir.SumPool2d):
+        return _pool(name, node, True)
+    if isinstance(node, nir.AvgPool2d):
+        return _pool(name, node, False)
+    if isinstance(node, nir.Flatten):
+        return _Flatten(int(node.start_dim), int(node.end_dim))
+    if isinstance(node, nir.Scale):
+        return L.Scale(_t(node.scale))
+    if isinstance(node, nir.Threshold):
+        return L.Threshold(_t(our_threshold(node.threshold)))
+    if isinstance(node, nir.CubaLIF):
+        return _cuba(name, node, dt)
+    if isinstance(node, nir.LIF):
+        return _lif(name, node, dt)
+    if isinstance(node, nir.IF):
+        return _if(name, node)
+    if isinstance(node, nir.LI):
+        return _li(name, node, dt)
+    if isinstance(node, nir.I):
+        return LeakyIntegrator(beta=1.0, input_scale=_t(node.r))
+    if isinstance(node, nir.Delay):
+        return _delay(name, node, dt)
+    raise NIRImportError(f"node {name!r}: NIR node type {type(node).__name__} is not supported; "
+                         f"supported: {', '.join(SUPPORTED)}")
+
+
+def _network(graph: nir.NIRGraph, dt: float) -> NIRNetwork:
+    modules = {name: node_module(name, node, dt) for name, node in graph.nodes.items()}
+    inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
+    outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
+    if not inputs or not outputs:
+        raise NIRImportError(f"the graph needs Input and Output nodes; it has inputs {inputs}, outputs {outputs}")
+    return NIRNetwork(modules, [tuple(e) for e in graph.edges], inputs, outputs)
+
+
+def from_nir(graph: Union[nir.NIRGraph, str, Path], dt: float) -> NIRNetwork:
+    """Build a spikelab network from a NIR graph (or a ``.nir`` file) for time step ``dt`` (seconds).
+
+    The network's ``forward`` takes ``[T, B, ...]`` and returns ``[T, B, ...]``; ``step`` runs one
+    step. Unsupported nodes or parameters raise :class:`NIRImportError` naming the node.
+    """
+    if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not dt > 0:
+        raise ValueError(f"dt: expected a positive time step in seconds, got {dt!r}")
+    if isinstance(graph, (str, Path)):
+        path = Path(graph)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such NIR file")
+        try:
+            graph = nir.read(path)
+        except Exception as err:  # h5py/nir raise many kinds
+            raise NIRImportError(f"{path}: not a readable NIR file ({type(err).__name__}: {err})") from err
+    if not isinstance(graph, nir.NIRGraph):
+        raise TypeError(f"graph: expected a nir.NIRGraph or a path, got {type(graph).__name__}")
+    recorded = graph.metadata.get("dt") if isinstance(graph.metadata, dict) else None
+    if recorded is not None and not np.isclose(float(recorded), dt):
+        warnings.warn(f"from_nir: the graph was exported for dt = {float(recorded)} s and is read with dt = {dt} s; "
+                      "time constants are kept, so decays per step change", stacklevel=2)
+    return _network(graph, float(dt))
+
+
+__all__ = ["from_nir", "NIRNetwork", "Delay", "node_module", "SUPPORTED"]
