@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 
 import nir
 import numpy as np
