@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     from spikelab.dynamic.cli import add_parsers as add_dynamic
 
     add_dynamic(sub)
+    from spikelab.export.cli import add_parser as add_export
+
+    add_export(sub)
     return parser
 
 

@@ -276,3 +276,22 @@ def test_loading_checkpoints(tmp_path):
         load_ann(tmp_path / "partial.pt", arch=arch)
     with pytest.raises(ValueError, match="cannot import"):
         load_ann(tmp_path / "sd.pt", arch="nowhere.module:Net")
+
+
+def test_thresholds_come_from_every_calibration_batch():
+    """The exact maximum and a percentile sampled uniformly over all batches (not the first only),
+    taken over the non-zero activations (Rueckauer et al. 2017)."""
+    from spikelab.convert import core
+
+    net = nn.Sequential(nn.Linear(1, 1, bias=False), nn.ReLU(), nn.Linear(1, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+    small = torch.rand(300_000, 1)  # more values than the sample keeps: fills it on its own
+    big = torch.rand(300_000, 1) * 10 + 10
+    zeros = -torch.rand(300_000, 1)  # ReLU -> 0: left out of the percentile
+    batches = [small, big, zeros]
+    top = convert(net, batches, method="max").report["thresholds"]
+    assert top["site_0"] == pytest.approx(float(big.max()))
+    q75 = convert(net, batches, method="robust", percentile=75).report["thresholds"]["site_0"]
+    assert 14.0 < q75 < 16.0  # half the non-zero values are in [0, 1), half in [10, 20): about 15
+    assert core.MAX_SAMPLES < 600_000

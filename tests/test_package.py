@@ -57,9 +57,21 @@ def test_demo_trains_on_builtin_events_and_writes_report(tmp_path, capsys):
     dynamic = conversion["dynamic"]
     assert dynamic["mean_steps"] < 64 and dynamic["accuracy"] >= conversion["snn_accuracy"]["64"] - 0.02
     assert (tmp_path / "dynamic" / "dynamic.png").exists()
-    # the checkpoint evaluates through the CLI
+    exported = summary["nir_export"]  # the demo's network goes to NIR and back unchanged
+    assert exported["reimported_max_abs_difference"] == 0.0 and exported["reimported_same_predictions"]
+    assert (tmp_path / "snn.nir").exists()
+    assert any("neuron type: LIF" in v for v in exported["hardware_8bit"]["speck"])
+    assert not any("weight bit width" in v for vs in exported["hardware_8bit"].values() for v in vs)
+    # the checkpoint evaluates and exports through the CLI
     assert main(["eval", str(tmp_path / "best.pt")]) == 0
     assert "test accuracy" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "best.pt"), "--out", str(tmp_path / "cli.nir"), "--target", "speck"]) == 1
+    out = capsys.readouterr().out
+    assert "wrote" in out and "speck:" in out and "neuron type: LIF (allowed: IF)" in out
+    import nir
+
+    assert set(nir.read(tmp_path / "cli.nir", type_check=True).nodes) == set(nir.read(tmp_path / "snn.nir").nodes)
+    assert (tmp_path / "cli.speck.json").exists()
 
 
 def test_cli_convert(tmp_path, capsys):
@@ -80,6 +92,41 @@ def test_cli_convert(tmp_path, capsys):
     torch.save(ann.state_dict(), tmp_path / "sd.pt")
     assert main(["convert", "--weights", str(tmp_path / "sd.pt"), "--calibration", str(tmp_path / "calib.pt")]) == 2
     assert "needs the architecture" in capsys.readouterr().err
+
+
+def test_cli_export_saved_model_and_refusal(tmp_path, capsys):
+    import torch
+
+    import spikelab as sl
+    from spikelab import layers as L
+
+    model = L.Sequential(L.Linear(6, 5), sl.IF(reset="zero"), L.Linear(5, 2))
+    torch.save(model, tmp_path / "m.pt")
+    assert main(["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "m.nir"), "--input-shape", "6"]) == 0
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "m.nir").exists()
+    assert main(["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "m.nir")]) == 2
+    assert "--input-shape" in capsys.readouterr().err
+    torch.save(L.Sequential(L.Linear(6, 5), sl.LIF(beta=0.9)), tmp_path / "soft.pt")
+    assert main(["export", str(tmp_path / "soft.pt"), "--out", str(tmp_path / "s.nir"), "--input-shape", "6"]) == 2
+    assert "reset by subtraction" in capsys.readouterr().err
+
+
+def test_config_neuron_spec(tmp_path):
+    from spikelab.train.build import make_model
+    from spikelab.train.config import ConfigError, load_config
+
+    cfg = load_config({"model": {"name": "mlp", "hidden": [8], "neuron": {"type": "cuba", "reset": "zero"}},
+                       "data": {"name": "digits_dvs"}})
+    model = make_model(cfg, (34, 34, 2), 10)
+    import spikelab as sl
+
+    neurons = [m for m in model.modules() if isinstance(m, sl.CurrentLIF)]
+    assert len(neurons) == 1 and neurons[0].reset_mode == "hard"
+    for bad, needle in (({"type": "hh"}, "model.neuron.type: unknown neuron 'hh'"),
+                        ({"type": "lif", "tau": -1}, "model.neuron: "), ("lif", "expected a mapping")):
+        cfg["model"]["neuron"] = bad
+        with pytest.raises(ConfigError, match=needle):
+            make_model(cfg, (34, 34, 2), 10)
 
 
 def test_cli_train_from_yaml_and_config_errors(tmp_path, capsys):

@@ -22,7 +22,6 @@ from spikelab.convert.graph import (ConversionError, activation_sites, check_sup
 from spikelab.convert.qcfs import QCFS
 from spikelab.neurons import IF
 
-_NONZERO_ONLY = True
 MAX_SAMPLES = 200_000  # activation values kept per site (or per channel) for percentiles
 
 
@@ -56,7 +55,7 @@ class _Recorder(nn.Module):
                 self.samples = [torch.empty(0) for _ in range(v.shape[0])]
                 self.counts = [0] * v.shape[0]
             for row in range(v.shape[0]):
-                positive = v[row][v[row] > 0].cpu() if _NONZERO_ONLY else v[row].cpu()
+                positive = v[row][v[row] > 0].cpu()
                 self.samples[row], self.counts[row] = _merge_sample(self.samples[row], self.counts[row], positive)
         return y
 

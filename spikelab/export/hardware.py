@@ -63,7 +63,7 @@ PROFILES: dict[str, HardwareProfile] = {
               "sum pooling, a 128x128 two-polarity input"),
     "xylo": HardwareProfile(
         name="xylo", weight_bits=8, neuron_types=("CubaLIF", "LIF"), reset_modes=("subtract",),
-        layer_types=("Linear", "Recurrent"), max_neurons=1000 + 8, max_fan_in=None, max_fan_out=None,
+        layer_types=("Linear", "Recurrent", "Flatten"), max_neurons=1000 + 8, max_fan_in=None, max_fan_out=None,
         max_input_channels=16, max_outputs=8,
         notes="Xylo Audio: 16 input channels, 1000 hidden and 8 output current-based LIF neurons with "
               "subtractive reset, dense 8-bit weights, no convolution"),
