@@ -10,6 +10,7 @@ Quick start::
 from spikelab import data, layers, models, neurons, surrogate
 from spikelab.backends import BackendUnavailableError
 from spikelab.neurons import IF, LIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator, ProbabilisticLIF
+from spikelab.monitor import Monitor
 from spikelab.runtime import tune_cpu_allocator
 from spikelab.state import reset, select_batch
 
@@ -17,8 +18,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # training, conversion and export load on first use (``spikelab.train``, ``.convert``, ``.export``)
-    if name in ("train", "convert", "export"):
+    # these load on first use (``spikelab.train``, ``.convert``, ``.export``, ``.viz``, ``.stats``)
+    if name in ("train", "convert", "export", "viz", "stats"):
         import importlib
 
         return importlib.import_module(f"spikelab.{name}")
@@ -27,6 +28,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "IF", "LIF", "LeakyIntegrator",
-    "PLIF", "ProbabilisticLIF", "convert", "data", "export", "layers", "models", "neurons", "reset", "select_batch", "surrogate",
-    "train", "tune_cpu_allocator", "__version__",
+    "Monitor", "PLIF", "ProbabilisticLIF", "convert", "data", "export", "layers", "models", "neurons", "reset", "select_batch", "surrogate",
+    "stats", "train", "tune_cpu_allocator", "viz", "__version__",
 ]

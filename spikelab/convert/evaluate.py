@@ -14,36 +14,22 @@ Horowitz (ISSCC 2014), 45 nm, 32-bit float: 4.6 pJ per MAC, 0.9 pJ per AC; overr
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from spikelab.convert.core import ConvertedSNN
+from spikelab.stats import WEIGHTED, EnergyModel, synapses
 
 DEFAULT_TIMESTEPS = tuple(2 ** k for k in range(9))  # 1 .. 256
 
 
-@dataclass
-class EnergyModel:
-    mac_pj: float = 4.6
-    ac_pj: float = 0.9
-
-
 def _synapses(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """For each input element, the number of output units it feeds; summed over ``x != 0``."""
-    active = (x != 0).to(torch.float32)
-    if isinstance(layer, nn.Linear):
-        return active.sum() * layer.out_features
-    if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
-        conv = F.conv2d if isinstance(layer, nn.Conv2d) else F.conv1d
-        ones = torch.ones((layer.out_channels, layer.in_channels // layer.groups) + tuple(layer.kernel_size))
-        return conv(active, ones, None, layer.stride, layer.padding, layer.dilation, layer.groups).sum()
-    return torch.zeros(())
+    return synapses(layer, (x != 0))
 
 
 class _Counter:
@@ -51,10 +37,10 @@ class _Counter:
 
     def __init__(self, model: nn.Module):
         self.ops: dict[str, float] = {}
-        self.handles = [m.register_forward_pre_hook(self._hook(n, m)) for n, m in model.named_modules()
-                        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+        self.handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in model.named_modules()
+                        if isinstance(m, WEIGHTED)]
 
-    def _hook(self, name, module):
+    def _hook(self, name):
         def hook(mod, args):
             self.ops[name] = self.ops.get(name, 0.0) + _synapses(mod, args[0]).item()
         return hook
@@ -141,8 +127,7 @@ def ann_counter_dense(ann: nn.Module, x: torch.Tensor) -> dict:
             ops[name] = _synapses(mod, dense).item()
         return fn
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in ann.named_modules()
-               if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in ann.named_modules() if isinstance(m, WEIGHTED)]
     try:
         ann(x)
     finally:
@@ -164,23 +149,10 @@ def _listify(t: torch.Tensor):
 
 
 def _write(report: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from spikelab.viz import accuracy_vs_timesteps
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "conversion_report.json").write_text(json.dumps(report, indent=2))
-    ts = report["timesteps"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot([math.log2(t) for t in ts], [report["accuracy"][str(t)] for t in ts], marker="o", label="SNN")
-    if report["ann_accuracy"] is not None:
-        ax.axhline(report["ann_accuracy"], color="gray", linestyle="--", label="ANN")
-    ax.set_xlabel("log2(time steps)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title("converted SNN: accuracy vs simulation length")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_timesteps.png", dpi=100)
-    plt.close(fig)
+    accuracy = {int(t): a for t, a in report["accuracy"].items()}
+    accuracy_vs_timesteps(accuracy, report["ann_accuracy"], out / "accuracy_vs_timesteps.png",
+                          title="converted SNN: accuracy vs simulation length")

@@ -124,6 +124,7 @@ class BaseNeuron(nn.Module):
         self.register_buffer("running_v", torch.zeros(()), persistent=True)
         self._state: Optional[tuple[torch.Tensor, ...]] = None
         self._active: Optional[torch.Tensor] = None
+        self._membrane_trace: Optional[list[torch.Tensor]] = None  # set by spikelab.Monitor
 
     # ----- subclass hooks -------------------------------------------------------------------
     def _kernel_args(self, ndim: int) -> tuple[tuple, dict]:
@@ -168,10 +169,17 @@ class BaseNeuron(nn.Module):
                     f"move the model with .to({str(x.device)!r}) (or the input to {str(p.device)!r})"
                 )
 
-    def _run(self, x_seq: torch.Tensor, state: tuple[torch.Tensor, ...]):
+    def _run(self, x_seq: torch.Tensor, state: tuple[torch.Tensor, ...], record: bool = False):
+        params, options = self._kernel_args(x_seq.ndim - 1)
+        if record and getattr(self, "_membrane_trace", None) is not None:
+            # a Monitor records this neuron's membrane: the reference keeps it per step
+            impl = backends.resolve(self.family, "torch", x_seq.device)
+            steps: list[torch.Tensor] = []
+            result = impl(x_seq, *state, *params, *self._extra_inputs(x_seq), trace=steps, **options)
+            self._membrane_trace.append(torch.stack(steps).detach())
+            return result
         impl = backends.resolve(self.family, self.backend, x_seq.device,
                                 smooth=self.uses_surrogate and self.surrogate.smooth_forward)
-        params, options = self._kernel_args(x_seq.ndim - 1)
         return impl(x_seq, *state, *params, *self._extra_inputs(x_seq), **options)
 
     @torch.no_grad()
@@ -189,7 +197,7 @@ class BaseNeuron(nn.Module):
         check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]")
         self._check_channels(x_seq.shape[1:], "x_seq")
         self._check_device(x_seq, "x_seq")
-        out, state = self._run(x_seq, self._fresh_state(x_seq.shape[1:], x_seq))
+        out, state = self._run(x_seq, self._fresh_state(x_seq.shape[1:], x_seq), record=True)
         if self.mp_init and self.training:
             self._update_running_v(state[0], (out.detach() != 0).any(0).to(state[0].dtype))
         return out

@@ -1,0 +1,129 @@
+"""Record the spikes (and optionally the membrane) of chosen layers during a run.
+
+Only monitored layers are touched: each gets a forward hook that keeps its output, and with
+``membrane=True`` it runs its sequence on the plain-PyTorch reference (which keeps the
+membrane of every step) instead of the fused kernel. Every other layer runs exactly as
+without a monitor. Records are detached and appended per forward call (several batches give
+several entries; :meth:`Monitor.cat` joins them along the batch).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence, Union
+
+import torch
+from torch import nn
+
+from spikelab.neurons.base import BaseNeuron
+
+LayerSpec = Union[None, str, type, Sequence[Union[str, type]]]
+
+
+def _selected(model: nn.Module, layers: LayerSpec) -> list[tuple[str, nn.Module]]:
+    named = [(n, m) for n, m in model.named_modules() if n]
+    if layers is None:
+        return [(n, m) for n, m in named if isinstance(m, BaseNeuron)]
+    wanted = [layers] if isinstance(layers, (str, type)) else list(layers)
+    picked, names = [], dict(named)
+    for spec in wanted:
+        if isinstance(spec, str):
+            if spec not in names:
+                raise KeyError(f"layers: the model has no layer {spec!r}; its neurons are "
+                               f"{[n for n, m in named if isinstance(m, BaseNeuron)]}")
+            picked.append((spec, names[spec]))
+        elif isinstance(spec, type):
+            picked += [(n, m) for n, m in named if isinstance(m, spec)]
+        else:
+            raise TypeError(f"layers: expected layer names or module types, got {type(spec).__name__}")
+    if not picked:
+        raise ValueError(f"layers: {layers!r} selects no layer of the model")
+    return picked
+
+
+class Monitor:
+    """``with Monitor(model, layers=None, membrane=False) as mon: model(x)`` then ``mon.spikes[name]``.
+
+    Args:
+        model: any module holding spikelab neurons.
+        layers: layer names (as in ``model.named_modules()``), module types, or ``None`` for every
+            spikelab neuron.
+        membrane: also record the membrane (the charged potential ``h`` of every step, before the
+            reset) of monitored neurons; requires them to be spikelab neurons.
+        to_cpu: move records to the CPU as they arrive.
+    """
+
+    def __init__(self, model: nn.Module, layers: LayerSpec = None, membrane: bool = False,
+                 to_cpu: bool = True) -> None:
+        self.layers = _selected(model, layers)
+        if membrane:
+            bad = [n for n, m in self.layers if not isinstance(m, BaseNeuron)]
+            if bad:
+                raise TypeError(f"membrane=True: layers {bad} are not spikelab neurons (no membrane to record)")
+        self.membrane_enabled = bool(membrane)
+        self.to_cpu = bool(to_cpu)
+        self._spikes: dict[str, list[torch.Tensor]] = {n: [] for n, _ in self.layers}
+        self._membrane: dict[str, list[torch.Tensor]] = {n: [] for n, _ in self.layers}
+        self._handles: list = []
+
+    # ----- attaching --------------------------------------------------------------------------
+    def attach(self) -> "Monitor":
+        if self._handles:
+            return self
+        for name, module in self.layers:
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+            if self.membrane_enabled:
+                module._membrane_trace = self._membrane[name]
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        for _, module in self.layers:
+            if isinstance(module, BaseNeuron):
+                module._membrane_trace = None
+
+    def __enter__(self) -> "Monitor":
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def _hook(self, name: str):
+        def hook(module, args, output):
+            out = output[0] if isinstance(output, tuple) else output
+            out = out.detach()
+            self._spikes[name].append(out.cpu() if self.to_cpu else out)
+        return hook
+
+    # ----- reading ----------------------------------------------------------------------------
+    @staticmethod
+    def _joined(records: dict[str, list[torch.Tensor]], dim: int) -> dict[str, torch.Tensor]:
+        return {n: torch.cat(v, dim=dim) for n, v in records.items() if v}
+
+    @property
+    def spikes(self) -> dict[str, torch.Tensor]:
+        """Per layer, the outputs of all recorded calls joined along the batch: ``[T, B, ...]``."""
+        return self._joined(self._spikes, 1)
+
+    @property
+    def membrane(self) -> dict[str, torch.Tensor]:
+        """Per layer, the charged membrane of every step joined along the batch: ``[T, B, ...]``."""
+        if not self.membrane_enabled:
+            raise RuntimeError("membrane: this Monitor was created with membrane=False")
+        joined = self._joined(self._membrane, 1)
+        return {n: v.cpu() if self.to_cpu else v for n, v in joined.items()}
+
+    def firing_rates(self) -> dict[str, float]:
+        """Mean spikes per neuron and step of each monitored layer."""
+        return {n: float((s != 0).float().mean()) for n, s in self.spikes.items()}
+
+    def clear(self) -> None:
+        for v in list(self._spikes.values()) + list(self._membrane.values()):
+            v.clear()
+
+    def names(self) -> Iterable[str]:
+        return [n for n, _ in self.layers]
+
+
+__all__ = ["Monitor"]

@@ -1,0 +1,159 @@
+"""Activity statistics of a spiking network: firing rates, synaptic operations, energy.
+
+Synaptic operations are counted exactly per Conv/Linear layer and step: every input element
+reaches as many synapses as an all-ones copy of the layer says (borders, strides, padding and
+groups are right for convolutions). An input of spikes or event counts (non-negative integers)
+costs one accumulate (AC) per event and synapse; any other value (an analog first layer)
+costs one multiply-accumulate (MAC) per non-zero input and synapse. The same network as an
+ANN costs one MAC per synapse for every input element, once per sample.
+
+Energy constants default to Horowitz (ISSCC 2014, 45 nm, 32-bit float): 4.6 pJ per MAC and
+0.9 pJ per AC; pass your own :class:`EnergyModel` for other hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+@dataclass
+class EnergyModel:
+    """Energy per operation in picojoules."""
+
+    mac_pj: float = 4.6
+    ac_pj: float = 0.9
+
+
+def synapses(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Sum over the elements of ``x`` of (value x the number of synapses the element reaches).
+
+    ``x`` may carry leading time/batch dimensions (``[T, B, ...]`` for spikelab's folded layers).
+    """
+    x = x.to(torch.float32)
+    if isinstance(layer, nn.Linear):
+        return x.sum() * layer.out_features
+    if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+        spatial = 2 if isinstance(layer, nn.Conv2d) else 1
+        x = x.reshape(-1, *x.shape[-(spatial + 1):])
+        conv = F.conv2d if spatial == 2 else F.conv1d
+        ones = torch.ones((layer.out_channels, layer.in_channels // layer.groups) + tuple(layer.kernel_size),
+                          device=x.device)
+        padding = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
+        return conv(x, ones, None, layer.stride, padding, layer.dilation, layer.groups).sum()
+    return torch.zeros(())
+
+
+def _is_events(x: torch.Tensor) -> bool:
+    return bool(((x >= 0) & (x == x.round())).all())
+
+
+class OperationCounter:
+    """Count AC and MAC operations per weighted layer over the forward passes of ``model``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.ac: dict[str, float] = {}
+        self.mac: dict[str, float] = {}
+        self._handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in model.named_modules()
+                         if isinstance(m, WEIGHTED)]
+
+    def _hook(self, name: str):
+        def hook(module, args):
+            x = args[0].detach()
+            if _is_events(x):
+                self.ac[name] = self.ac.get(name, 0.0) + synapses(module, x).item()
+            else:
+                self.mac[name] = self.mac.get(name, 0.0) + synapses(module, (x != 0)).item()
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def dense_operations(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """MACs of each weighted layer of ``model`` run as an ANN: every synapse, for every input
+    element, for the whole input ``x`` (pass one step ``[1, B, ...]`` for a per-step count)."""
+    ops: dict[str, float] = {}
+
+    def hook(name):
+        def fn(module, args):
+            ops[name] = ops.get(name, 0.0) + synapses(module, torch.ones_like(args[0])).item()
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, WEIGHTED)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return ops
+
+
+@torch.no_grad()
+def activity(model: nn.Module, x_seq: torch.Tensor, energy: EnergyModel = EnergyModel(),
+             per_neuron: bool = False) -> dict:
+    """Run ``model`` on ``x_seq`` ``[T, B, ...]`` and report, per sample: firing rates per
+    layer (and per neuron with ``per_neuron``), AC/MAC operations per layer, and the energy of
+    the SNN against the same network as an ANN (one pass on one step's input)."""
+    from spikelab.monitor import Monitor
+    from spikelab.state import reset
+
+    if not isinstance(x_seq, torch.Tensor) or x_seq.ndim < 3:
+        raise ValueError(f"x_seq: expected a tensor [T, B, ...], got {getattr(x_seq, 'shape', type(x_seq).__name__)}")
+    steps, batch = x_seq.shape[0], x_seq.shape[1]
+    counter = OperationCounter(model)
+    was_training = model.training
+    model.eval()
+    try:
+        reset(model)
+        with Monitor(model) as mon:
+            model(x_seq)
+        reset(model)
+    finally:
+        counter.remove()
+        model.train(was_training)
+    spikes = mon.spikes
+    rates = {n: float((s != 0).float().mean()) for n, s in spikes.items()}
+    ann = dense_operations(model.eval(), x_seq[:1])
+    model.train(was_training)
+    ac = {n: v / batch for n, v in counter.ac.items()}
+    mac = {n: v / batch for n, v in counter.mac.items()}
+    ann_mac = {n: v / batch for n, v in ann.items()}
+    snn_pj = sum(ac.values()) * energy.ac_pj + sum(mac.values()) * energy.mac_pj
+    ann_pj = sum(ann_mac.values()) * energy.mac_pj
+    report = {
+        "timesteps": steps, "samples": batch,
+        "firing_rate": rates,
+        "ops_per_sample": {"ac": ac, "mac": mac, "ann_mac": ann_mac},
+        "energy_constants_pj": asdict(energy),
+        "energy_per_sample_pj": {"snn": snn_pj, "ann": ann_pj, "ratio_ann_over_snn": ann_pj / snn_pj if snn_pj else None},
+    }
+    if per_neuron:
+        report["firing_rate_per_neuron"] = {n: (s != 0).float().mean(dim=(0, 1)) for n, s in spikes.items()}
+    return report
+
+
+def firing_rates(model: nn.Module, x_seq: torch.Tensor, per_neuron: bool = False) -> dict:
+    """Mean spikes per neuron and step of every spikelab neuron layer (or per neuron: a tensor of
+    each layer's per-sample shape)."""
+    from spikelab.monitor import Monitor
+    from spikelab.state import reset
+
+    with torch.no_grad(), Monitor(model) as mon:
+        reset(model)
+        model(x_seq)
+        reset(model)
+    if per_neuron:
+        return {n: (s != 0).float().mean(dim=(0, 1)) for n, s in mon.spikes.items()}
+    return {n: float((s != 0).float().mean()) for n, s in mon.spikes.items()}
+
+
+__all__ = ["EnergyModel", "OperationCounter", "activity", "dense_operations", "firing_rates", "synapses"]
