@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-RUNNABLE = ["export.md"]
+RUNNABLE = ["quickstart.md", "export.md", "tutorials/train-on-events.md", "tutorials/convert.md",
+            "tutorials/dynamic.md"]
 
 
 def python_blocks(page: Path) -> list[str]:

@@ -13,12 +13,12 @@ class AdaptiveLIF(LIF):
 
     The adaptation trace follows ``a <- rho * a + (1 - rho) * S`` (the LSNN form), with
     ``rho = 1 - 1/tau_adapt``. The soft reset subtracts the effective threshold that was
-    crossed. State: ``v`` (membrane) and ``a`` (adaptation trace).
+    crossed. State: ``v`` (membrane) and ``a`` (adaptation trace). The other keyword
+    arguments are :class:`LIF`'s.
 
     Args:
         tau_adapt: adaptation time constant in steps (>= 1), or give ``rho`` directly.
         adaptation: threshold increase per unit of ``a`` (Bellec's beta, default 1.8).
-        Other arguments as :class:`LIF`.
     """
 
     family = "alif"

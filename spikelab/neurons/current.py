@@ -13,10 +13,13 @@ class CurrentLIF(BaseNeuron):
     Per step: ``i = alpha * i + x``, ``h = beta * v + i``, ``S = H(h - threshold)``, then the
     reset. State: ``v`` (membrane) and ``i`` (synaptic current).
 
+    The other keyword arguments are :class:`~spikelab.neurons.base.BaseNeuron`'s.
+
     Args:
         alpha: synaptic current decay in ``[0, 1]``, or ``tau_syn`` (``alpha = 1 - 1/tau_syn``).
         beta: membrane decay in ``[0, 1]``, or ``tau_mem``. Defaults: ``tau_syn = tau_mem = 2``.
-        Other arguments as :class:`~spikelab.neurons.base.BaseNeuron`.
+        tau_syn: synaptic time constant in steps, instead of ``alpha``.
+        tau_mem: membrane time constant in steps, instead of ``beta``.
     """
 
     family = "cuba"

@@ -16,12 +16,13 @@ class LIF(BaseNeuron):
     Per step: ``h = beta * v + c * x``, ``S = H(h - threshold)``, then the reset (see
     :class:`~spikelab.neurons.base.BaseNeuron`). ``c = 1`` by default; with
     ``decay_input=True`` the input is decayed too, ``c = 1 - beta`` (SpikingJelly's default).
+    The other keyword arguments (threshold, reset, surrogate, ...) are :class:`BaseNeuron`'s.
 
     Args:
         beta: membrane decay per step in ``[0, 1]``; or give ``tau`` (``beta = 1 - 1/tau``,
             ``tau >= 1`` steps). Default ``tau = 2``. A 1-D tensor gives one value per channel.
-        threshold, reset, surrogate, surrogate_alpha, detach_reset, learn_threshold, threshold_robust,
-        mp_init, num_channels, backend: see :class:`BaseNeuron`.
+        tau: membrane time constant in steps, instead of ``beta``.
+        decay_input: scale the input by ``1 - beta``.
     """
 
     family = "lif"

@@ -19,14 +19,15 @@ class ProbabilisticLIF(BaseNeuron):
     generator (so ``torch.manual_seed`` makes runs reproducible) and the uniform numbers are
     a counter-based hash of (seed, step, neuron): every backend gives the same spikes, and
     the fused backward recomputes them instead of storing them. With ``stochastic=False`` the output is
-    the firing probability ``p`` itself (a deterministic mean-field neuron).
+    the firing probability ``p`` itself (a deterministic mean-field neuron). The other keyword
+    arguments (threshold, reset, detach_reset, mp_init, num_channels, backend) are ``BaseNeuron``'s.
 
     Args:
         tau: initial membrane time constant (> 1 step).
         temperature: initial escape-noise temperature (> 0); small means nearly deterministic.
         learn: learn decay, threshold and temperature (default True).
         decay_input: decay the input with ``1 - beta`` as well.
-        threshold, reset, detach_reset, mp_init, num_channels, backend: see ``BaseNeuron``.
+        stochastic: draw spikes (True) or output the firing probability (False).
     """
 
     family = "probabilistic"
