@@ -59,3 +59,13 @@ def as_batch_index(index, device: torch.device) -> torch.Tensor:
         raise TypeError(f"index: expected a 1-D integer or boolean tensor, got dtype {index.dtype}, "
                         f"shape {tuple(index.shape)}")
     return index.long()
+
+
+def finite_tensor(value: Any, name: str) -> torch.Tensor:
+    """A float32 copy of a number or tensor, refusing bools and non-finite values."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: expected a number or a tensor, got a bool")
+    t = torch.as_tensor(value, dtype=torch.float32).detach().clone()
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name}: expected finite values")
+    return t

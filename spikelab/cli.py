@@ -23,7 +23,8 @@ def _demo(args: argparse.Namespace) -> int:
     dyn = conv["dynamic"]
     print(f"dynamic confidence on the converted SNN: accuracy {dyn['accuracy']:.3f} at {dyn['mean_steps']:.1f} "
           f"mean steps ({100 * dyn['step_reduction']:.0f}% fewer than 64)")
-    print(f"wrote {args.out}/summary.json, training_curve.png, raster.png, best.pt, last.pt, conversion/, dynamic/")
+    print(f"wrote {args.out}/summary.json, training_curve.png, raster.png, membrane.png, firing_rates.png, "
+          "events.gif, best.pt, last.pt, snn.nir, conversion/, dynamic/")
     return 0
 
 
@@ -90,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser("demo", help="train a spiking CNN on the built-in DigitsDVS events and write a report",
                           description="Generate the built-in DigitsDVS event dataset (once), train a spiking CNN "
-                                      "on the fused kernels, evaluate it, and write summary.json, "
-                                      "training_curve.png and raster.png.")
+                                      "on the fused kernels, evaluate it, and write summary.json, training_curve.png, "
+                                      "raster.png, membrane.png, firing_rates.png, events.gif; then convert an ANN, "
+                                      "calibrate Dynamic Confidence and export the SNN to NIR.")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--epochs", type=int, default=5, help="training epochs (default: 5)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

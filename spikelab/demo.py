@@ -4,7 +4,8 @@ DigitsDVS (generated on first use, see ``datasets/digits_dvs.md``) is read back 
 ``.bin`` files through the loader, cut into frames, and fed to a spiking CNN running on the
 fused kernels. Then a ReLU CNN trained on the same recordings as count images is converted
 to IF neurons and evaluated over simulation lengths. Writes ``summary.json``,
-``training_curve.png``, ``raster.png``, the checkpoints and ``conversion/`` (report and
+``training_curve.png``, ``raster.png``, ``membrane.png``, ``firing_rates.png``, ``events.gif``,
+the checkpoints and ``conversion/`` (report and
 accuracy-vs-T plot) and ``dynamic/`` (Dynamic Confidence calibrated on held-out data: accuracy
 and mean steps, the oracle, exit-step histogram) into the output folder. Finally the trained SNN
 is exported to NIR (``snn.nir``), read back and compared, and checked against chip profiles.
@@ -33,6 +34,11 @@ DEMO_CONFIG = {
 def _plots(out: Path, trainer, history) -> None:
     import matplotlib
 
+    from spikelab import viz
+    from spikelab.data.collate import pad_collate
+    from spikelab.monitor import Monitor
+    from spikelab.stats import firing_rates
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -59,13 +65,17 @@ def _plots(out: Path, trainer, history) -> None:
     events, label = trainer.test_set.events(0)
     frames, _ = trainer.test_set[0]
     model = trainer.model.eval()
-    neuron = next(m for m in model.modules() if isinstance(m, BaseNeuron))
-    captured = {}
-    handle = neuron.register_forward_hook(lambda m, i, o: captured.setdefault("spikes", o.detach()))
-    with torch.no_grad():
+    first = next(n for n, m in model.named_modules() if isinstance(m, BaseNeuron))
+    with torch.no_grad(), Monitor(model, layers=[first], membrane=True) as mon:
         scores = model(torch.as_tensor(frames).unsqueeze(1))
-    handle.remove()
-    spikes = captured["spikes"][:, 0].flatten(1)  # [T, neurons]
+    spikes = mon.spikes[first][:, 0].flatten(1)  # [T, neurons]
+    busiest = spikes.sum(0).argsort(descending=True)[:3]
+    threshold = float(model.get_submodule(first).threshold.max())
+    viz.membrane_trace(mon.membrane[first][:, 0].flatten(1)[:, busiest], threshold, spikes[:, busiest],
+                       out / "membrane.png", title=f"membrane of three first-layer neurons ({first})")
+    viz.event_animation(events, trainer.test_set.sensor_size, out / "events.gif", n_frames=12)
+    x, _, _ = pad_collate([trainer.test_set[i] for i in range(64)])
+    viz.rate_histogram(firing_rates(model, x, per_neuron=True), out / "firing_rates.png")
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     on = events["p"]
     a1.scatter(events["t"][on] / 1000, (events["y"] * 34 + events["x"])[on], s=0.3, c="tab:red", label="ON")

@@ -39,17 +39,21 @@ def spike_raster(spikes, path: PathLike = None, title: str = "spike raster", max
     s = s.reshape(s.shape[0], -1)
     if max_neurons is not None:
         s = s[:, :max_neurons]
-    t, n = np.nonzero(s)
     fig = Figure(figsize=(6, 3.5))
-    ax = fig.add_subplot()
+    _raster(fig.add_subplot(), s, title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _raster(ax, s: np.ndarray, title: str) -> None:
+    """Draw ``s`` ``[T, N]`` as dots at (step, neuron)."""
+    t, n = np.nonzero(s)
     ax.scatter(t, n, s=4, marker="|", color="black")
     ax.set_xlim(-0.5, s.shape[0] - 0.5)
     ax.set_ylim(-0.5, s.shape[1] - 0.5)
     ax.set_xlabel("time step")
     ax.set_ylabel("neuron")
     ax.set_title(f"{title} ({len(t)} spikes)")
-    fig.tight_layout()
-    return _save(fig, path)
 
 
 def membrane_trace(membrane, threshold: float, spikes=None, path: PathLike = None,
@@ -162,13 +166,7 @@ def events_and_spikes(events: np.ndarray, sensor_size: Sequence[int], spikes, pa
     left.set_title(f"input: {len(events)} events")
     left.set_xlabel("x (pixels)")
     left.set_ylabel("y (pixels)")
-    t, n = np.nonzero(s)
-    right.scatter(t, n, s=6, marker="|", color="black")
-    right.set_xlim(-0.5, s.shape[0] - 0.5)
-    right.set_ylim(-0.5, s.shape[1] - 0.5)
-    right.set_xlabel("time step")
-    right.set_ylabel("neuron")
-    right.set_title(f"{title} ({len(t)} spikes)")
+    _raster(right, s, title)
     fig.tight_layout()
     return _save(fig, path)
 

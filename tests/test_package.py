@@ -47,9 +47,10 @@ def test_demo_trains_on_builtin_events_and_writes_report(tmp_path, capsys):
     assert len(summary["history"]) == 2 and summary["test_samples"] == 359
     assert summary["test_accuracy"] > 0.85  # 10 classes: chance is 0.1 (5 epochs reach ~0.96)
     assert "test accuracy" in capsys.readouterr().out
-    for png in ("training_curve.png", "raster.png"):
+    for png in ("training_curve.png", "raster.png", "membrane.png", "firing_rates.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+    assert (tmp_path / "events.gif").read_bytes()[:6] == b"GIF89a"
     assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
     conversion = summary["conversion"]
     assert conversion["snn_accuracy"]["64"] >= conversion["ann_accuracy"] - 0.02

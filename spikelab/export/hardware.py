@@ -176,25 +176,28 @@ def _on_grid(w: torch.Tensor, bits: int) -> bool:
     return bool(torch.allclose(q, q.round(), atol=1e-3))
 
 
+def _kernel_volume(m: nn.Module) -> int:
+    k = 1
+    for s in m.kernel_size:
+        k *= s
+    return k
+
+
 def _fan_in(m: nn.Module) -> Optional[int]:
+    """Synapses into one output unit of a Linear/Conv layer."""
     if isinstance(m, nn.Linear):
         return m.in_features
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-        k = 1
-        for s in m.kernel_size:
-            k *= s
-        return m.in_channels // m.groups * k
+        return m.in_channels // m.groups * _kernel_volume(m)
     return None
 
 
 def _fan_out(m: nn.Module) -> Optional[int]:
+    """Synapses out of one input unit of a Linear/Conv layer (at most, away from borders)."""
     if isinstance(m, nn.Linear):
         return m.out_features
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-        k = 1
-        for s in m.kernel_size:
-            k *= s
-        return m.out_channels // m.groups * k
+        return m.out_channels // m.groups * _kernel_volume(m)
     return None
 
 

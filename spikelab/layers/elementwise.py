@@ -6,17 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spikelab._checks import check_float_tensor
+from spikelab._checks import check_float_tensor, finite_tensor as _values
 from spikelab.layers.temporal import SequenceModule
-
-
-def _values(value, name: str) -> torch.Tensor:
-    if isinstance(value, bool):
-        raise TypeError(f"{name}: expected a number or a tensor, got a bool")
-    t = torch.as_tensor(value, dtype=torch.float32).detach().clone()
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name}: expected finite values")
-    return t
 
 
 class Scale(nn.Module, SequenceModule):

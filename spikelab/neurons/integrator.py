@@ -13,16 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from spikelab._checks import as_batch_index, check_float_tensor
-
-
-def _param(value, name: str) -> torch.Tensor:
-    if isinstance(value, bool):
-        raise TypeError(f"{name}: expected a number or a tensor, got a bool")
-    t = torch.as_tensor(value, dtype=torch.float32).detach().clone()
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name}: expected finite values")
-    return t
+from spikelab._checks import as_batch_index, check_float_tensor, finite_tensor as _param
 
 
 class LeakyIntegrator(nn.Module):
