@@ -122,6 +122,16 @@ class Interpreter:
             return x.reshape(x.shape[0], -1)
         if isinstance(n, nir.Scale):
             return x * n.scale
+        if isinstance(n, nir.Delay):  # whole steps of dt
+            hist = self.state.setdefault(name, {"h": []})["h"]
+            hist.append(x)
+            steps = np.round(np.asarray(n.delay) / dt).astype(int)
+            out = np.zeros_like(x)
+            for idx in np.ndindex(*steps.shape):
+                k = len(hist) - 1 - steps[idx]
+                if k >= 0:
+                    out[(slice(None),) + idx] = hist[k][(slice(None),) + idx]
+            return out
         if isinstance(n, nir.Threshold):
             return (x > n.threshold).astype(np.float64)
         st = self.state.setdefault(name, {"v": np.zeros_like(x), "i": np.zeros_like(x)})

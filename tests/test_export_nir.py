@@ -53,6 +53,8 @@ def _models():
     yield "recurrent-readout", L.Sequential(
         L.Linear(6, 8), L.Recurrent(sl.LIF(beta=0.9, reset="zero"), nn.Linear(8, 8)), L.Linear(8, 3),
         sl.LeakyIntegrator(beta=0.9)), torch.rand(t, b, 6) * 2
+    yield "delay", L.Sequential(L.Linear(6, 4), L.Delay(torch.tensor([0, 1, 3, 2])), sl.IF(reset="zero")), \
+        torch.rand(t, b, 6) * 2
     yield "scale-threshold-integrator", L.Sequential(
         L.Linear(5, 4), L.Scale(torch.tensor([0.5, 1.0, 2.0, -1.0])), L.Threshold(0.25), L.Linear(4, 2),
         sl.LeakyIntegrator(beta=1.0)), torch.randn(t, b, 5)

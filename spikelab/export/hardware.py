@@ -121,7 +121,7 @@ def _walk(model: nn.Module, shape: tuple[int, ...], name: str = ""):
     if isinstance(model, L.TimeDistributed):
         yield from _walk(model.module, shape, name)
         return
-    if isinstance(model, (BaseNeuron, LeakyIntegrator, L.Recurrent, L.Scale, L.Threshold, L.Dropout, nn.Dropout,
+    if isinstance(model, (BaseNeuron, LeakyIntegrator, L.Recurrent, L.Scale, L.Threshold, L.Delay, L.Dropout, nn.Dropout,
                           nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d)):
         yield name or type(model).__name__, model, shape, shape
         return

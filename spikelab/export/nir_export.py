@@ -100,6 +100,9 @@ class _Builder:
             return self.add(name, self.integrator(m, shape), source), shape
         if isinstance(m, L.Scale):
             return self.add(name, nir.Scale(scale=_per_neuron(m.scale, shape)), source), shape
+        if isinstance(m, L.Delay):
+            node = nir.Delay(delay=(_per_neuron(m.steps.to(torch.float64), shape).astype(np.float64) * self.dt))
+            return self.add(name, node, source), shape
         if isinstance(m, L.Threshold):
             node = nir.Threshold(threshold=nir_threshold(_per_neuron(m.threshold, shape)))
             return self.add(name, node, source), shape

@@ -50,36 +50,6 @@ class _Flatten(nn.Module, L.SequenceModule):
         return x.flatten(*self._dims(1, x.ndim))
 
 
-class Delay(nn.Module, L.SequenceModule):
-    """``y[t] = x[t - d]`` per neuron, ``d`` whole steps (zeros before the first input arrives)."""
-
-    _spikelab_stateful = True
-
-    def __init__(self, steps: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("steps", steps.to(torch.long))
-        self._history: list[torch.Tensor] = []
-
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        T = x_seq.shape[0]
-        t = torch.arange(T, device=x_seq.device).view(T, *([1] * (x_seq.ndim - 1)))
-        source = t - self.steps.to(x_seq.device)
-        gathered = torch.take_along_dim(x_seq, source.clamp_min(0).expand_as(x_seq), dim=0)
-        return torch.where(source >= 0, gathered, torch.zeros_like(gathered))
-
-    def step(self, x: torch.Tensor) -> torch.Tensor:
-        self._history.append(x)
-        depth = int(self.steps.max()) + 1
-        self._history = self._history[-depth:]
-        return self.forward(torch.stack(self._history))[-1]
-
-    def reset(self) -> None:
-        self._history = []
-
-    def select_batch(self, index) -> None:
-        self._history = [h[index] for h in self._history]
-
-
 class NIRNetwork(nn.Module):
     """A NIR graph as a module: ``forward(x [T, B, ...]) -> [T, B, ...]`` (one input, one output)."""
 
@@ -366,7 +336,7 @@ def _delay(name: str, node: nir.Delay, dt: float) -> nn.Module:
     whole = np.round(steps)
     if not np.allclose(steps, whole, atol=1e-6) or (whole < 0).any():
         raise NIRImportError(f"node {name!r}: delays {node.delay} s are not whole multiples of dt = {dt} s")
-    return Delay(torch.as_tensor(whole, dtype=torch.long))
+    return L.Delay(torch.as_tensor(whole, dtype=torch.long))
 
 
 _PASS_THROUGH = tuple(getattr(nir, n) for n in ("Input", "Output", "Identity") if hasattr(nir, n))
@@ -442,4 +412,4 @@ def from_nir(graph: Union[nir.NIRGraph, str, Path], dt: float) -> NIRNetwork:
     return _network(graph, float(dt))
 
 
-__all__ = ["from_nir", "NIRNetwork", "Delay", "node_module", "SUPPORTED"]
+__all__ = ["from_nir", "NIRNetwork", "node_module", "SUPPORTED"]

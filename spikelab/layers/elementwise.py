@@ -1,5 +1,5 @@
-"""Per-neuron element-wise layers: a fixed scale and a Heaviside threshold (NIR's Scale and
-Threshold), broadcasting one value per neuron (or one for all) against each step's features."""
+"""Per-neuron element-wise layers: a fixed scale, a Heaviside threshold and a delay (NIR's Scale,
+Threshold and Delay), broadcasting one value per neuron (or one for all) against each step's features."""
 
 from __future__ import annotations
 
@@ -40,4 +40,39 @@ class Threshold(nn.Module, SequenceModule):
         return (x >= self.threshold).to(x.dtype)
 
 
-__all__ = ["Scale", "Threshold"]
+class Delay(nn.Module, SequenceModule):
+    """``y[t] = x[t - d]`` per neuron, ``d`` whole steps (zeros before the first input arrives)."""
+
+    _spikelab_stateful = True
+
+    def __init__(self, steps) -> None:
+        super().__init__()
+        steps = torch.as_tensor(steps)
+        if steps.is_floating_point() and not torch.equal(steps, steps.round()):
+            raise ValueError("steps: expected whole numbers of steps")
+        if (steps < 0).any():
+            raise ValueError("steps: expected delays >= 0")
+        self.register_buffer("steps", steps.to(torch.long))
+        self._history: list[torch.Tensor] = []
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        T = x_seq.shape[0]
+        t = torch.arange(T, device=x_seq.device).view(T, *([1] * (x_seq.ndim - 1)))
+        source = t - self.steps.to(x_seq.device)
+        gathered = torch.take_along_dim(x_seq, source.clamp_min(0).expand_as(x_seq), dim=0)
+        return torch.where(source >= 0, gathered, torch.zeros_like(gathered))
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        self._history.append(x)
+        depth = int(self.steps.max()) + 1
+        self._history = self._history[-depth:]
+        return self.forward(torch.stack(self._history))[-1]
+
+    def reset(self) -> None:
+        self._history = []
+
+    def select_batch(self, index) -> None:
+        self._history = [h[index] for h in self._history]
+
+
+__all__ = ["Delay", "Scale", "Threshold"]
