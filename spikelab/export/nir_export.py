@@ -81,10 +81,8 @@ class _Builder:
         return source, shape
 
     def module(self, name: str, m: nn.Module, source: str, shape: tuple[int, ...]):
-        name = name or type(m).__name__.lower()
         if isinstance(m, nn.Sequential):  # spikelab Sequential, the models and plain nn.Sequential
-            prefix = "" if source == "input" and name == type(m).__name__.lower() else f"{name}."
-            return self.chain([(f"{prefix}{k}", c) for k, c in m.named_children()], source, shape)
+            return self.chain([(f"{name}.{k}", c) for k, c in m.named_children()], source, shape)
         if isinstance(m, L.TimeDistributed):
             return self.module(name, m.module, source, shape)
         if isinstance(m, _SKIPPED):
@@ -304,7 +302,10 @@ def to_nir(model: nn.Module, dt: float, sample_input: Optional[torch.Tensor] = N
     was_training = model.training
     model.eval()
     try:
-        last, out_shape = builder.module("", model, "input", shape)
+        if isinstance(model, nn.Sequential):  # node names are the layers' names in the model
+            last, out_shape = builder.chain(list(model.named_children()), "input", shape)
+        else:
+            last, out_shape = builder.module(type(model).__name__.lower(), model, "input", shape)
     finally:
         model.train(was_training)
     builder.nodes["output"] = nir.Output(output_type=np.array(out_shape))
