@@ -76,6 +76,13 @@ def one_seed(seed, xtr, ytr, xte, yte, calib, epochs, timesteps) -> tuple[dict, 
     return rows, accs
 
 
+def _paired_se(diffs: list) -> float:
+    """Standard error of the mean of per-seed differences."""
+    n = len(diffs)
+    mean = sum(diffs) / n
+    return (sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) ** 0.5
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=10)
@@ -99,6 +106,10 @@ def main(argv=None) -> int:
     if "SpikingJelly 99.9%" in rows:
         ours, theirs = rows["spikelab robust"], rows["SpikingJelly 99.9%"]
         print("spikelab - SpikingJelly (points): " + " ".join(f"{100 * (ours[t] - theirs[t]):+.2f}" for t in timesteps))
+        if len(runs) > 1:  # paired over seeds: the same ANN converted by both
+            print("  standard error of that mean difference (points): " + " ".join(
+                f"{100 * _paired_se([r[0]['spikelab robust'][t] - r[0]['SpikingJelly 99.9%'][t] for r in runs]):.2f}"
+                for t in timesteps))
     print(f"ReLU gap to the ANN at T=64: {100 * (accs['ReLU ANN'] - rows['spikelab robust'].get(64, float('nan'))):+.2f} "
           f"points; QCFS gap at T=16: {100 * (accs['QCFS ANN'] - rows['spikelab QCFS L=8'].get(16, float('nan'))):+.2f} "
           "points")

@@ -101,6 +101,9 @@ def rate_histogram(rates: Mapping[str, object], path: PathLike = None, bins: int
 def _frames(events: np.ndarray, sensor_size, n_frames: int) -> np.ndarray:
     from spikelab.data.transforms import ToFrame
 
+    if len(events) == 0:
+        raise ValueError("events: the stream is empty; nothing to draw")
+
     return ToFrame(tuple(sensor_size), n_time_bins=n_frames)(events)
 
 

@@ -330,3 +330,25 @@ def test_graph_written_by_sinabs_runs_like_sinabs():
             mine = from_nir(graph, dt=DT)(x.transpose(0, 1)).transpose(0, 1)
         assert expected.sum() > 10
         assert torch.equal(mine, expected) == same
+
+
+def test_file_failing_nirs_type_check_is_read_with_a_warning(tmp_path):
+    """Some exporters record the batch in the input type (snnTorch with a batched sample): NIR's own
+    reader refuses such a file by default; from_nir reads it without the check and says so."""
+    w, b = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32), np.zeros(3, np.float32)
+    graph = nir.NIRGraph(nodes={"input": nir.Input(np.array([2, 4])), "lin": nir.Affine(w, b),
+                                "lif": nir.IF(r=np.ones(3), v_threshold=np.ones(3) * 0.5),
+                                "output": nir.Output(np.array([3]))},
+                         edges=[("input", "lin"), ("lin", "lif"), ("lif", "output")], type_check=False)
+    path = tmp_path / "batched.nir"
+    nir.write(path, graph)
+    with pytest.raises(ValueError):
+        nir.read(path)
+    with pytest.warns(UserWarning, match="fails NIR's type check"):
+        net = from_nir(path, dt=DT)
+    x = torch.rand(5, 2, 4)
+    expected = L.Sequential(L.Linear(4, 3), sl.IF(reset="zero", threshold=float(np.nextafter(np.float32(0.5), 1))))
+    with torch.no_grad():
+        expected[0].weight.copy_(torch.from_numpy(w))
+        expected[0].bias.zero_()
+        assert torch.equal(net(x), expected(x))
