@@ -77,6 +77,8 @@ def test_event_frames_and_animation(tmp_path):
         assert img.shape == (24, 32, 3)  # H x W x RGB
         assert (np.asarray(img) < 1).any()  # events drawn
         assert ax.get_title().endswith("ms")
+    with pytest.raises(ValueError, match="empty"):
+        viz.event_frames(ev[:0], (32, 24, 2))
     gif = viz.event_animation(ev, (32, 24, 2), tmp_path / "a.gif", n_frames=5)
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames == 5
