@@ -125,9 +125,8 @@ def test_config_neuron_spec(tmp_path):
     assert len(neurons) == 1 and neurons[0].reset_mode == "hard"
     for bad, needle in (({"type": "hh"}, "model.neuron.type: unknown neuron 'hh'"),
                         ({"type": "lif", "tau": -1}, "model.neuron: "), ("lif", "expected a mapping")):
-        cfg["model"]["neuron"] = bad
-        with pytest.raises(ConfigError, match=needle):
-            make_model(cfg, (34, 34, 2), 10)
+        with pytest.raises(ConfigError, match=needle):  # refused when the configuration is read
+            load_config({"model": {"name": "cnn", "neuron": bad}, "data": {"name": "digits_dvs"}})
 
 
 def test_cli_train_from_yaml_and_config_errors(tmp_path, capsys):

@@ -12,7 +12,7 @@ from spikelab import models
 from spikelab.data import datasets as D
 from spikelab.data.collate import pad_collate
 from spikelab.data.transforms import ToFrame
-from spikelab.train.config import ConfigError, load_config
+from spikelab.train.config import ConfigError, load_config, neuron_factory
 
 _CLASSES = {"digits_dvs": D.DigitsDVS, "nmnist": D.NMNIST, "ncaltech101": D.NCaltech101,
             "dvsgesture": D.DVSGesture, "cifar10dvs": D.CIFAR10DVS, "shd": D.SHD}
@@ -36,34 +36,11 @@ def make_datasets(cfg: dict, quiet: bool = False):
     return train, test, tuple(cls.sensor_size), len(train.classes)
 
 
-_NEURONS = {"lif": "LIF", "if": "IF", "plif": "PLIF", "alif": "AdaptiveLIF", "cuba": "CurrentLIF",
-            "probabilistic": "ProbabilisticLIF"}
-
-
-def _neuron_factory(spec):
-    """``model.neuron``: ``{"type": "lif", ...arguments}`` -> a factory making one neuron per layer."""
-    import spikelab.neurons as N
-
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ConfigError("model.neuron: expected a mapping with 'type' (one of "
-                          f"{sorted(_NEURONS)}) and the neuron's arguments")
-    args = dict(spec)
-    kind = str(args.pop("type")).lower()
-    if kind not in _NEURONS:
-        raise ConfigError(f"model.neuron.type: unknown neuron {kind!r}; expected one of {sorted(_NEURONS)}")
-    cls = getattr(N, _NEURONS[kind])
-    try:
-        cls(**args)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"model.neuron: {err}") from None
-    return lambda: cls(**args)
-
-
 def make_model(cfg: dict, sensor_size, classes: int) -> torch.nn.Module:
     spec = dict(cfg["model"])
     name = spec.pop("name")
     if "neuron" in spec:
-        spec["neuron"] = _neuron_factory(spec["neuron"])
+        spec["neuron"] = neuron_factory(spec["neuron"])
     w, h, p = (int(v) for v in sensor_size)
     try:
         if name == "mlp":

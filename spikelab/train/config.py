@@ -61,6 +61,30 @@ def _choice(cfg, section, key, choices):
         raise ConfigError(f"{section}.{key}: unknown value {cfg[section][key]!r}; expected one of {list(choices)}")
 
 
+NEURONS = {"lif": "LIF", "if": "IF", "plif": "PLIF", "alif": "AdaptiveLIF", "cuba": "CurrentLIF",
+           "probabilistic": "ProbabilisticLIF"}
+
+
+def neuron_factory(spec):
+    """``model.neuron``: ``{"type": "lif", ...arguments}`` -> a factory making one neuron per layer
+    (checked by building one)."""
+    import spikelab.neurons as N
+
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(f"model.neuron: expected a mapping with 'type' (one of {sorted(NEURONS)}) "
+                          "and the neuron's arguments")
+    args = dict(spec)
+    kind = str(args.pop("type")).lower()
+    if kind not in NEURONS:
+        raise ConfigError(f"model.neuron.type: unknown neuron {kind!r}; expected one of {sorted(NEURONS)}")
+    cls = getattr(N, NEURONS[kind])
+    try:
+        cls(**args)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model.neuron: {err}") from None
+    return lambda: cls(**args)
+
+
 def load_config(source) -> dict:
     """A validated configuration from a dict or a YAML file, defaults filled in."""
     if isinstance(source, (str, Path)):
@@ -78,6 +102,8 @@ def load_config(source) -> dict:
     cfg = _merge(DEFAULTS, source)
     if cfg["model"].get("name") not in MODELS:
         raise ConfigError(f"model.name: unknown model {cfg['model'].get('name')!r}; expected one of {list(MODELS)}")
+    if "neuron" in cfg["model"]:
+        neuron_factory(cfg["model"]["neuron"])
     _choice(cfg, "data", "name", DATASETS)
     if cfg["data"]["name"] != "digits_dvs" and not cfg["data"]["root"]:
         raise ConfigError(f"data.root: the {cfg['data']['name']} dataset needs the folder that holds it")
