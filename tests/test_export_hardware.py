@@ -96,3 +96,15 @@ def test_quantize_rounds_to_the_width_and_reports_accuracy():
     assert not torch.equal(q[0].weight, model[0].weight)
     _, eight = quantize(model, "loihi2", data=[(x, y)])
     assert eight["bits"] == 8 and eight["accuracy_after"] >= report["accuracy_after"] - 0.05
+
+
+def test_residual_network_is_checked_layer_by_layer():
+    from spikelab import models
+
+    net = models.SEWResNet(in_channels=2, classes=10, input_size=32, stages=(8,), blocks=1,
+                           neuron=lambda: sl.IF(reset="zero"))
+    q, _ = quantize(net, "speck")
+    report = check(q, "speck", (2, 32, 32))
+    assert report.rules() == {"layer type"}  # only its average pooling: Speck pools by summing
+    assert {v.layer for v in report.violations} == {"3"}
+    assert report.neurons == 8 * 32 * 32 + 2 * 8 * 16 * 16

@@ -13,6 +13,7 @@ from torch import nn
 
 import spikelab as sl
 from spikelab import layers as L
+from spikelab import models
 from spikelab.export import NIRExportError, NIRImportError, from_nir, to_nir
 from tests.nir_numpy import Interpreter
 
@@ -53,6 +54,8 @@ def _models():
     yield "recurrent-readout", L.Sequential(
         L.Linear(6, 8), L.Recurrent(sl.LIF(beta=0.9, reset="zero"), nn.Linear(8, 8)), L.Linear(8, 3),
         sl.LeakyIntegrator(beta=0.9)), torch.rand(t, b, 6) * 2
+    yield "sew-resnet-bn", models.SEWResNet(in_channels=2, classes=3, input_size=16, stages=(4,), blocks=2,
+                                            neuron=lambda: sl.LIF(tau=2.0, reset="zero")), _spikes((t, b, 2, 16, 16))
     yield "delay", L.Sequential(L.Linear(6, 4), L.Delay(torch.tensor([0, 1, 3, 2])), sl.IF(reset="zero")), \
         torch.rand(t, b, 6) * 2
     yield "scale-threshold-integrator", L.Sequential(
@@ -99,6 +102,19 @@ def test_numpy_interpreter_gives_the_same_spikes(name, model, x):
         ours = model(x).numpy()
     theirs = Interpreter(graph, DT).run(x.numpy())
     np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_residual_block_sums_two_edges():
+    net = models.SEWResNet(in_channels=2, classes=3, input_size=16, stages=(4,), blocks=1,
+                           neuron=lambda: sl.IF(reset="zero"))
+    graph = to_nir(net, dt=DT, input_shape=(2, 16, 16))
+    into = {}
+    for src, dst in graph.edges:
+        into.setdefault(dst, []).append(src)
+    joined = [d for d, srcs in into.items() if len(srcs) == 2]
+    assert len(joined) == 1  # the node after the block: the body's last neuron + the block's input
+    srcs = into[joined[0]]
+    assert isinstance(graph.nodes[srcs[0]], nir.IF) and srcs[1] == "3"  # "3": the pooling before the block
 
 
 def test_step_mode_matches_sequence_mode():

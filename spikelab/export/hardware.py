@@ -22,6 +22,7 @@ from torch import nn
 
 from spikelab import layers as L
 from spikelab.export.nir_export import _out_shape
+from spikelab.models import SEWBlock
 from spikelab.state import reset
 from spikelab.neurons import IF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator, LIF, PLIF, ProbabilisticLIF
 
@@ -120,6 +121,9 @@ def _walk(model: nn.Module, shape: tuple[int, ...], name: str = ""):
         return
     if isinstance(model, L.TimeDistributed):
         yield from _walk(model.module, shape, name)
+        return
+    if isinstance(model, SEWBlock):  # the residual addition itself is no layer
+        yield from _walk(model.body, shape, f"{name}.body")
         return
     if isinstance(model, (BaseNeuron, LeakyIntegrator, L.Recurrent, L.Scale, L.Threshold, L.Delay, L.Dropout, nn.Dropout,
                           nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d)):

@@ -1,7 +1,8 @@
 """spikelab model -> NIR graph (``to_nir``).
 
 The model is walked as the chain it is (``spikelab.layers.Sequential`` / ``nn.Sequential``,
-nested ones included): each layer becomes one NIR node, each neuron one neuron node with
+nested ones included; SEW residual blocks become a branch whose output and input both feed the
+next node, which NIR sums): each layer becomes one NIR node, each neuron one neuron node with
 per-neuron parameter arrays, a :class:`~spikelab.layers.Recurrent` layer a nested graph
 (input -> neuron -> output, neuron -> feedback -> neuron). BatchNorm after a convolution or
 linear layer is folded into it (inference statistics); Dropout is dropped (identity at
@@ -26,8 +27,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 from spikelab import layers as L
 from spikelab.export.errors import NIRExportError
 from spikelab.export.semantics import nir_threshold, tau_from_decay
+from spikelab.models import SEWBlock
 from spikelab.neurons import IF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator, LIF, ProbabilisticLIF
 
+Sources = tuple[str, ...]  # the nodes whose outputs, summed, feed the next node
 _LINEAR = (nn.Linear,)
 _CONV = (nn.Conv1d, nn.Conv2d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -55,10 +58,11 @@ class _Builder:
         self.approximations: list[str] = []
 
     # ----- bookkeeping -----------------------------------------------------------------------
-    def add(self, name: str, node: nir.NIRNode, source: str) -> str:
+    def add(self, name: str, node: nir.NIRNode, sources: Sources) -> Sources:
+        """Add ``node``, fed by the sum of ``sources``; it becomes the next layer's only source."""
         self.nodes[name] = node
-        self.edges.append((source, name))
-        return name
+        self.edges += [(src, name) for src in sources]
+        return (name,)
 
     def inexact(self, where: str, what: str, change: str) -> None:
         message = f"{where}: {what}; {change}"
@@ -68,7 +72,7 @@ class _Builder:
         self.approximations.append(message)
 
     # ----- the walk ----------------------------------------------------------------------------
-    def chain(self, modules: Sequence[tuple[str, nn.Module]], source: str, shape: tuple[int, ...]):
+    def chain(self, modules: Sequence[tuple[str, nn.Module]], source: Sources, shape: tuple[int, ...]):
         i = 0
         while i < len(modules):
             name, module = modules[i]
@@ -80,7 +84,15 @@ class _Builder:
             i += 1
         return source, shape
 
-    def module(self, name: str, m: nn.Module, source: str, shape: tuple[int, ...]):
+    def module(self, name: str, m: nn.Module, source: Sources, shape: tuple[int, ...]):
+        """Add the nodes of ``m``; returns the sources of its output (several where a residual
+        addition ends it: NIR sums the edges arriving at a node) and its per-sample shape."""
+        if isinstance(m, SEWBlock):  # out = body(x) + x
+            body, out_shape = self.module(f"{name}.body", m.body, source, shape)
+            if out_shape != shape:
+                raise NIRExportError(f"{name}: the residual body maps {shape} to {out_shape}; the addition needs "
+                                     "equal shapes")
+            return body + source, shape
         if isinstance(m, nn.Sequential):  # spikelab Sequential, the models and plain nn.Sequential
             return self.chain([(f"{name}.{k}", c) for k, c in m.named_children()], source, shape)
         if isinstance(m, L.TimeDistributed):
@@ -107,16 +119,16 @@ class _Builder:
         node, out_shape = _layer_node(name, m, shape)
         return self.add(name, node, source), out_shape
 
-    def recurrent(self, name: str, m: L.Recurrent, source: str, shape: tuple[int, ...]):
+    def recurrent(self, name: str, m: L.Recurrent, source: Sources, shape: tuple[int, ...]):
         inner = _Builder(self.dt, self.approximate)
         inner.nodes["input"] = nir.Input(input_type=np.array(shape))
-        lif, _ = inner.module("neuron", m.neuron, "input", shape)
+        lif, _ = inner.module("neuron", m.neuron, ("input",), shape)
         fb, fb_shape = inner.module("feedback", m.feedback, lif, shape)
         if fb_shape != shape:
             raise NIRExportError(f"{name}.feedback maps {shape} to {fb_shape}; a recurrent feedback must keep the shape")
-        inner.edges.append((fb, lif))
+        inner.edges += [(f, n) for f in fb for n in lif]
         inner.nodes["output"] = nir.Output(output_type=np.array(shape))
-        inner.edges.append((lif, "output"))
+        inner.edges += [(n, "output") for n in lif]
         self.approximations += inner.approximations
         return self.add(name, nir.NIRGraph(nodes=inner.nodes, edges=inner.edges, type_check=False), source), shape
 
@@ -276,7 +288,7 @@ def to_nir(model: nn.Module, dt: float, sample_input: Optional[torch.Tensor] = N
 
     Args:
         model: a chain of spikelab layers and neurons (``spikelab.layers.Sequential``, the models
-            in :mod:`spikelab.models` without residual blocks, ``nn.Sequential``).
+            in :mod:`spikelab.models`, SEW blocks included, ``nn.Sequential``).
         dt: the simulation time step the model's decays stand for (NIR stores time constants).
         sample_input: an input ``[T, B, ...]`` (only its per-sample shape is used), or
         input_shape: the per-sample shape, e.g. ``(2, 34, 34)``.
@@ -303,13 +315,13 @@ def to_nir(model: nn.Module, dt: float, sample_input: Optional[torch.Tensor] = N
     model.eval()
     try:
         if isinstance(model, nn.Sequential):  # node names are the layers' names in the model
-            last, out_shape = builder.chain(list(model.named_children()), "input", shape)
+            last, out_shape = builder.chain(list(model.named_children()), ("input",), shape)
         else:
-            last, out_shape = builder.module(type(model).__name__.lower(), model, "input", shape)
+            last, out_shape = builder.module(type(model).__name__.lower(), model, ("input",), shape)
     finally:
         model.train(was_training)
     builder.nodes["output"] = nir.Output(output_type=np.array(out_shape))
-    builder.edges.append((last, "output"))
+    builder.edges += [(src, "output") for src in last]
     meta = {"dt": float(dt), "exporter": "spikelab"}
     if builder.approximations:
         meta["approximations"] = "\n".join(builder.approximations)
