@@ -172,11 +172,12 @@ def _conversion(out: Path, seed: int, quiet: bool) -> dict:
 
 
 def _export(out: Path, trainer) -> dict:
-    """Export the trained SNN to NIR, read it back, and compare output spikes; check chip profiles."""
+    """Export the trained SNN to NIR, read it back, and compare its outputs with the (BatchNorm-folded)
+    network; check the 8-bit network against chip profiles."""
     import nir
 
     from spikelab.data.collate import pad_collate
-    from spikelab.export import check, from_nir, quantize, to_nir
+    from spikelab.export import check, fold_batchnorm, from_nir, quantize, to_nir
 
     model = trainer.model.eval()
     x, y, _ = pad_collate([trainer.test_set[i] for i in range(64)])
@@ -184,13 +185,15 @@ def _export(out: Path, trainer) -> dict:
     path = out / "snn.nir"
     nir.write(path, graph)
     back = from_nir(nir.read(path, type_check=True), dt=1e-3)
-    with torch.no_grad():
-        ours, theirs = model(x), back(x)
+    with torch.no_grad():  # the graph holds the network with BatchNorm folded into its convolutions
+        original, ours, theirs = model(x), fold_batchnorm(model)(x), back(x)
     quantized, q = quantize(model, "loihi2", data=(x, y))
     shape = tuple(x.shape[2:])
+    predict = lambda scores: scores.sum(0).argmax(-1)  # noqa: E731
     return {"file": str(path), "nodes": len(graph.nodes),
             "reimported_max_abs_difference": (ours - theirs).abs().max().item(),
-            "reimported_same_predictions": bool((ours.sum(0).argmax(-1) == theirs.sum(0).argmax(-1)).all()),
+            "reimported_same_predictions": bool((predict(ours) == predict(theirs)).all()),
+            "batchnorm_folding_prediction_agreement": (predict(original) == predict(ours)).float().mean().item(),
             "loihi2_8bit_accuracy_change_on_64": q["accuracy_change"],
             "hardware_8bit": {t: [str(v) for v in check(quantized, t, shape).violations]
                               for t in ("loihi2", "speck", "xylo")}}

@@ -60,6 +60,7 @@ def test_demo_trains_on_builtin_events_and_writes_report(tmp_path, capsys):
     assert (tmp_path / "dynamic" / "dynamic.png").exists()
     exported = summary["nir_export"]  # the demo's network goes to NIR and back unchanged
     assert exported["reimported_max_abs_difference"] == 0.0 and exported["reimported_same_predictions"]
+    assert exported["batchnorm_folding_prediction_agreement"] >= 0.95
     assert (tmp_path / "snn.nir").exists()
     assert any("neuron type: LIF" in v for v in exported["hardware_8bit"]["speck"])
     assert not any("weight bit width" in v for vs in exported["hardware_8bit"].values() for v in vs)

@@ -2,10 +2,10 @@
 
 from spikelab.export.errors import NIRExportError, NIRImportError
 from spikelab.export.hardware import PROFILES, CheckReport, HardwareProfile, Violation, check, quantize
-from spikelab.export.nir_export import to_nir
+from spikelab.export.nir_export import fold_batchnorm, to_nir
 from spikelab.export.nir_import import NIRNetwork, from_nir
 
 __all__ = [
     "CheckReport", "HardwareProfile", "NIRExportError", "NIRImportError", "NIRNetwork", "PROFILES", "Violation",
-    "check", "from_nir", "quantize", "to_nir",
+    "check", "fold_batchnorm", "from_nir", "quantize", "to_nir",
 ]
