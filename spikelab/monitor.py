@@ -40,6 +40,14 @@ def _selected(model: nn.Module, layers: LayerSpec) -> list[tuple[str, nn.Module]
     return picked
 
 
+def spike_rates(spikes: dict[str, torch.Tensor], per_neuron: bool = False) -> dict:
+    """Fraction of steps with a spike, per layer (a float) or per neuron (a tensor of the layer's
+    per-sample shape), from recorded outputs ``[T, B, ...]``."""
+    if per_neuron:
+        return {n: (s != 0).float().mean(dim=(0, 1)) for n, s in spikes.items()}
+    return {n: float((s != 0).float().mean()) for n, s in spikes.items()}
+
+
 class Monitor:
     """``with Monitor(model, layers=None, membrane=False) as mon: model(x)`` then ``mon.spikes[name]``.
 
@@ -116,7 +124,7 @@ class Monitor:
 
     def firing_rates(self) -> dict[str, float]:
         """Mean spikes per neuron and step of each monitored layer."""
-        return {n: float((s != 0).float().mean()) for n, s in self.spikes.items()}
+        return spike_rates(self.spikes)
 
     def clear(self) -> None:
         for v in list(self._spikes.values()) + list(self._membrane.values()):
@@ -126,4 +134,4 @@ class Monitor:
         return [n for n, _ in self.layers]
 
 
-__all__ = ["Monitor"]
+__all__ = ["Monitor", "spike_rates"]

@@ -14,10 +14,14 @@ Energy constants default to Horowitz (ISSCC 2014, 45 nm, 32-bit float): 4.6 pJ p
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Iterable, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from spikelab.monitor import Monitor, spike_rates
+from spikelab.state import reset
 
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -54,18 +58,28 @@ def _is_events(x: torch.Tensor) -> bool:
 
 
 class OperationCounter:
-    """Count AC and MAC operations per weighted layer over the forward passes of ``model``."""
+    """Count AC and MAC operations per weighted layer over the forward passes of ``model``.
 
-    def __init__(self, model: nn.Module) -> None:
+    By default each input decides: event counts (non-negative integers) cost one AC per event
+    and synapse, anything else one MAC per non-zero value and synapse. With ``analog`` (layer
+    names), those layers cost MACs and every other layer one AC per non-zero input (spikes of any
+    amplitude, e.g. a converted network's threshold-scaled spikes).
+    """
+
+    def __init__(self, model: nn.Module, analog: Optional[Iterable[str]] = None) -> None:
         self.ac: dict[str, float] = {}
         self.mac: dict[str, float] = {}
+        self.analog = None if analog is None else set(analog)
         self._handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in model.named_modules()
                          if isinstance(m, WEIGHTED)]
 
     def _hook(self, name: str):
         def hook(module, args):
             x = args[0].detach()
-            if _is_events(x):
+            if self.analog is not None:
+                ops = self.mac if name in self.analog else self.ac
+                ops[name] = ops.get(name, 0.0) + synapses(module, (x != 0)).item()
+            elif _is_events(x):
                 self.ac[name] = self.ac.get(name, 0.0) + synapses(module, x).item()
             else:
                 self.mac[name] = self.mac.get(name, 0.0) + synapses(module, (x != 0)).item()
@@ -97,33 +111,35 @@ def dense_operations(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     return ops
 
 
+def _recorded_spikes(model: nn.Module, x_seq: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The spikes ``[T, B, ...]`` of every spikelab neuron layer in one run from a fresh state."""
+    with torch.no_grad(), Monitor(model) as mon:
+        reset(model)
+        model(x_seq)
+        reset(model)
+    return mon.spikes
+
+
 @torch.no_grad()
 def activity(model: nn.Module, x_seq: torch.Tensor, energy: EnergyModel = EnergyModel(),
              per_neuron: bool = False) -> dict:
-    """Run ``model`` on ``x_seq`` ``[T, B, ...]`` and report, per sample: firing rates per
-    layer (and per neuron with ``per_neuron``), AC/MAC operations per layer, and the energy of
-    the SNN against the same network as an ANN (one pass on one step's input)."""
-    from spikelab.monitor import Monitor
-    from spikelab.state import reset
-
+    """Run ``model`` (in eval mode) on ``x_seq`` ``[T, B, ...]`` and report, per sample: firing
+    rates per layer (and per neuron with ``per_neuron``), AC/MAC operations per layer, and the
+    energy of the SNN against the same network as an ANN (one pass on one step's input)."""
     if not isinstance(x_seq, torch.Tensor) or x_seq.ndim < 3:
         raise ValueError(f"x_seq: expected a tensor [T, B, ...], got {getattr(x_seq, 'shape', type(x_seq).__name__)}")
     steps, batch = x_seq.shape[0], x_seq.shape[1]
-    counter = OperationCounter(model)
     was_training = model.training
     model.eval()
+    counter = OperationCounter(model)
     try:
-        reset(model)
-        with Monitor(model) as mon:
-            model(x_seq)
-        reset(model)
+        spikes = _recorded_spikes(model, x_seq)
     finally:
         counter.remove()
+    try:
+        ann = dense_operations(model, x_seq[:1])
+    finally:
         model.train(was_training)
-    spikes = mon.spikes
-    rates = {n: float((s != 0).float().mean()) for n, s in spikes.items()}
-    ann = dense_operations(model.eval(), x_seq[:1])
-    model.train(was_training)
     ac = {n: v / batch for n, v in counter.ac.items()}
     mac = {n: v / batch for n, v in counter.mac.items()}
     ann_mac = {n: v / batch for n, v in ann.items()}
@@ -131,29 +147,20 @@ def activity(model: nn.Module, x_seq: torch.Tensor, energy: EnergyModel = Energy
     ann_pj = sum(ann_mac.values()) * energy.mac_pj
     report = {
         "timesteps": steps, "samples": batch,
-        "firing_rate": rates,
+        "firing_rate": spike_rates(spikes, per_neuron=False),
         "ops_per_sample": {"ac": ac, "mac": mac, "ann_mac": ann_mac},
         "energy_constants_pj": asdict(energy),
         "energy_per_sample_pj": {"snn": snn_pj, "ann": ann_pj, "ratio_ann_over_snn": ann_pj / snn_pj if snn_pj else None},
     }
     if per_neuron:
-        report["firing_rate_per_neuron"] = {n: (s != 0).float().mean(dim=(0, 1)) for n, s in spikes.items()}
+        report["firing_rate_per_neuron"] = spike_rates(spikes, per_neuron=True)
     return report
 
 
 def firing_rates(model: nn.Module, x_seq: torch.Tensor, per_neuron: bool = False) -> dict:
     """Mean spikes per neuron and step of every spikelab neuron layer (or per neuron: a tensor of
     each layer's per-sample shape)."""
-    from spikelab.monitor import Monitor
-    from spikelab.state import reset
-
-    with torch.no_grad(), Monitor(model) as mon:
-        reset(model)
-        model(x_seq)
-        reset(model)
-    if per_neuron:
-        return {n: (s != 0).float().mean(dim=(0, 1)) for n, s in mon.spikes.items()}
-    return {n: float((s != 0).float().mean()) for n, s in mon.spikes.items()}
+    return spike_rates(_recorded_spikes(model, x_seq), per_neuron)
 
 
 __all__ = ["EnergyModel", "OperationCounter", "activity", "dense_operations", "firing_rates", "synapses"]

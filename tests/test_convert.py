@@ -228,7 +228,10 @@ class TinyNet(nn.Module):
 
 def test_evaluate_report_and_exact_operation_counts(tmp_path):
     from spikelab.convert import evaluate
-    from spikelab.convert.evaluate import _synapses
+    from spikelab.stats import synapses
+
+    def _synapses(layer, x):  # synapses reached by the non-zero inputs
+        return synapses(layer, x != 0)
 
     conv = nn.Conv2d(1, 2, 3, padding=1)
     x = torch.zeros(1, 1, 4, 4)

@@ -11,21 +11,8 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from spikelab.kernels.numba.common import CHUNK, fire_grad, grad_row, launch_args, surrogate_row, typed
-
-
-@nb.njit(inline="always", cache=True)
-def _fires(h, theta, robust, one, zero):
-    return (h / theta - one >= zero) if robust else (h - theta >= zero)
-
-
-@nb.njit(inline="always", cache=True)
-def _after_reset(h, theta, fired, reset_code, value):
-    if reset_code == 0:
-        return h - theta if fired else h
-    if reset_code == 1:
-        return value if fired else h
-    return h
+from spikelab.kernels.numba.common import (CHUNK, fire_grad, fires, grad_row, launch_args, reset_row, spike_out,
+                                           surrogate_row, typed)
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
@@ -52,10 +39,10 @@ def alif_forward(x, v0, a0, beta, scale, thr, rho, adapt, reset_code, reset_valu
                 theta = th[k] + ad[k] * a[k]
                 h = b[k] * v[k] + sc[k] * xt[k]
                 ht[k] = h
-                fired = _fires(h, theta, robust, one, zero)
+                fired = fires(h, theta, robust, one, zero)
                 s = one if fired else zero
-                ot[k] = (theta if fired else zero) if robust else s
-                v[k] = _after_reset(h, theta, fired, reset_code, value)
+                ot[k] = spike_out(fired, theta, robust, one, zero)
+                v[k] = reset_row(h, theta, fired, reset_code, value)
                 a[k] = r[k] * a[k] + (one - r[k]) * s
         v_out[lo:hi] = v
         a_out[lo:hi] = a
@@ -85,7 +72,7 @@ def alif_backward(g_out, g_v, g_a, h_save, v0, a0, beta, scale, thr, rho, adapt,
             for k in range(n):
                 a_hist[t, k] = a[k]
                 theta = th[k] + ad[k] * a[k]
-                s = one if _fires(ht[k], theta, robust, one, zero) else zero
+                s = one if fires(ht[k], theta, robust, one, zero) else zero
                 a[k] = r[k] * a[k] + (one - r[k]) * s
         dv = g_v[lo:hi].copy()
         da = g_a[lo:hi].copy()
@@ -121,7 +108,7 @@ def alif_backward(g_out, g_v, g_a, h_save, v0, a0, beta, scale, thr, rho, adapt,
                 if t > 0:
                     hp = h_save[t - 1, lo + k]
                     theta_p = th[k] + ad[k] * a_hist[t - 1, k]
-                    v_prev = _after_reset(hp, theta_p, _fires(hp, theta_p, robust, one, zero), reset_code, value)
+                    v_prev = reset_row(hp, theta_p, fires(hp, theta_p, robust, one, zero), reset_code, value)
                 else:
                     v_prev = v_first[k]
                 acc_beta[k] += dh * v_prev

@@ -67,6 +67,31 @@ def surrogate_row(code, alpha, z, out):
 
 
 @nb.njit(inline="always", cache=True)
+def fires(h, th, robust, one, zero):
+    """Does a neuron with charged potential ``h`` and threshold ``th`` fire (``h >= th``; for
+    threshold-robust firing the surrogate's argument ``h / th - 1 >= 0``)?"""
+    return (h / th - one >= zero) if robust else (h - th >= zero)
+
+
+@nb.njit(inline="always", cache=True)
+def spike_out(fired, th, robust, one, zero):
+    """The layer output of a step: 1 per spike, or ``th`` per spike with threshold-robust firing."""
+    if robust:
+        return th if fired else zero
+    return one if fired else zero
+
+
+@nb.njit(inline="always", cache=True)
+def reset_row(h, th, fired, reset_code, value):
+    """Membrane after the reset (0 subtract ``th``, 1 hard to ``value``, 2 none), as a select."""
+    if reset_code == 0:
+        return h - th if fired else h
+    if reset_code == 1:
+        return value if fired else h
+    return h
+
+
+@nb.njit(inline="always", cache=True)
 def grad_row(g, t, lo, hi, buffer):
     """Row ``t``, columns ``lo:hi`` of a gradient stored compactly as ``[T or 1, M or 1]``."""
     row = g[t if g.shape[0] > 1 else 0]
@@ -102,4 +127,5 @@ def launch_args(*tensors):
     return tuple(t.detach().numpy() for t in tensors)
 
 
-__all__ = ["CHUNK", "typed", "surrogate_row", "grad_row", "fire_grad", "launch_args"]
+__all__ = ["CHUNK", "typed", "surrogate_row", "fires", "spike_out", "reset_row", "grad_row", "fire_grad",
+           "launch_args"]

@@ -10,8 +10,8 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from spikelab.kernels.numba.common import CHUNK, fire_grad, grad_row, launch_args, surrogate_row, typed
-from spikelab.kernels.numba.lif import _reset_row
+from spikelab.kernels.numba.common import (CHUNK, fire_grad, fires, grad_row, launch_args, reset_row, spike_out,
+                                           surrogate_row, typed)
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
@@ -37,21 +37,16 @@ def cuba_forward(x, v0, i0, alpha, beta, thr, reset_code, reset_value, robust, o
                 cur[k] = al[k] * cur[k] + xt[k]
                 h = b[k] * v[k] + cur[k]
                 ht[k] = h
-                if robust:
-                    fired = h / th[k] - one >= zero
-                    ot[k] = th[k] if fired else zero
-                else:
-                    fired = h - th[k] >= zero
-                    ot[k] = one if fired else zero
-                v[k] = _reset_row(h, th[k], fired, reset_code, value)
+                fired = fires(h, th[k], robust, one, zero)
+                ot[k] = spike_out(fired, th[k], robust, one, zero)
+                v[k] = reset_row(h, th[k], fired, reset_code, value)
         v_out[lo:hi] = v
         i_out[lo:hi] = cur
 
 
 @nb.njit(inline="always", cache=True)
 def _v_after(h, th, reset_code, value, robust, one, zero):
-    fired = (h / th - one >= zero) if robust else (h - th >= zero)
-    return _reset_row(h, th, fired, reset_code, value)
+    return reset_row(h, th, fires(h, th, robust, one, zero), reset_code, value)
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)

@@ -12,17 +12,8 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from spikelab.kernels.numba.common import CHUNK, fire_grad, grad_row, launch_args, surrogate_row, typed
-
-
-@nb.njit(inline="always", cache=True)
-def _reset_row(h, th, fired, reset_code, value):
-    """Membrane after the reset, as a select (no data-dependent branch)."""
-    if reset_code == 0:
-        return h - th if fired else h
-    if reset_code == 1:
-        return value if fired else h
-    return h
+from spikelab.kernels.numba.common import (CHUNK, fire_grad, fires, grad_row, launch_args, reset_row, spike_out,
+                                           surrogate_row, typed)
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
@@ -48,13 +39,9 @@ def lif_forward(x, v0, beta, scale, thr, reset_code, reset_value, robust, out, v
             for k in range(n):
                 h = b[k] * v[k] + sc[k] * xt[k]
                 ht[k] = h
-                if robust:
-                    fired = h / th[k] - one >= zero
-                    ot[k] = th[k] if fired else zero
-                else:
-                    fired = h - th[k] >= zero
-                    ot[k] = one if fired else zero
-                v[k] = _reset_row(h, th[k], fired, reset_code, value)
+                fired = fires(h, th[k], robust, one, zero)
+                ot[k] = spike_out(fired, th[k], robust, one, zero)
+                v[k] = reset_row(h, th[k], fired, reset_code, value)
         v_out[lo:hi] = v
 
 
@@ -118,7 +105,7 @@ def lif_backward(g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_val
                     acc_thr[k] += dth
                     if t > 0:
                         fired_prev = (hp[k] / th[k] - one >= zero) if robust else (hp[k] - th[k] >= zero)
-                        v_prev = _reset_row(hp[k], th[k], fired_prev, reset_code, value)
+                        v_prev = reset_row(hp[k], th[k], fired_prev, reset_code, value)
                     else:
                         v_prev = v_first[k]
                     acc_beta[k] += dh * v_prev
@@ -128,7 +115,7 @@ def lif_backward(g_out, g_v, h_save, v0, beta, scale, thr, reset_code, reset_val
                 for k in range(n):
                     if t > 0:
                         fp = (hp[k] / th[k] - one >= zero) if robust else (hp[k] - th[k] >= zero)
-                        v_prev = _reset_row(hp[k], th[k], fp, reset_code, value)
+                        v_prev = reset_row(hp[k], th[k], fp, reset_code, value)
                     else:
                         v_prev = v_first[k]
                     acc_scale[k] += dh_row[k] * (ht[k] - b[k] * v_prev) / sc[k]

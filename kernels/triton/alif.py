@@ -11,8 +11,7 @@ import triton
 import triton.language as tl
 
 from spikelab.kernels.triton.common import (div, fire_backward, fires, grad_strides, launch, reset_after,
-                                            reset_partials,
-                                            surrogate_arg, surrogate_grad)
+                                            reset_partials, spike_out, surrogate_arg, surrogate_grad)
 
 
 @triton.jit
@@ -35,10 +34,7 @@ def _alif_forward(x_ptr, v0_ptr, a0_ptr, beta_ptr, scale_ptr, thr_ptr, rho_ptr, 
         h = b * v + sc * x
         fired = fires(h, theta, ROBUST)
         s = tl.where(fired, 1.0, 0.0)
-        if ROBUST:
-            out = tl.where(fired, theta, 0.0)
-        else:
-            out = s
+        out = spike_out(fired, theta, ROBUST)
         tl.store(out_ptr + row, out.to(out_ptr.dtype.element_ty), mask=mask)
         if SAVE:
             tl.store(h_ptr + row, h, mask=mask)

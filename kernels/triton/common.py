@@ -78,10 +78,17 @@ def reset_after(h, th, fired, value, RESET: tl.constexpr):
 
 @triton.jit
 def fires(h, th, ROBUST: tl.constexpr):
+    """Does the neuron fire: the surrogate's argument is >= 0."""
+    return surrogate_arg(h, th, ROBUST) >= 0.0
+
+
+@triton.jit
+def spike_out(fired, th, ROBUST: tl.constexpr):
+    """The layer output of a step: 1 per spike, or ``th`` per spike with threshold-robust firing."""
     if ROBUST:
-        return div(h, th) - 1.0 >= 0.0
+        return tl.where(fired, th, 0.0)
     else:
-        return h - th >= 0.0
+        return tl.where(fired, 1.0, 0.0)
 
 
 def grad_strides(g: torch.Tensor) -> tuple[int, int]:

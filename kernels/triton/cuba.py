@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from spikelab.kernels.triton.common import (fire_backward, fires, grad_strides, launch, reset_after, reset_partials,
-                                            surrogate_arg, surrogate_grad)
+                                            spike_out, surrogate_arg, surrogate_grad)
 
 
 @triton.jit
@@ -29,10 +29,7 @@ def _cuba_forward(x_ptr, v0_ptr, i0_ptr, alpha_ptr, beta_ptr, thr_ptr, out_ptr, 
         cur = al * cur + x
         h = b * v + cur
         fired = fires(h, th, ROBUST)
-        if ROBUST:
-            out = tl.where(fired, th, 0.0)
-        else:
-            out = tl.where(fired, 1.0, 0.0)
+        out = spike_out(fired, th, ROBUST)
         tl.store(out_ptr + row, out.to(out_ptr.dtype.element_ty), mask=mask)
         if SAVE:
             tl.store(h_ptr + row, h, mask=mask)

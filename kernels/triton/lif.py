@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from spikelab.kernels.triton.common import (div, fire_backward, fires, grad_strides, launch, reset_after,
-                                            reset_partials, surrogate_arg, surrogate_grad)
+                                            reset_partials, spike_out, surrogate_arg, surrogate_grad)
 
 
 @triton.jit
@@ -28,10 +28,7 @@ def _lif_forward(x_ptr, v0_ptr, beta_ptr, scale_ptr, thr_ptr, out_ptr, vout_ptr,
         x = tl.load(x_ptr + row, mask=mask, other=0.0).to(v.dtype)
         h = b * v + sc * x
         fired = fires(h, th, ROBUST)
-        if ROBUST:
-            out = tl.where(fired, th, 0.0)
-        else:
-            out = tl.where(fired, 1.0, 0.0)
+        out = spike_out(fired, th, ROBUST)
         tl.store(out_ptr + row, out.to(out_ptr.dtype.element_ty), mask=mask)
         if SAVE:
             tl.store(h_ptr + row, h, mask=mask)

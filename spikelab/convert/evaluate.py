@@ -22,32 +22,9 @@ import torch
 from torch import nn
 
 from spikelab.convert.core import ConvertedSNN
-from spikelab.stats import WEIGHTED, EnergyModel, synapses
+from spikelab.stats import WEIGHTED, EnergyModel, OperationCounter, dense_operations
 
 DEFAULT_TIMESTEPS = tuple(2 ** k for k in range(9))  # 1 .. 256
-
-
-def _synapses(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """For each input element, the number of output units it feeds; summed over ``x != 0``."""
-    return synapses(layer, (x != 0))
-
-
-class _Counter:
-    """Accumulate operations per Conv/Linear layer of ``model`` over its forward passes."""
-
-    def __init__(self, model: nn.Module):
-        self.ops: dict[str, float] = {}
-        self.handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in model.named_modules()
-                        if isinstance(m, WEIGHTED)]
-
-    def _hook(self, name):
-        def hook(mod, args):
-            self.ops[name] = self.ops.get(name, 0.0) + _synapses(mod, args[0]).item()
-        return hook
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
 
 
 def _batches(data) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -73,9 +50,8 @@ def evaluate(snn: ConvertedSNN, data, timesteps: Sequence[int] = DEFAULT_TIMESTE
     sites = snn.sites()
     spikes = {name: 0.0 for name, _ in sites}
     units = {name: 0 for name, _ in sites}
-    first_layer = next(n for n, m in snn.graph_module.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d,
-                                                                                         nn.Conv2d)))
-    counter = _Counter(snn.graph_module)
+    first_layer = next(n for n, m in snn.graph_module.named_modules() if isinstance(m, WEIGHTED))
+    counter = OperationCounter(snn.graph_module, analog=[first_layer])  # the first layer sees the analog input
     hooks = [site.register_forward_hook(_spike_counter(name, spikes, units)) for name, site in sites]
     ann_ops = 0.0
     try:
@@ -91,14 +67,13 @@ def evaluate(snn: ConvertedSNN, data, timesteps: Sequence[int] = DEFAULT_TIMESTE
             total += len(y)
             if ann is not None:
                 ann_correct += (ann.eval()(x).argmax(1) == y).sum().item()
-                ann_ops += sum(ann_counter_dense(ann, x).values())
+                ann_ops += sum(dense_operations(ann, x).values())
     finally:
         counter.remove()
         for h in hooks:
             h.remove()
-    first_ops = counter.ops.pop(first_layer, 0.0)
-    ac = sum(counter.ops.values()) / max(total, 1) / steps  # per sample and step
-    mac_first = first_ops / max(total, 1) / steps
+    ac = sum(counter.ac.values()) / max(total, 1) / steps  # per sample and step
+    mac_first = sum(counter.mac.values()) / max(total, 1) / steps
     report = {
         "samples": total, "timesteps": timesteps,
         "accuracy": {str(t): correct[t] / max(total, 1) for t in timesteps},
@@ -115,25 +90,6 @@ def evaluate(snn: ConvertedSNN, data, timesteps: Sequence[int] = DEFAULT_TIMESTE
     if out_dir is not None:
         _write(report, Path(out_dir))
     return report
-
-
-def ann_counter_dense(ann: nn.Module, x: torch.Tensor) -> dict:
-    """MACs of an ANN forward: every synapse of every Conv/Linear, for every input element."""
-    ops: dict[str, float] = {}
-
-    def hook(name):
-        def fn(mod, args):
-            dense = torch.ones_like(args[0])
-            ops[name] = _synapses(mod, dense).item()
-        return fn
-
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in ann.named_modules() if isinstance(m, WEIGHTED)]
-    try:
-        ann(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return ops
 
 
 def _spike_counter(name, spikes, units):

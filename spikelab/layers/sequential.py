@@ -11,8 +11,7 @@ from spikelab.neurons.base import BaseNeuron
 
 
 def _takes_sequences(module: nn.Module) -> bool:
-    # ``_spikelab_sequence``: a sequence module outside the layers package (e.g. LeakyIntegrator)
-    return isinstance(module, (BaseNeuron, SequenceModule)) or getattr(module, "_spikelab_sequence", False)
+    return isinstance(module, (BaseNeuron, SequenceModule))
 
 
 def _refuse_hidden_neurons(module: nn.Module, position: str) -> None:

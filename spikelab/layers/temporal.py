@@ -11,10 +11,7 @@ import torch
 from torch import nn
 
 from spikelab._checks import check_float_tensor
-
-
-class SequenceModule:
-    """Marker: the module takes ``[T, B, ...]`` and provides ``step(x)`` for ``[B, ...]``."""
+from spikelab.sequence import SequenceModule
 
 
 class TimeDistributed(nn.Module, SequenceModule):

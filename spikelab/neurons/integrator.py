@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from spikelab._checks import as_batch_index, check_float_tensor, finite_tensor as _param
+from spikelab.sequence import SequenceModule
 
 
-class LeakyIntegrator(nn.Module):
+class LeakyIntegrator(nn.Module, SequenceModule):
     """Per step: ``v = beta * v + input_scale * x``; the output is ``v``.
 
     ``beta`` and ``input_scale`` are numbers or tensors broadcasting against one step's
@@ -24,7 +25,6 @@ class LeakyIntegrator(nn.Module):
     """
 
     _spikelab_stateful = True
-    _spikelab_sequence = True  # takes [T, B, ...] in spikelab.layers.Sequential
 
     def __init__(self, beta=0.9, input_scale=1.0) -> None:
         super().__init__()
