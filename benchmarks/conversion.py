@@ -4,9 +4,13 @@ recording as an event-count image).
 
 Two ANNs are trained here: a ReLU CNN (converted with the robust 99.9th-percentile rule by
 both libraries) and the same CNN with QCFS activations (L=8; spikelab only: SpikingJelly's
-converter takes ReLU networks).
+converter takes ReLU networks). The ReLU CNN is converted by spikelab three ways: the default
+(every membrane starts at half its threshold), ``spike_fed_start=0`` (half threshold in the
+first layer only) and ``start=0`` (every membrane at zero, as SpikingJelly does). Printed: the
+accuracy and the agreement with the ANN's predictions at every T, and spikelab minus
+SpikingJelly (with the paired standard error over seeds when there are several).
 
-    python benchmarks/conversion.py [--epochs 10] [--timesteps 1,2,4,8,16,32,64,128]
+    python benchmarks/conversion.py [--seeds 10] [--network demo|deeper] [--epochs 10] [--timesteps 1,2,4,...,256]
 """
 
 from __future__ import annotations
@@ -22,7 +26,21 @@ from spikelab.data.datasets.digits import digits_dvs_images
 from spikelab.demo import count_image_cnn, fit_classifier
 
 
-cnn = count_image_cnn  # the demo's network
+def deeper_cnn() -> nn.Module:
+    """Five neuron layers (four convolutions and a hidden linear layer) on the same images."""
+    def block(cin: int, cout: int) -> list:
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    return nn.Sequential(*block(2, 16), *block(16, 16), nn.AvgPool2d(2), *block(16, 32), *block(32, 32),
+                         nn.AvgPool2d(2), nn.Flatten(), nn.Linear(32 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+NETWORKS = {"demo": count_image_cnn, "deeper": deeper_cnn}
+DEFAULT = "spikelab robust"
+SPIKELAB_RELU = {DEFAULT: {}, "  spike_fed_start=0": {"spike_fed_start": 0.0}, "  start=0": {"start": 0.0}}
+SJ = "SpikingJelly 99.9%"
+QCFS = "spikelab QCFS L=8"
+SJ_THRESHOLDS = "  SpikingJelly's thresholds"  # --diagnose: spikelab's half start, SpikingJelly's thresholds
 
 
 def fit(model: nn.Module, x, y, epochs: int) -> nn.Module:
@@ -30,18 +48,18 @@ def fit(model: nn.Module, x, y, epochs: int) -> nn.Module:
 
 
 @torch.no_grad()
-def accuracy_by_t(step_fn, reset_fn, x, y, timesteps) -> dict:
-    correct = {t: 0 for t in timesteps}
+def predictions_by_t(step_fn, reset_fn, x, timesteps) -> dict:
+    """The class predicted from the readout summed over the first T steps, for every T."""
+    predicted = {t: [] for t in timesteps}
     for i in range(0, len(x), 128):
-        xb, yb = x[i:i + 128], y[i:i + 128]
         reset_fn()
         total = None
         for t in range(1, max(timesteps) + 1):
-            out = step_fn(xb)
+            out = step_fn(x[i:i + 128])
             total = out.clone() if total is None else total + out
-            if t in correct:
-                correct[t] += (total.argmax(1) == yb).sum().item()
-    return {t: c / len(x) for t, c in correct.items()}
+            if t in predicted:
+                predicted[t].append(total.argmax(1))
+    return {t: torch.cat(p) for t, p in predicted.items()}
 
 
 def spikingjelly_snn(ann, calibration):
@@ -55,25 +73,47 @@ def spikingjelly_snn(ann, calibration):
     return snn, lambda: functional.reset_net(snn)
 
 
-def one_seed(seed, xtr, ytr, xte, yte, calib, epochs, timesteps) -> tuple[dict, dict]:
-    """Accuracy by T of every method, and the ANNs' accuracies, for ANNs trained from ``seed``."""
+def spikingjelly_thresholds(sj_snn) -> list:
+    """The thresholds SpikingJelly chose, in site order: it wraps every IF neuron between a
+    VoltageScaler(1 / threshold) and a VoltageScaler(threshold)."""
+    from spikingjelly.activation_based.ann2snn.modules import VoltageScaler
+
+    scales = [m.scale.item() for m in sj_snn.modules() if isinstance(m, VoltageScaler)]
+    return scales[1::2]
+
+
+def one_seed(cnn, seed, xtr, ytr, xte, yte, calib, epochs, timesteps, diagnose=False) -> tuple[dict, dict, dict]:
+    """Accuracy and agreement with the ANN by T of every method, and the ANNs' accuracies, for
+    ANNs trained from ``seed``."""
     torch.manual_seed(seed)
     ann = fit(cnn(), xtr, ytr, epochs)
-    accs = {"ReLU ANN": (ann(xte).argmax(1) == yte).float().mean().item()}
-    rows = {}
-    ours = convert(ann, calib, method="robust", percentile=99.9)
-    rows["spikelab robust"] = accuracy_by_t(ours.step, ours.reset, xte, yte, timesteps)
+    ann_pred = ann(xte).argmax(1)
+    accs = {"ReLU ANN": (ann_pred == yte).float().mean().item()}
+    preds = {}
+    for name, options in SPIKELAB_RELU.items():
+        ours = convert(ann, calib, method="robust", percentile=99.9, **options)
+        preds[name] = predictions_by_t(ours.step, ours.reset, xte, timesteps)
     try:
         sj, sj_reset = spikingjelly_snn(ann, calib)
-        rows["SpikingJelly 99.9%"] = accuracy_by_t(sj, sj_reset, xte, yte, timesteps)
+        preds[SJ] = predictions_by_t(sj, sj_reset, xte, timesteps)
+        if diagnose:
+            mixed = convert(ann, calib)
+            for (_, site), threshold in zip(mixed.sites(), spikingjelly_thresholds(sj), strict=True):
+                site.neuron.threshold.data.fill_(threshold)
+            preds[SJ_THRESHOLDS] = predictions_by_t(mixed.step, mixed.reset, xte, timesteps)
     except Exception as err:  # noqa: BLE001 - reported, not hidden
         print(f"# SpikingJelly converter failed: {type(err).__name__}: {err}", file=sys.stderr)
+    rows = {name: {t: (p[t] == yte).float().mean().item() for t in timesteps} for name, p in preds.items()}
+    agreement = {name: {t: (p[t] == ann_pred).float().mean().item() for t in timesteps} for name, p in preds.items()}
     torch.manual_seed(seed)
     qann = fit(replace_relu_with_qcfs(cnn(), levels=8, clip=1.0), xtr, ytr, epochs)
-    accs["QCFS ANN"] = (qann(xte).argmax(1) == yte).float().mean().item()
+    qann_pred = qann(xte).argmax(1)
+    accs["QCFS ANN"] = (qann_pred == yte).float().mean().item()
     q = convert(qann, calib)
-    rows["spikelab QCFS L=8"] = accuracy_by_t(q.step, q.reset, xte, yte, timesteps)
-    return rows, accs
+    qpred = predictions_by_t(q.step, q.reset, xte, timesteps)
+    rows[QCFS] = {t: (qpred[t] == yte).float().mean().item() for t in timesteps}
+    agreement[QCFS] = {t: (qpred[t] == qann_pred).float().mean().item() for t in timesteps}
+    return rows, agreement, accs
 
 
 def _paired_se(diffs: list) -> float:
@@ -83,36 +123,53 @@ def _paired_se(diffs: list) -> float:
     return (sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) ** 0.5
 
 
+def _table(title: str, rows: dict, timesteps) -> None:
+    print(title)
+    print(f"{'':28s} " + " ".join(f"T={t:<5d}" for t in timesteps))
+    for name, by_t in rows.items():
+        print(f"{name:28s} " + " ".join(f"{by_t[t]:.4f} " for t in timesteps))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--network", choices=sorted(NETWORKS), default="demo",
+                        help="demo: the demo's CNN (two neuron layers); deeper: five neuron layers")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--timesteps", default="1,2,4,8,16,32,64,128")
+    parser.add_argument("--timesteps", default="1,2,4,8,16,32,64,128,256")
     parser.add_argument("--calibration", type=int, default=512)
     parser.add_argument("--seeds", type=int, default=1, help="ANNs trained from seeds 0..n-1; means reported")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="add spikelab's default network run with SpikingJelly's thresholds")
     args = parser.parse_args(argv)
     timesteps = [int(t) for t in args.timesteps.split(",")]
     xtr, ytr = digits_dvs_images("train")
     xte, yte = digits_dvs_images("test")
     calib = xtr[: args.calibration]
-    runs = [one_seed(s, xtr, ytr, xte, yte, calib, args.epochs, timesteps) for s in range(args.seeds)]
+    runs = [one_seed(NETWORKS[args.network], s, xtr, ytr, xte, yte, calib, args.epochs, timesteps,
+                    args.diagnose) for s in range(args.seeds)]
+
+    def mean(part: int, name: str, t: int) -> float:
+        return sum(r[part][name][t] for r in runs) / len(runs) if t in timesteps else float("nan")
+
     names = list(runs[0][0])
-    rows = {n: {t: sum(r[0][n][t] for r in runs) / len(runs) for t in timesteps} for n in names}
-    accs = {k: sum(r[1][k] for r in runs) / len(runs) for k in runs[0][1]}
-    print(f"DigitsDVS count images, {len(xte)} test samples, {args.seeds} seed(s) (means); "
+    accs = {k: sum(r[2][k] for r in runs) / len(runs) for k in runs[0][2]}
+    print(f"{args.network} CNN on DigitsDVS count images, {len(xte)} test samples, {args.seeds} seed(s) (means); "
           f"ReLU ANN {accs['ReLU ANN']:.4f}, QCFS ANN {accs['QCFS ANN']:.4f}")
-    print(f"{'method':22s} " + " ".join(f"T={t:<5d}" for t in timesteps))
-    for name, by_t in rows.items():
-        print(f"{name:22s} " + " ".join(f"{by_t[t]:.4f} " for t in timesteps))
-    if "SpikingJelly 99.9%" in rows:
-        ours, theirs = rows["spikelab robust"], rows["SpikingJelly 99.9%"]
-        print("spikelab - SpikingJelly (points): " + " ".join(f"{100 * (ours[t] - theirs[t]):+.2f}" for t in timesteps))
-        if len(runs) > 1:  # paired over seeds: the same ANN converted by both
-            print("  standard error of that mean difference (points): " + " ".join(
-                f"{100 * _paired_se([r[0]['spikelab robust'][t] - r[0]['SpikingJelly 99.9%'][t] for r in runs]):.2f}"
-                for t in timesteps))
-    print(f"ReLU gap to the ANN at T=64: {100 * (accs['ReLU ANN'] - rows['spikelab robust'].get(64, float('nan'))):+.2f} "
-          f"points; QCFS gap at T=16: {100 * (accs['QCFS ANN'] - rows['spikelab QCFS L=8'].get(16, float('nan'))):+.2f} "
-          "points")
+    _table("accuracy", {n: {t: mean(0, n, t) for t in timesteps} for n in names}, timesteps)
+    _table("agreement with the ANN's predictions (the QCFS row: with the QCFS ANN)",
+           {n: {t: mean(1, n, t) for t in timesteps} for n in names}, timesteps)
+    if SJ in names:
+        print("spikelab minus SpikingJelly, accuracy (points)" + (", +- paired standard error over seeds"
+                                                                   if len(runs) > 1 else ""))
+        for name in [n for n in names if n not in (SJ, QCFS)]:
+            cells = []
+            for t in timesteps:
+                diffs = [100 * (r[0][name][t] - r[0][SJ][t]) for r in runs]
+                cell = f"{sum(diffs) / len(diffs):+.2f}"
+                cells.append(cell + (f"+-{_paired_se(diffs):.2f}" if len(runs) > 1 else ""))
+            print(f"{name:28s} " + " ".join(cells))
+    print(f"ReLU gap to the ANN at T=64: {100 * (accs['ReLU ANN'] - mean(0, DEFAULT, 64)):+.2f} points; "
+          f"QCFS gap at T=16: {100 * (accs['QCFS ANN'] - mean(0, QCFS, 16)):+.2f} points")
     return 0
 
 

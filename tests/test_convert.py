@@ -298,3 +298,32 @@ def test_thresholds_come_from_every_calibration_batch():
     q75 = convert(net, batches, method="robust", percentile=75).report["thresholds"]["site_0"]
     assert 14.0 < q75 < 16.0  # half the non-zero values are in [0, 1), half in [10, 20): about 15
     assert core.MAX_SAMPLES < 600_000
+
+
+class TwoStems(nn.Module):
+    """Two sites fed by the input, one fed by their spikes (through an addition)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.out = nn.Linear(4, 6), nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = F.relu(self.a(x)) + torch.relu(self.b(x))
+        return self.out(F.relu(self.c(h)))
+
+
+def test_spike_fed_sites_get_their_own_start():
+    calib = torch.rand(32, 4)
+    starts = [s.start for _, s in convert(TwoStems(), calib, spike_fed_start=0.0).sites()]
+    assert starts == [0.5, 0.5, 0.0]
+    assert [s.start for _, s in convert(TwoStems(), calib).sites()] == [0.5, 0.5, 0.5]
+    snn = convert(TwoStems(), calib, start=0.25, spike_fed_start=0.0)
+    x = torch.rand(3, 4)
+    snn.step(x)  # the first step sets each membrane from its start, then integrates x
+    first = snn.sites()[0][1]
+    expected_v = 0.25 * first.threshold + snn.graph_module.a(x)
+    fired = expected_v >= first.threshold
+    torch.testing.assert_close(first.neuron.state["v"], torch.where(fired, expected_v - first.threshold, expected_v))
+    assert snn.report["start"] == 0.25 and snn.report["spike_fed_start"] == 0.0
+    with pytest.raises(ValueError, match="spike_fed_start: expected a fraction"):
+        convert(TwoStems(), calib, spike_fed_start=1.5)

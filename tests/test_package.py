@@ -94,6 +94,15 @@ def test_cli_convert(tmp_path, capsys):
     torch.save(ann.state_dict(), tmp_path / "sd.pt")
     assert main(["convert", "--weights", str(tmp_path / "sd.pt"), "--calibration", str(tmp_path / "calib.pt")]) == 2
     assert "needs the architecture" in capsys.readouterr().err
+    deep = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    torch.save(deep, tmp_path / "deep.pt")
+    assert main(["convert", "--weights", str(tmp_path / "deep.pt"), "--calibration", str(tmp_path / "calib.pt"),
+                 "--spike-fed-start", "0", "--out", str(tmp_path / "d")]) == 0
+    snn = torch.load(tmp_path / "d" / "snn.pt", weights_only=False)
+    assert [site.start for _, site in snn.sites()] == [0.5, 0.0]
+    assert main(["convert", "--weights", str(tmp_path / "deep.pt"), "--calibration", str(tmp_path / "calib.pt"),
+                 "--start", "2", "--out", str(tmp_path / "d")]) == 2
+    assert "start: expected a fraction of the threshold" in capsys.readouterr().err
 
 
 def test_cli_export_saved_model_and_refusal(tmp_path, capsys):

@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--percentile", type=float, default=99.9)
     p.add_argument("--per-channel", action="store_true")
     p.add_argument("--maxpool", choices=("spike", "avg"), default="spike")
+    p.add_argument("--start", type=float, default=0.5, help="initial membrane, a fraction of the threshold")
+    p.add_argument("--spike-fed-start", type=float, default=None,
+                   help="initial membrane of the neurons fed by spikes (after the first layer); default: --start")
     p.add_argument("--out", default="convert_out")
     p.set_defaults(func=run)
 
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         ann = load_ann(args.weights, arch=args.model)
         calib, _ = _tensors(args.calibration, "train")
         snn = convert(ann, calib, method=args.method, percentile=args.percentile, per_channel=args.per_channel,
-                      maxpool=args.maxpool)
+                      maxpool=args.maxpool, start=args.start, spike_fed_start=args.spike_fed_start)
     except (ConversionError, ValueError, FileNotFoundError) as err:
         print(f"spikelab convert: {err}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ so the readout (the last layer, never a neuron) gives ``[T, B, classes]``.
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 import torch
 from torch import fx, nn
@@ -172,7 +172,7 @@ def _batches(data) -> Iterable[torch.Tensor]:
 
 def convert(model: nn.Module, calibration_data: Union[torch.Tensor, Iterable], method: str = "robust",
             percentile: float = 99.9, per_channel: bool = False, maxpool: str = "spike",
-            start: float = 0.5) -> ConvertedSNN:
+            start: float = 0.5, spike_fed_start: Optional[float] = None) -> ConvertedSNN:
     """Convert a trained ReLU (or QCFS) network into an SNN of IF neurons.
 
     Args:
@@ -185,11 +185,17 @@ def convert(model: nn.Module, calibration_data: Union[torch.Tensor, Iterable], m
         maxpool: ``"spike"`` keeps max pooling on spikes (a spike-gated max: a window fires when
             any of its inputs fires) or ``"avg"`` replaces it by average pooling of the same window.
         start: initial membrane as a fraction of the threshold.
+        spike_fed_start: the initial membrane of the sites fed by other sites' spikes (every
+            neuron after the first layer), when it should differ from ``start``; ``None`` uses
+            ``start`` everywhere. See docs/conversion.md for the trade-off.
     """
     if method not in ("robust", "max"):
         raise ValueError(f"method: expected 'robust' or 'max', got {method!r}")
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile: expected a value in (0, 100], got {percentile}")
+    for name, value in (("start", start), ("spike_fed_start", spike_fed_start)):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ValueError(f"{name}: expected a fraction of the threshold in [0, 1), got {value}")
     if maxpool not in ("spike", "avg"):
         raise ValueError(f"maxpool: expected 'spike' or 'avg', got {maxpool!r}")
     model = copy.deepcopy(model).eval()
@@ -222,18 +228,31 @@ def convert(model: nn.Module, calibration_data: Union[torch.Tensor, Iterable], m
             seen += len(x)
     if seen == 0:
         raise ValueError("calibration_data: no batches")
+    spike_fed = _fed_by_sites(gm, [node for node, _ in recorders])
     thresholds = {}
     for node, rec in recorders:
         if isinstance(rec.activation, QCFS):
             t = rec.activation.clip.detach().clone()
         else:
             t = rec.threshold(method, percentile)
-        gm.add_submodule(node.target, SpikingSite(t, start))
+        site_start = spike_fed_start if (spike_fed_start is not None and node in spike_fed) else start
+        gm.add_submodule(node.target, SpikingSite(t, site_start))
         thresholds[node.target] = t.tolist()
     gm.recompile()
     report = {"method": method, "percentile": percentile, "per_channel": per_channel, "maxpool": maxpool,
+              "start": start, "spike_fed_start": start if spike_fed_start is None else spike_fed_start,
               "calibration_samples": seen, "thresholds": thresholds, "sites": len(recorders)}
     return ConvertedSNN(gm, report)
+
+
+def _fed_by_sites(gm: fx.GraphModule, sites: list[fx.Node]) -> set[fx.Node]:
+    """The sites with another site upstream: their input arrives as spikes, not as the
+    network's analog input."""
+    site_set, downstream = set(sites), set()
+    for node in gm.graph.nodes:  # topological order
+        if any(arg in site_set or arg in downstream for arg in node.all_input_nodes):
+            downstream.add(node)
+    return downstream & site_set
 
 
 def _callable(node: fx.Node):
