@@ -27,6 +27,14 @@ def _first(out):
     return out
 
 
+def _snntorch_run(net, x):
+    """Reset an snnTorch network and step it through ``x`` ``[T, B, ...]``: its spikes ``[T, B, ...]``."""
+    import snntorch.utils
+
+    snntorch.utils.reset(net)
+    return torch.stack([_first(net(x[t])) for t in range(x.shape[0])])
+
+
 def _spikes(shape, p=0.3):
     return (torch.rand(shape) < p).float()
 
@@ -137,13 +145,11 @@ def _client_model(decay_input: bool):
 def test_snntorch_import_gives_the_same_spikes(capsys):
     """snnTorch reads LIF/CubaLIF with its own fixed dt = 1e-4, so the graph is exported for it."""
     snntorch_nir = pytest.importorskip("snntorch.import_nir")
-    import snntorch.utils
 
     model, x = _client_model(False), torch.rand(30, 4, 20) * 2
     net = snntorch_nir.import_from_nir(to_nir(model, dt=1e-4, sample_input=x))
     with torch.no_grad():
-        snntorch.utils.reset(net)
-        theirs = torch.stack([_first(net(x[t])) for t in range(x.shape[0])])
+        theirs = _snntorch_run(net, x)
         ours = model(x)
     assert ours.sum() > 10
     assert torch.equal(theirs, ours)
@@ -154,7 +160,6 @@ def test_snntorch_if_import_with_its_documented_workaround():
     IF does not leak and NIR resets to v_reset); setting beta=1 and reset 'zero' restores the IF."""
     snntorch_nir = pytest.importorskip("snntorch.import_nir")
     import snntorch
-    import snntorch.utils
 
     torch.manual_seed(2)
     model = L.Sequential(L.Linear(10, 12), sl.IF(reset="zero", threshold=0.8)).eval()
@@ -166,8 +171,7 @@ def test_snntorch_if_import_with_its_documented_workaround():
             m.beta = torch.tensor(1.0)
             m.reset_mechanism = "zero"
     with torch.no_grad():
-        snntorch.utils.reset(net)
-        theirs = torch.stack([_first(net(x[t])) for t in range(x.shape[0])])
+        theirs = _snntorch_run(net, x)
         ours = model(x)
     assert ours.sum() > 10
     assert torch.equal(theirs, ours)
@@ -196,7 +200,6 @@ def test_norse_import_gives_the_same_spikes():
 def test_graph_written_by_snntorch_runs_like_snntorch():
     snn = pytest.importorskip("snntorch")
     from snntorch.export_nir import export_to_nir
-    import snntorch.utils
 
     torch.manual_seed(3)
     # snnTorch's exporter writes a scalar beta as a 0-d array that fails NIR's type check: per-neuron
@@ -210,8 +213,7 @@ def test_graph_written_by_snntorch_runs_like_snntorch():
     graph = export_to_nir(net, x[0, 0])  # one sample: snnTorch records the sample's shape as the input type
     ours = from_nir(graph, dt=1e-4)
     with torch.no_grad():
-        snntorch.utils.reset(net)
-        theirs = torch.stack([net(x[t])[0] for t in range(x.shape[0])])
+        theirs = _snntorch_run(net, x)
         mine = ours(x)
     assert theirs.sum() > 10
     assert (mine != theirs).float().mean() < 1e-3  # identical up to float rounding at the threshold
@@ -221,7 +223,6 @@ def test_graph_written_by_snntorch_runs_like_snntorch():
 def test_graph_written_by_snntorch_with_rleaky_runs_like_snntorch():
     snn = pytest.importorskip("snntorch")
     from snntorch.export_nir import export_to_nir
-    import snntorch.utils
 
     torch.manual_seed(4)
     net = nn.Sequential(nn.Linear(6, 8), snn.RLeaky(beta=0.9, linear_features=8, init_hidden=True,
@@ -230,8 +231,7 @@ def test_graph_written_by_snntorch_with_rleaky_runs_like_snntorch():
     graph = export_to_nir(net, x[0, 0])  # one sample: snnTorch records the sample's shape as the input type
     ours = from_nir(graph, dt=1e-4)
     with torch.no_grad():
-        snntorch.utils.reset(net)
-        theirs = torch.stack([net(x[t])[0] for t in range(x.shape[0])])
+        theirs = _snntorch_run(net, x)
         mine = ours(x)
     assert theirs.sum() > 5
     assert torch.equal(mine, theirs)
