@@ -63,13 +63,35 @@ def _fused(family: str, backend: str) -> Callable:
     return functools.partial(getattr(ops, f"{family}_sequence"), backend=backend)
 
 
-def resolve(family: str, backend: str, device: torch.device, smooth: bool = False) -> Callable:
+def _spec(family, backend: str, device: torch.device, smooth: bool) -> Callable:
+    """A neuron written as a spec: its reference, or its generated kernels (chosen by device)."""
+    if backend == "torch" or (backend == "auto" and smooth):
+        return family.reference
+    if backend != "auto":
+        _check_fused(backend, device, smooth)
+    elif device.type not in ("cpu", "cuda") or not _installed("triton" if device.type == "cuda" else "numba"):
+        return family.reference
+    from spikelab.kernels import generated
+
+    run = functools.partial(generated.sequence, family.key)
+    if backend == "triton" and device.type == "cpu":  # Triton's interpreter (tests without a GPU)
+        def run_interpreted(*args, **kwargs):
+            with generated.cpu_kernels("triton"):
+                return generated.sequence(family.key, *args, **kwargs)
+        return run_interpreted
+    return run
+
+
+def resolve(family, backend: str, device: torch.device, smooth: bool = False) -> Callable:
     """The implementation of ``family`` that ``backend`` names for tensors on ``device``.
 
+    ``family`` is a built-in family's name or a spec neuron's :class:`SpecFamily`.
     ``smooth`` says the surrogate's forward is its smooth primitive, which only the
     reference computes.
     """
     check_backend_name(backend)
+    if not isinstance(family, str):
+        return _spec(family, backend, device, smooth)
     if backend == "torch":
         return _REFERENCE[family]
     if backend == "auto":
@@ -79,6 +101,17 @@ def resolve(family: str, backend: str, device: torch.device, smooth: bool = Fals
         if family in _FUSED_FAMILIES[preferred] and _installed(preferred):
             return _fused(family, preferred)
         return _REFERENCE[family]
+    _check_fused(backend, device, smooth)
+    if family not in _FUSED_FAMILIES[backend]:
+        raise BackendUnavailableError(
+            f"backend {backend!r} has no kernel for the {family!r} neuron family in this build; "
+            "use backend='torch' (the reference) or 'auto'"
+        )
+    return _fused(family, backend)
+
+
+def _check_fused(backend: str, device: torch.device, smooth: bool) -> None:
+    """Refuse a fused ``backend`` that cannot run here, saying why and what to use instead."""
     if smooth:
         raise BackendUnavailableError(
             f"backend {backend!r}: fused kernels fire with a Heaviside step; a surrogate with "
@@ -98,9 +131,3 @@ def resolve(family: str, backend: str, device: torch.device, smooth: bool = Fals
             f"backend {backend!r} needs the {backend} package, which is not installed; "
             f"`pip install {backend}` or use backend='torch' (the reference) or 'auto'"
         )
-    if family not in _FUSED_FAMILIES[backend]:
-        raise BackendUnavailableError(
-            f"backend {backend!r} has no kernel for the {family!r} neuron family in this build; "
-            "use backend='torch' (the reference) or 'auto'"
-        )
-    return _fused(family, backend)

@@ -1,0 +1,507 @@
+"""Source text of the fused Numba and Triton kernels of a :class:`~spikelab.kernels.symbolic.StepGraph`.
+
+Both dialects share one layout. Forward: one pass over time, every state in a local (Numba:
+a chunk's small arrays; Triton: registers), output spikes written, nothing saved. Backward:
+the input ``x`` is what autograd keeps (one float per neuron-step, as the hand-written kernels
+keep ``h``); the backward replays the forward of its chunk to record the states before each
+step, then walks time in reverse, recomputing each step's spike argument, the surrogate
+derivative and the generated gradient expressions. Forward expressions are emitted node by
+node in the traced order (same rounding as the reference); gradient expressions go through
+SymPy's common-subexpression elimination.
+
+Variants are separate functions (``*_plain`` / ``*_robust`` firing; ``*_fast`` without
+parameter gradients / ``*_full``): Numba and Triton compile only those that run.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from spikelab.kernels.expr import Expr, TraceError
+from spikelab.kernels.symbolic import Sigmoid, StepGraph, backward, inputs_of, topological
+
+
+class Dialect:
+    """How one language writes constants, functions and selects."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self.constants: dict[float, str] = {}
+
+    def const(self, v: float) -> str:
+        raise NotImplementedError
+
+    def call(self, fn: str, *a: str) -> str:
+        raise NotImplementedError
+
+    def select(self, c: str, a: str, b: str) -> str:
+        raise NotImplementedError
+
+    def div(self, a: str, b: str) -> str:
+        return f"({a} / {b})"
+
+    def logic(self, op: str, parts: list[str]) -> str:
+        raise NotImplementedError
+
+    # shared ------------------------------------------------------------------------------------
+    def pow_const(self, a: str, k: float) -> str:
+        """``a ** k`` the way torch computes a tensor to a scalar power."""
+        if k == 2:
+            return f"({a} * {a})"
+        if k == 3:
+            return f"({a} * {a} * {a})"
+        if k == 1:
+            return a
+        if k == 0.5:
+            return self.call("sqrt", a)
+        if k == -1:
+            return self.div(self.const(1.0), a)
+        if k == -2:
+            return self.div(self.const(1.0), f"({a} * {a})")
+        if k == -0.5:
+            return self.div(self.const(1.0), self.call("sqrt", a))
+        return self.call("powc", a, self.const(k))
+
+
+class NumbaDialect(Dialect):
+    name = "numba"
+    _FN = {"exp": "math.exp", "log": "math.log", "tanh": "math.tanh", "sqrt": "math.sqrt", "abs": "abs",
+           "minimum": "min", "maximum": "max"}
+
+    def const(self, v: float) -> str:
+        v = float(v)
+        if v not in self.constants:
+            self.constants[v] = f"K{len(self.constants)}"
+        return self.constants[v]
+
+    def call(self, fn: str, *a: str) -> str:
+        if fn == "sigmoid":
+            one = self.const(1.0)
+            return f"({one} / ({one} + math.exp(-{a[0]})))"
+        if fn == "powc":
+            return f"({a[0]} ** {a[1]})"
+        return f"{self._FN[fn]}({', '.join(a)})"
+
+    def select(self, c: str, a: str, b: str) -> str:
+        return f"({a} if {c} else {b})"
+
+    def logic(self, op: str, parts: list[str]) -> str:
+        if op == "not":
+            return f"(not {parts[0]})"
+        return "(" + f" {op} ".join(parts) + ")"
+
+
+class TritonDialect(Dialect):
+    name = "triton"
+    _FN = {"exp": "tl.exp", "log": "tl.log", "tanh": "_tanh", "sqrt": "tl.sqrt_rn", "abs": "tl.abs",
+           "minimum": "tl.minimum", "maximum": "tl.maximum", "sigmoid": "_sigmoid"}
+
+    def const(self, v: float) -> str:
+        return repr(float(v))
+
+    def call(self, fn: str, *a: str) -> str:
+        if fn == "powc":
+            return f"tl.exp({a[1]} * tl.log({a[0]}))"
+        return f"{self._FN[fn]}({', '.join(a)})"
+
+    def select(self, c: str, a: str, b: str) -> str:
+        return f"tl.where({c}, {a}, {b})"
+
+    def div(self, a: str, b: str) -> str:
+        return f"div({a}, {b})"
+
+    def logic(self, op: str, parts: list[str]) -> str:
+        if op == "not":
+            return f"(~{parts[0]})"
+        return "(" + (" & " if op == "and" else " | ").join(parts) + ")"
+
+
+# ----- forward: the traced DAG, node by node ------------------------------------------------------
+
+_BINARY = {"add": "+", "sub": "-", "mul": "*", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
+def _dag_lines(nodes: list[Expr], names: dict[int, str], d: Dialect, prefix: str) -> list[str]:
+    lines = []
+    for n in nodes:
+        a = [_ref(arg, names, d) for arg in n.args]
+        if n.op in _BINARY:
+            text = f"({a[0]} {_BINARY[n.op]} {a[1]})"
+        elif n.op == "div":
+            text = d.div(a[0], a[1])
+        elif n.op == "neg":
+            text = f"(-{a[0]})"
+        elif n.op == "pow":
+            text = d.pow_const(a[0], float(n.args[1].value))
+        elif n.op == "where":
+            text = d.select(a[0], a[1], a[2])
+        else:
+            text = d.call(n.op, *a)
+        name = f"{prefix}{len(names)}"
+        names[id(n)] = name
+        lines.append(f"{name} = {text}")
+    return lines
+
+
+def _ref(n: Expr, names: dict[int, str], d: Dialect) -> str:
+    if n.op == "sym":
+        return n.value
+    if n.op == "const":
+        return d.const(n.value)
+    return names[id(n)]
+
+
+def forward_lines(g: StepGraph, d: Dialect, robust: bool) -> tuple[list[str], dict[int, str]]:
+    """Lines defining ``c_<state>``, ``theta_`` and ``z_`` from the previous states and ``x_``."""
+    names: dict[int, str] = {}
+    roots = [*g.charged, g.theta] + ([g.argument] if g.argument is not None and not robust else [])
+    lines = _dag_lines(topological(roots, set()), names, d, "f")
+    for s, e in zip(g.states, g.charged):
+        lines.append(f"c_{s} = {_ref(e, names, d)}")
+    lines.append(f"theta_ = {_ref(g.theta, names, d)}")
+    h = f"c_{g.states[g.fires]}"
+    if robust:
+        lines.append(f"z_ = {d.div(h, 'theta_')} - {d.const(1.0)}")
+    elif g.argument is not None:
+        lines.append(f"z_ = {_ref(g.argument, names, d)}")
+    else:
+        lines.append(f"z_ = {h} - theta_")
+    return lines, names
+
+
+def after_lines(g: StepGraph, d: Dialect, names: dict[int, str]) -> list[str]:
+    """Lines defining ``n_<state>`` (non-firing states after the spike ``spike_``)."""
+    roots = [e for e in g.after if e is not None]
+    done = set(names)
+    lines = _dag_lines(topological(roots, done), names, d, "a")
+    for j, (s, e) in enumerate(zip(g.states, g.after)):
+        if j != g.fires:
+            lines.append(f"n_{s} = {_ref(e, names, d) if e is not None else f'c_{s}'}")
+    return lines
+
+
+# ----- backward: SymPy expressions, after common-subexpression elimination -------------------------
+
+def _sym(e, d: Dialect) -> str:
+    if isinstance(e, sympy.Symbol):
+        return e.name
+    if isinstance(e, sympy.Number):
+        return d.const(float(e))
+    if isinstance(e, sympy.Add):
+        return "(" + " + ".join(_sym(a, d) for a in e.args) + ")"
+    if isinstance(e, sympy.Mul):
+        num, den, sign = [], [], ""
+        for a in e.args:
+            if a == -1:
+                sign = "-" if not sign else ""
+            elif isinstance(a, sympy.Pow) and a.exp.is_number and a.exp < 0:
+                den.append(_sym(a.base ** -a.exp, d))
+            else:
+                num.append(_sym(a, d))
+        top = " * ".join(num) if num else d.const(1.0)
+        text = d.div(f"({top})", "(" + " * ".join(den) + ")") if den else f"({top})"
+        return f"(-{text})" if sign else text
+    if isinstance(e, sympy.Pow):
+        if not e.exp.is_number:
+            raise TraceError(f"gradient needs a power with a non-constant exponent: {e}")
+        return d.pow_const(_sym(e.base, d), float(e.exp))
+    if isinstance(e, (sympy.exp, sympy.log, sympy.tanh, Sigmoid)):
+        fn = {sympy.exp: "exp", sympy.log: "log", sympy.tanh: "tanh", Sigmoid: "sigmoid"}[type(e)]
+        return d.call(fn, _sym(e.args[0], d))
+    if isinstance(e, sympy.Piecewise):
+        text = _sym(e.args[-1].expr, d)
+        if e.args[-1].cond != sympy.true:  # undefined outside the conditions: 0 there
+            text = d.select(_sym(e.args[-1].cond, d), text, d.const(0.0))
+        for pair in reversed(e.args[:-1]):
+            text = d.select(_sym(pair.cond, d), _sym(pair.expr, d), text)
+        return text
+    if isinstance(e, sympy.core.relational.Relational):
+        return f"({_sym(e.lhs, d)} {e.rel_op} {_sym(e.rhs, d)})"
+    if isinstance(e, sympy.And):
+        return d.logic("and", [_sym(a, d) for a in e.args])
+    if isinstance(e, sympy.Or):
+        return d.logic("or", [_sym(a, d) for a in e.args])
+    if isinstance(e, sympy.Not):
+        return d.logic("not", [_sym(e.args[0], d)])
+    if e == sympy.true:
+        return "True"
+    if e == sympy.false:
+        return "False"
+    raise TraceError(f"cannot compile {type(e).__name__} in a gradient expression: {e}")
+
+
+def sympy_lines(exprs: dict[str, sympy.Expr], d: Dialect, prefix: str) -> list[str]:
+    """``name = expr`` lines for ``exprs`` with shared subexpressions computed once."""
+    names = list(exprs)
+    symbols = sympy.numbered_symbols(prefix)
+    replacements, reduced = sympy.cse([exprs[n] for n in names], symbols=symbols, optimizations="basic")
+    lines = [f"{s.name} = {_sym(e, d)}" for s, e in replacements]
+    lines += [f"{n} = {_sym(e, d)}" for n, e in zip(names, reduced)]
+    return lines
+
+
+def backward_lines(g: StepGraph, d: Dialect, robust: bool, with_params: bool) -> list[str]:
+    """Lines defining ``DS_`` (from the spike ``spike_``, ``G``, ``A_<state>``), ``DZ = DS_ * SG`` and
+    ``g_<input>`` for every input (previous states, ``x_``, and with ``with_params`` parameters, ``thr_``)."""
+    bw = backward(g, robust)
+    lines = sympy_lines({"DS_": bw.d_spike}, d, "q")
+    lines.append("DZ = DS_ * SG")
+    lines += sympy_lines({f"g_{q}": bw.grads[q] for q in inputs_of(g, with_params)}, d, "r")
+    return lines
+
+
+# ----- whole modules --------------------------------------------------------------------------------
+
+def _indent(lines: list[str], n: int) -> str:
+    pad = " " * n
+    return "\n".join(pad + line for line in lines)
+
+
+def numba_source(g: StepGraph) -> str:
+    """A Python module with ``forward_{plain,robust}`` and ``backward_{plain,robust}_{fast,full}``."""
+    parts = [f'"""Generated by spikelab from the {g.name} neuron spec; do not edit (regenerated on change)."""',
+             "import math", "import numba as nb", "import numpy as np", "from numba import prange",
+             "from spikelab.kernels.numba.common import CHUNK, grad_row, reset_row, surrogate_row, typed", ""]
+    for robust in (False, True):
+        parts.append(_numba_forward(g, robust))
+        for with_params in (False, True):
+            parts.append(_numba_backward(g, robust, with_params))
+    return "\n\n".join(parts) + "\n"
+
+
+def _state_args(g: StepGraph, prefix: str) -> list[str]:
+    return [f"{prefix}{s}" for s in g.states]
+
+
+def _param_args(g: StepGraph, prefix: str) -> list[str]:
+    return [f"{prefix}{p}" for p in g.params] + [f"{prefix}thr"]
+
+
+def _numba_loads(g: StepGraph, state_src: str) -> list[str]:
+    loads = [f"s_{s} = {state_src}{s}[k]" for s in g.states]
+    loads += [f"p_{p} = P_{p}[k]" for p in g.params] + ["thr_ = P_thr[k]", "x_ = xt[k]"]
+    return loads
+
+
+def _numba_constants(d: NumbaDialect) -> list[str]:
+    return [f"{name} = typed(x, {value!r})" for value, name in d.constants.items()]
+
+
+def _numba_forward(g: StepGraph, robust: bool) -> str:
+    d = NumbaDialect()
+    d.const(1.0), d.const(0.0)
+    fwd, names = forward_lines(g, d, robust)
+    aft = after_lines(g, d, names)
+    one, zero = d.const(1.0), d.const(0.0)
+    f = g.states[g.fires]
+    out = f"theta_ if fired else {zero}" if robust else f"{one} if fired else {zero}"
+    body = _numba_loads(g, "ST_") + fwd + ["fired = z_ >= " + zero, f"spike_ = {one} if fired else {zero}",
+                                            f"ot[k] = {out}"] + aft
+    body += [f"ST_{f}[k] = reset_row(c_{f}, theta_, fired, reset_code, VALUE)"]
+    body += [f"ST_{s}[k] = n_{s}" for j, s in enumerate(g.states) if j != g.fires]
+    args = ["x"] + _state_args(g, "s0_") + _param_args(g, "a_") + ["reset_code", "reset_value", "out"]
+    args += _state_args(g, "so_")
+    setup = [f"ST_{s} = s0_{s}[lo:hi].copy()" for s in g.states]
+    setup += [f"P_{p} = a_{p}[lo:hi]" for p in g.params] + ["P_thr = a_thr[lo:hi]"]
+    finish = [f"so_{s}[lo:hi] = ST_{s}" for s in g.states]
+    name = f"forward_{'robust' if robust else 'plain'}"
+    return f"""@nb.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def {name}({', '.join(args)}):
+    T, M = x.shape
+    nchunks = (M + CHUNK - 1) // CHUNK
+    VALUE = typed(x, reset_value)
+{_indent(_numba_constants(d), 4)}
+    for c in prange(nchunks):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, M)
+        n = hi - lo
+{_indent(setup, 8)}
+        for t in range(T):
+            xt = x[t, lo:hi]
+            ot = out[t, lo:hi]
+            for k in range(n):
+{_indent(body, 16)}
+{_indent(finish, 8)}
+"""
+
+
+def _numba_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
+    d = NumbaDialect()
+    one, zero = d.const(1.0), d.const(0.0)
+    fwd, names = forward_lines(g, d, robust)
+    aft = after_lines(g, d, names)
+    bwd = backward_lines(g, d, robust, with_params)
+    f = g.states[g.fires]
+    replay = [f"H_{s}[t, k] = ST_{s}[k]" for s in g.states]
+    replay += _numba_loads(g, "ST_") + fwd + ["fired = z_ >= " + zero, f"spike_ = {one} if fired else {zero}"] + aft
+    replay += [f"ST_{f}[k] = reset_row(c_{f}, theta_, fired, reset_code, VALUE)"]
+    replay += [f"ST_{s}[k] = n_{s}" for j, s in enumerate(g.states) if j != g.fires]
+    loads = [f"s_{s} = H_{s}[t, k]" for s in g.states]
+    loads += [f"p_{p} = P_{p}[k]" for p in g.params] + ["thr_ = P_thr[k]", "x_ = xt[k]"]
+    arg_pass = loads + fwd + ["zrow[k] = z_"]
+    grad_pass = loads + [f"spike_ = {one} if zrow[k] >= {zero} else {zero}", "G = gt[k]", "SG = sgrow[k]"]
+    grad_pass += [f"A_{s} = ADJ_{s}[k]" for s in g.states] + bwd + ["dxt[k] = g_x_"]
+    grad_pass += [f"ADJ_{s}[k] = g_s_{s}" for s in g.states]
+    if with_params:
+        grad_pass += [f"ACC_{p}[k] += g_p_{p}" for p in g.params] + ["ACC_thr[k] += g_thr_"]
+    args = ["g_out"] + _state_args(g, "gs_") + ["x"] + _state_args(g, "s0_") + _param_args(g, "a_")
+    args += ["reset_code", "reset_value", "detach", "sg_code", "sg_alpha", "chunk", "dx"]
+    args += _state_args(g, "ds_") + _param_args(g, "dp_")
+    setup = [f"ST_{s} = s0_{s}[lo:hi].copy()" for s in g.states]
+    setup += [f"H_{s} = np.empty((T, n), x.dtype)" for s in g.states]
+    setup += [f"P_{p} = a_{p}[lo:hi]" for p in g.params] + ["P_thr = a_thr[lo:hi]"]
+    accs = [f"ACC_{p} = np.zeros(n, x.dtype)" for p in g.params] + ["ACC_thr = np.zeros(n, x.dtype)"]
+    after_replay = [f"ADJ_{s} = gs_{s}[lo:hi].copy()" for s in g.states] + (accs if with_params else [])
+    after_replay += ["zrow = np.empty(n, x.dtype)", "sgrow = np.empty(n, x.dtype)", "grow = np.empty(n, x.dtype)"]
+    finish = [f"ds_{s}[lo:hi] = ADJ_{s}" for s in g.states]
+    if with_params:
+        finish += [f"dp_{p}[lo:hi] = ACC_{p}" for p in g.params] + ["dp_thr[lo:hi] = ACC_thr"]
+    name = f"backward_{'robust' if robust else 'plain'}_{'full' if with_params else 'fast'}"
+    return f"""@nb.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def {name}({', '.join(args)}):
+    T, M = x.shape
+    nchunks = (M + chunk - 1) // chunk
+    VALUE = typed(x, reset_value)
+    SUB = typed(x, 1.0 if reset_code == 0 else 0.0)
+    HARD = typed(x, 1.0 if reset_code == 1 else 0.0)
+    KEEP = typed(x, 0.0 if detach else 1.0)
+{_indent(_numba_constants(d), 4)}
+    for c in prange(nchunks):
+        lo = c * chunk
+        hi = min(lo + chunk, M)
+        n = hi - lo
+{_indent(setup, 8)}
+        for t in range(T):
+            xt = x[t, lo:hi]
+            for k in range(n):
+{_indent(replay, 16)}
+{_indent(after_replay, 8)}
+        for t in range(T - 1, -1, -1):
+            xt = x[t, lo:hi]
+            gt = grad_row(g_out, t, lo, hi, grow)
+            dxt = dx[t, lo:hi]
+            for k in range(n):
+{_indent(arg_pass, 16)}
+            surrogate_row(sg_code, sg_alpha, zrow, sgrow)
+            for k in range(n):
+{_indent(grad_pass, 16)}
+{_indent(finish, 8)}
+"""
+
+
+_TRITON_HEADER = '''
+@triton.jit
+def _tanh(a):
+    e = tl.exp(-2.0 * tl.abs(a))
+    r = div(1.0 - e, 1.0 + e)
+    return tl.where(a < 0, -r, r)
+
+
+@triton.jit
+def _sigmoid(a):
+    return div(1.0, 1.0 + tl.exp(-a))
+'''
+
+
+def triton_source(g: StepGraph) -> str:
+    """A Python module with Triton kernels ``forward_*`` and ``backward_*`` (same variants as Numba)."""
+    parts = [f'"""Generated by spikelab from the {g.name} neuron spec; do not edit (regenerated on change)."""',
+             "import triton", "import triton.language as tl",
+             "from spikelab.kernels.triton.common import div, reset_after, surrogate_grad", _TRITON_HEADER]
+    for robust in (False, True):
+        parts.append(_triton_forward(g, robust))
+        for with_params in (False, True):
+            parts.append(_triton_backward(g, robust, with_params))
+    return "\n\n".join(parts) + "\n"
+
+
+def _triton_param_loads(g: StepGraph) -> list[str]:
+    loads = [f"p_{p} = tl.load(a_{p} + offs, mask=mask, other=1.0)" for p in g.params]
+    return loads + ["thr_ = tl.load(a_thr + offs, mask=mask, other=1.0)"]
+
+
+def _triton_forward(g: StepGraph, robust: bool) -> str:
+    d = TritonDialect()
+    fwd, names = forward_lines(g, d, robust)
+    aft = after_lines(g, d, names)
+    f = g.states[g.fires]
+    out = "tl.where(fired, theta_, 0.0)" if robust else "tl.where(fired, 1.0, 0.0)"
+    body = ["x_ = tl.load(x + row, mask=mask, other=0.0).to(s_%s.dtype)" % f] + fwd
+    body += ["fired = z_ >= 0.0", "spike_ = tl.where(fired, 1.0, 0.0)",
+             f"tl.store(out + row, ({out}).to(out.dtype.element_ty), mask=mask)"] + aft
+    body += [f"s_{f} = tl.where(mask, reset_after(c_{f}, theta_, fired, reset_value, RESET), s_{f})"]
+    body += [f"s_{s} = tl.where(mask, n_{s}, s_{s})" for j, s in enumerate(g.states) if j != g.fires]
+    body += ["row += M"]
+    setup = [f"s_{s} = tl.load(s0_{s} + offs, mask=mask, other=0.0)" for s in g.states] + _triton_param_loads(g)
+    finish = [f"tl.store(so_{s} + offs, s_{s}, mask=mask)" for s in g.states]
+    args = ["x"] + _state_args(g, "s0_") + _param_args(g, "a_") + ["out"] + _state_args(g, "so_")
+    args += ["T", "M", "reset_value", "RESET: tl.constexpr", "BLOCK: tl.constexpr"]
+    name = f"forward_{'robust' if robust else 'plain'}"
+    return f"""@triton.jit
+def {name}({', '.join(args)}):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M
+{_indent(setup, 4)}
+    row = offs.to(tl.int64)
+    for t in range(T):
+{_indent(body, 8)}
+{_indent(finish, 4)}
+"""
+
+
+def _triton_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
+    d = TritonDialect()
+    fwd, names = forward_lines(g, d, robust)
+    aft = after_lines(g, d, names)
+    bwd = backward_lines(g, d, robust, with_params)
+    f = g.states[g.fires]
+    ns = len(g.states)
+    x_load = "x_ = tl.load(x + row, mask=mask, other=0.0).to(s_%s.dtype)" % f
+    replay = [f"tl.store(hist + {j} * TM + row, s_{s}, mask=mask)" for j, s in enumerate(g.states)]
+    replay += [x_load] + fwd + ["fired = z_ >= 0.0", "spike_ = tl.where(fired, 1.0, 0.0)"] + aft
+    replay += [f"s_{f} = tl.where(mask, reset_after(c_{f}, theta_, fired, reset_value, RESET), s_{f})"]
+    replay += [f"s_{s} = tl.where(mask, n_{s}, s_{s})" for j, s in enumerate(g.states) if j != g.fires]
+    replay += ["row += M"]
+    rev = [f"s_{s} = tl.load(hist + {j} * TM + row, mask=mask, other=0.0)" for j, s in enumerate(g.states)]
+    rev += [x_load] + fwd
+    rev += ["SG = surrogate_grad(z_, sg_alpha, SG_CODE)", "spike_ = tl.where(z_ >= 0.0, 1.0, 0.0)",
+            "G = tl.load(g_out + g_off, mask=mask, other=0.0).to(s_%s.dtype)" % f] + bwd
+    rev += ["tl.store(dx + row, g_x_.to(dx.dtype.element_ty), mask=mask)"]
+    rev += [f"A_{s} = tl.where(mask, g_s_{s}, 0.0)" for s in g.states]
+    if with_params:
+        rev += [f"ACC_{p} += tl.where(mask, g_p_{p}, 0.0)" for p in g.params] + \
+               ["ACC_thr += tl.where(mask, g_thr_, 0.0)"]
+    rev += ["row -= M", "g_off -= gs_t"]
+    setup = [f"s_{s} = tl.load(s0_{s} + offs, mask=mask, other=0.0)" for s in g.states] + _triton_param_loads(g)
+    adj = [f"A_{s} = tl.load(gs_{s} + offs, mask=mask, other=0.0)" for s in g.states]
+    accs = [f"ACC_{p} = tl.zeros_like(A_{f})" for p in g.params] + [f"ACC_thr = tl.zeros_like(A_{f})"] \
+        if with_params else []
+    finish = [f"tl.store(ds_{s} + offs, A_{s}, mask=mask)" for s in g.states]
+    if with_params:
+        finish += [f"tl.store(dp_{p} + offs, ACC_{p}, mask=mask)" for p in g.params]
+        finish += ["tl.store(dp_thr + offs, ACC_thr, mask=mask)"]
+    args = ["g_out", "g_last", "gs_t", "gs_m"] + _state_args(g, "gs_") + ["x"] + _state_args(g, "s0_")
+    args += _param_args(g, "a_") + ["hist", "dx"] + _state_args(g, "ds_") + _param_args(g, "dp_")
+    args += ["T", "M", "TM", "reset_value", "SUB", "HARD", "VALUE", "KEEP", "sg_alpha", "RESET: tl.constexpr",
+             "SG_CODE: tl.constexpr", "BLOCK: tl.constexpr"]
+    name = f"backward_{'robust' if robust else 'plain'}_{'full' if with_params else 'fast'}"
+    assert ns >= 1
+    return f"""@triton.jit
+def {name}({', '.join(args)}):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M
+{_indent(setup, 4)}
+    row = offs.to(tl.int64)
+    for t in range(T):
+{_indent(replay, 8)}
+{_indent(adj + accs, 4)}
+    row = offs.to(tl.int64) + (T - 1) * M
+    g_off = offs.to(tl.int64) * gs_m + g_last
+    for i in range(T):
+{_indent(rev, 8)}
+{_indent(finish, 4)}
+"""
+
+
+__all__ = ["numba_source", "triton_source", "forward_lines", "after_lines", "backward_lines"]

@@ -1,0 +1,276 @@
+"""Kernels generated from neuron specs: build, cache, dispatch and the ``torch.library`` binding.
+
+One pair of custom ops serves every generated family: ``spikelab::spec_forward`` and
+``spikelab::spec_backward`` take the family's key (the hash of its :class:`StepGraph`), the
+input, the list of states and the list of parameters. The kernel is picked by the tensors'
+device (Numba on CPU, Triton on CUDA); :func:`cpu_kernels` lets tests run the Triton kernels
+on CPU tensors in Triton's interpreter. Generated sources are written once, atomically, to
+``$SPIKELAB_CACHE_DIR/kernels`` (default ``~/.cache/spikelab/kernels``), named by the hash of
+their text, so Numba's on-disk cache serves later processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import math
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator, Optional
+
+import torch
+from torch import Tensor
+
+from spikelab.kernels import buffers
+from spikelab.kernels.codegen import numba_source, triton_source
+from spikelab.kernels.symbolic import StepGraph
+
+RESET_CODES = {"subtract": 0, "hard": 1, "none": 2}
+
+_GRAPHS: dict[str, StepGraph] = {}
+_MODULES: dict[tuple[str, str], ModuleType] = {}
+_LOCK = threading.Lock()
+_CPU_KERNELS = {"name": "numba"}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SPIKELAB_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "spikelab")
+    return Path(root) / "kernels"
+
+
+def register(graph: StepGraph) -> str:
+    """Make ``graph``'s kernels available under its key (built on first use); returns the key."""
+    key = graph.key()
+    _GRAPHS.setdefault(key, graph)
+    return key
+
+
+def graph(key: str) -> StepGraph:
+    try:
+        return _GRAPHS[key]
+    except KeyError:
+        raise RuntimeError(f"spikelab: no neuron spec registered under kernel key {key!r}") from None
+
+
+@contextlib.contextmanager
+def cpu_kernels(name: str) -> Iterator[None]:
+    """Run generated kernels on CPU tensors with ``"numba"`` (default) or ``"triton"`` (Triton's
+    interpreter, ``TRITON_INTERPRET=1``): for checking the Triton kernels without a GPU."""
+    if name not in ("numba", "triton"):
+        raise ValueError(f"cpu_kernels: expected 'numba' or 'triton', got {name!r}")
+    if name == "triton" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        raise RuntimeError("cpu_kernels('triton') needs TRITON_INTERPRET=1 set before triton is imported")
+    old = _CPU_KERNELS["name"]
+    _CPU_KERNELS["name"] = name
+    try:
+        yield
+    finally:
+        _CPU_KERNELS["name"] = old
+
+
+def _write_once(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically unless it is already there (safe across processes)."""
+    if path.exists() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def source(key: str, dialect: str) -> str:
+    g = graph(key)
+    return numba_source(g) if dialect == "numba" else triton_source(g)
+
+
+def module(key: str, dialect: str) -> ModuleType:
+    """The generated ``dialect`` module of family ``key``: generated, written and imported once."""
+    with _LOCK:
+        if (key, dialect) in _MODULES:
+            return _MODULES[(key, dialect)]
+        text = source(key, dialect)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:20]
+        name = f"spikelab_generated_{dialect}_{digest}"
+        path = cache_dir() / f"{name}.py"
+        _write_once(path, text)
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        _MODULES[(key, dialect)] = mod
+        return mod
+
+
+def _dialect(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "triton"
+    if device.type == "cpu":
+        return _CPU_KERNELS["name"]
+    raise RuntimeError(f"spikelab generated kernels run on CPU or CUDA tensors, got {device}")
+
+
+def _variant(robust: bool) -> str:
+    return "robust" if robust else "plain"
+
+
+def _empty(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if device.type == "cpu":
+        return buffers.empty(shape, dtype)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _numpy(*tensors: Tensor):
+    return tuple(t.detach().numpy() for t in tensors)
+
+
+def backward_chunk(steps: int, num_states: int) -> int:
+    """Neurons per Numba backward task: the replayed states and the input of a chunk stay in L2."""
+    budget = 512 * 1024 // (4 * max(1, steps) * (num_states + 1))
+    return int(min(1024, max(64, 1 << max(0, budget.bit_length() - 1))))
+
+
+# ----- the ops ------------------------------------------------------------------------------------
+
+@torch.library.custom_op("spikelab::spec_forward", mutates_args=(), device_types=("cpu", "cuda"))
+def spec_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], reset_code: int,
+                 reset_value: float, detach: bool, robust: bool, sg_code: int, sg_alpha: float) -> list[Tensor]:
+    out = _empty(x.shape, x.dtype, x.device)
+    new = [torch.empty_like(s) for s in states]
+    T, M = x.shape
+    if T == 0 or M == 0:
+        for n, s in zip(new, states):
+            n.copy_(s)
+        return [out, *new]
+    dialect = _dialect(x.device)
+    mod = module(key, dialect)
+    fn = getattr(mod, f"forward_{_variant(robust)}")
+    if dialect == "numba":
+        fn(*_numpy(x, *states, *params), reset_code, float(reset_value), *_numpy(out, *new))
+    else:
+        from spikelab.kernels.triton.common import launch
+
+        launch(fn, M, x, *states, *params, out, *new, T, M, float(reset_value), RESET=reset_code)
+    return [out, *new]
+
+
+@spec_forward.register_fake
+def _(key, x, states, params, *args):
+    return [torch.empty_like(x), *(torch.empty_like(s) for s in states)]
+
+
+@torch.library.custom_op("spikelab::spec_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def spec_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, states: list[Tensor],
+                  params: list[Tensor], reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int,
+                  sg_alpha: float, need_params: bool) -> list[Tensor]:
+    T, M = x.shape
+    dx = _empty(x.shape, x.dtype, x.device)
+    d_states = [torch.empty_like(s) for s in states]
+    d_params = [torch.zeros_like(p) for p in params]
+    if T == 0 or M == 0:
+        dx.zero_()
+        for d, g in zip(d_states, g_states):
+            d.copy_(g)
+        return [dx, *d_states, *d_params]
+    dialect = _dialect(x.device)
+    mod = module(key, dialect)
+    fn = getattr(mod, f"backward_{_variant(robust)}_{'full' if need_params else 'fast'}")
+    if dialect == "numba":
+        chunk = backward_chunk(T, len(states))
+        fn(*_numpy(g_out, *g_states, x, *states, *params), reset_code, float(reset_value), bool(detach), sg_code,
+           float(sg_alpha), chunk, *_numpy(dx, *d_states, *d_params))
+    else:
+        from spikelab.kernels.triton.common import grad_strides, launch
+
+        hist = torch.empty((len(states), T, M), dtype=states[0].dtype, device=x.device)
+        gs_t, gs_m = grad_strides(g_out)
+        launch(fn, M, g_out, (T - 1) * gs_t, gs_t, gs_m, *g_states, x, *states, *params, hist, dx, *d_states,
+               *d_params, T, M, T * M, float(reset_value), float(reset_code == 0), float(reset_code == 1),
+               float(reset_value), 0.0 if detach else 1.0, float(sg_alpha), RESET=reset_code, SG_CODE=sg_code)
+    return [dx, *d_states, *d_params]
+
+
+@spec_backward.register_fake
+def _(key, g_out, g_states, x, states, params, *args):
+    return [torch.empty_like(x), *(torch.empty_like(s) for s in states), *(torch.empty_like(p) for p in params)]
+
+
+def _setup(ctx, inputs, output):
+    key, x, states, params, reset_code, reset_value, detach, robust, sg_code, sg_alpha = inputs
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(x, *states, *params)
+    ctx.counts = (len(states), len(params))
+    ctx.config = (key, reset_code, reset_value, detach, robust, sg_code, sg_alpha)
+    ctx.needs = (x.requires_grad, [s.requires_grad for s in states], [p.requires_grad for p in params])
+
+
+def _autograd(ctx, grads):
+    g_out, g_states = grads[0], grads[1:]
+    ns, npar = ctx.counts
+    saved = ctx.saved_tensors
+    x, states, params = saved[0], list(saved[1:1 + ns]), list(saved[1 + ns:])
+    key, reset_code, reset_value, detach, robust, sg_code, sg_alpha = ctx.config
+    need_x, need_states, need_params = ctx.needs
+    g_states = [torch.zeros_like(s) if g is None else g.contiguous() for g, s in zip(g_states, states)]
+    result = spec_backward(key, _as_rows(g_out, x), g_states, x, states, params, reset_code, reset_value, detach,
+                           robust, sg_code, sg_alpha, any(need_params))
+    dx, d_states, d_params = result[0], result[1:1 + ns], result[1 + ns:]
+    return (None, dx if need_x else None, [d if n else None for d, n in zip(d_states, need_states)],
+            [d if n else None for d, n in zip(d_params, need_params)], None, None, None, None, None, None)
+
+
+def _as_rows(g: Optional[Tensor], like: Tensor) -> Tensor:
+    """An incoming ``[T, M]`` gradient as a contiguous ``[T or 1, M or 1]`` tensor (broadcasts stay compact)."""
+    if g is None:
+        return like.new_zeros((1, 1))
+    if g.shape[0] > 1 and g.stride(0) == 0:
+        g = g[:1]
+    if g.shape[1] > 1 and g.stride(1) == 0:
+        g = g[:, :1]
+    return g.contiguous()
+
+
+spec_forward.register_autograd(_autograd, setup_context=_setup)
+
+
+# ----- the wrapper with the reference's signature ------------------------------------------------
+
+def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate, reset_mode: str = "subtract",
+             reset_value: float = 0.0, detach_reset: bool = False, threshold_robust: bool = False,
+             trace: Optional[list] = None):
+    """Run family ``key`` fused over ``x`` ``[T, ...]``: ``(out, new_states)`` like the reference.
+
+    ``states_and_params`` are the initial states, then the parameters (the threshold last),
+    each broadcasting to ``x.shape[1:]``.
+    """
+    if trace is not None:
+        raise ValueError("membrane traces are recorded by the reference backend (backend='torch')")
+    g = graph(key)
+    ns = len(g.states)
+    given_dtype = x.dtype
+    steps, shape = x.shape[0], x.shape[1:]
+    m = math.prod(shape)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if x.device.type == "cpu" and x.dtype not in (torch.float32, torch.float64):
+        x = x.to(dtype)
+    xs = x.contiguous().view(steps, m)
+    flat = [(t if torch.is_tensor(t) else torch.tensor(t)).to(device=x.device, dtype=dtype).expand(shape)
+            .contiguous().view(m) for t in states_and_params]
+    outputs = torch.ops.spikelab.spec_forward(key, xs, flat[:ns], flat[ns:], RESET_CODES[reset_mode],
+                                              float(reset_value), bool(detach_reset), bool(threshold_robust),
+                                              surrogate.code, float(surrogate.alpha))
+    out = outputs[0].view(x.shape).to(given_dtype)
+    return out, tuple(s.view(shape).to(given_dtype) for s in outputs[1:])
+
+
+__all__ = ["register", "graph", "module", "source", "sequence", "cpu_kernels", "cache_dir", "backward_chunk"]

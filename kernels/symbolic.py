@@ -1,0 +1,204 @@
+"""A neuron step as data (:class:`StepGraph`), and its derivatives for the generated backward.
+
+The forward of a step is the traced expression DAG itself, emitted operation by operation in
+the order the spec wrote them (so a generated kernel rounds as the reference does). The
+backward comes from SymPy: every expression of the step is turned into a SymPy expression
+over the previous states, the input, the parameters, the threshold and the spike ``S``, and
+differentiated. With ``G`` the gradient of the step's output and ``A_j`` the gradient of each
+new state, the local loss of a step is ``L = G * out + sum_j A_j * new_j``; the spike enters
+through the surrogate, ``dL/dz = sg(z) * dL/dS``. ``detach_reset`` drops the firing state's
+reset term from ``dL/dS`` (``KEEP = 0``); the reset mode enters as the runtime factors
+``SUB`` and ``HARD`` of ``new = h - SUB * theta * S + HARD * (VALUE - h) * S``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Optional
+
+import sympy
+
+from spikelab.kernels.expr import OPS, Expr, TraceError
+
+RUNTIME = ("SUB", "HARD", "VALUE", "KEEP", "G", "SG", "DZ")
+
+
+@dataclass(frozen=True)
+class StepGraph:
+    """One neuron step: per-state charge, effective threshold, spike argument, after-spike updates.
+
+    Expressions are over the symbols ``s_<state>`` (previous states), ``x_``, ``p_<param>``,
+    ``thr_`` (the threshold option) and, in ``after`` only, ``spike_``.
+    """
+
+    name: str
+    states: tuple[str, ...]
+    fires: int
+    params: tuple[str, ...]
+    charged: tuple[Expr, ...]
+    theta: Expr
+    argument: Optional[Expr]
+    after: tuple[Optional[Expr], ...]
+
+    def key(self) -> str:
+        """A short hash of the step's structure (names and expressions), naming its kernels."""
+        text = repr((self.states, self.fires, self.params, [canonical(e) for e in self.outputs()]))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def outputs(self) -> list[Optional[Expr]]:
+        return [*self.charged, self.theta, self.argument, *self.after]
+
+
+def canonical(e: Optional[Expr]) -> str:
+    """The expression as text with shared nodes numbered (a DAG, not a tree)."""
+    if e is None:
+        return "-"
+    seen: dict[int, int] = {}
+    parts: list[str] = []
+
+    def visit(n: Expr) -> str:
+        if id(n) in seen:
+            return f"#{seen[id(n)]}"
+        if n.op in ("sym", "const"):
+            return f"{n.op}:{n.value!r}"
+        args = [visit(a) for a in n.args]
+        seen[id(n)] = len(seen)
+        parts.append(f"{n.op}({','.join(args)})")
+        return f"#{seen[id(n)]}"
+
+    return visit(e) + "|" + ";".join(parts)
+
+
+def topological(roots: list[Expr], done: set[int]) -> list[Expr]:
+    """Operation nodes reachable from ``roots`` and not in ``done``, each after its arguments."""
+    order: list[Expr] = []
+    stack = [(r, False) for r in reversed(roots)]
+    while stack:
+        n, expanded = stack.pop()
+        if id(n) in done or n.op in ("sym", "const"):
+            continue
+        if expanded:
+            done.add(id(n))
+            order.append(n)
+            continue
+        stack.append((n, True))
+        stack.extend((a, False) for a in reversed(n.args))
+    return order
+
+
+# ----- SymPy ------------------------------------------------------------------------------------
+
+class Sigmoid(sympy.Function):
+    """``1 / (1 + exp(-x))`` with the stable derivative ``s (1 - s)``."""
+
+    def fdiff(self, argindex=1):
+        s = Sigmoid(self.args[0])
+        return s * (1 - s)
+
+
+def to_sympy(e: Expr, symbols: dict[str, sympy.Symbol], memo: Optional[dict] = None):
+    memo = {} if memo is None else memo
+    if id(e) in memo:
+        return memo[id(e)]
+    if e.op == "sym":
+        out = symbols[e.value]
+    elif e.op == "const":
+        out = sympy.Integer(e.value) if float(e.value).is_integer() else sympy.Float(e.value, 17)
+    else:
+        a = [to_sympy(arg, symbols, memo) for arg in e.args]
+        out = _SYMPY[e.op](*a)
+    memo[id(e)] = out
+    return out
+
+
+def _piece(cond, a, b):
+    return sympy.Piecewise((a, cond), (b, True))
+
+
+_SYMPY = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b, "pow": lambda a, b: a ** b, "neg": lambda a: -a,
+    "exp": sympy.exp, "log": sympy.log, "tanh": sympy.tanh, "sigmoid": Sigmoid, "sqrt": sympy.sqrt,
+    "abs": lambda a: _piece(a >= 0, a, -a),
+    "minimum": lambda a, b: _piece(a <= b, a, b), "maximum": lambda a, b: _piece(a >= b, a, b),
+    "where": lambda c, a, b: _piece(c, a, b),
+    "lt": sympy.Lt, "le": sympy.Le, "gt": sympy.Gt, "ge": sympy.Ge,
+}
+assert set(_SYMPY) | {"sym", "const"} == set(OPS), "every traced operation has a SymPy form"
+
+
+@dataclass
+class Backward:
+    """The backward of one step as SymPy expressions: ``dS`` (gradient reaching the spike) and,
+    per input name (``s_<state>``, ``x_``, ``p_<param>``, ``thr_``), its gradient with ``DZ``
+    (= ``SG * dS``) as a symbol."""
+
+    d_spike: sympy.Expr
+    grads: dict[str, sympy.Expr]
+
+
+def symbols_of(graph: StepGraph) -> dict[str, sympy.Symbol]:
+    names = [f"s_{s}" for s in graph.states] + ["x_"] + [f"p_{p}" for p in graph.params]
+    names += ["thr_", "spike_"] + list(RUNTIME) + [f"A_{s}" for s in graph.states]
+    return {n: sympy.Symbol(n, real=True) for n in names}
+
+
+def inputs_of(graph: StepGraph, with_params: bool) -> list[str]:
+    names = [f"s_{s}" for s in graph.states] + ["x_"]
+    if with_params:
+        names += [f"p_{p}" for p in graph.params] + ["thr_"]
+    return names
+
+
+def backward(graph: StepGraph, robust: bool) -> Backward:
+    """Symbolic backward of ``graph`` (``robust``: the threshold-robust firing variant)."""
+    sym = symbols_of(graph)
+    memo: dict = {}
+    c = [to_sympy(e, sym, memo) for e in graph.charged]
+    theta = to_sympy(graph.theta, sym, memo)
+    h = c[graph.fires]
+    if robust:
+        z = h / theta - 1
+    elif graph.argument is not None:
+        z = to_sympy(graph.argument, sym, memo)
+    else:
+        z = h - theta
+    S = sym["spike_"]
+    out = theta * S if robust else S
+    new = []
+    for j, e in enumerate(graph.after):
+        if j == graph.fires:
+            new.append(h - sym["SUB"] * theta * S + sym["HARD"] * (sym["VALUE"] - h) * S)
+        else:
+            new.append(c[j] if e is None else to_sympy(e, sym, memo))
+    adj = [sym[f"A_{s}"] for s in graph.states]
+    d_spike = sym["G"] * sympy.diff(out, S)
+    for j, n in enumerate(new):
+        term = adj[j] * sympy.diff(n, S)
+        d_spike += sym["KEEP"] * term if j == graph.fires else term
+    loss = sym["G"] * out + sum(a * n for a, n in zip(adj, new))
+    grads = {}
+    for q in inputs_of(graph, True):
+        grads[q] = sympy.diff(loss, sym[q]) + sym["DZ"] * sympy.diff(z, sym[q])
+    for q, g in grads.items():
+        _check_printable(graph, g, q)
+    return Backward(d_spike=d_spike, grads=grads)
+
+
+_PRINTABLE = (sympy.Symbol, sympy.Number, sympy.Add, sympy.Mul, sympy.Pow, sympy.exp, sympy.log, sympy.tanh,
+              Sigmoid, sympy.Piecewise, sympy.core.relational.Relational, sympy.logic.boolalg.Boolean,
+              sympy.core.containers.Tuple, sympy.functions.elementary.piecewise.ExprCondPair)
+
+
+def _check_printable(graph: StepGraph, e, where: str) -> None:
+    for node in sympy.preorder_traversal(e):
+        if not isinstance(node, _PRINTABLE):
+            raise TraceError(f"{graph.name}: the gradient with respect to {where} needs {type(node).__name__}, "
+                             "which the kernel generator cannot compile")
+        if isinstance(node, (sympy.core.numbers.NaN, sympy.core.numbers.Infinity,
+                             sympy.core.numbers.NegativeInfinity, sympy.core.numbers.ComplexInfinity)):
+            raise TraceError(f"{graph.name}: the gradient with respect to {where} is not finite ({node})")
+
+
+__all__ = ["StepGraph", "Backward", "backward", "canonical", "topological", "inputs_of", "Sigmoid", "RUNTIME"]
