@@ -9,7 +9,8 @@ Quick start::
 
 from spikelab import data, layers, models, neurons, surrogate
 from spikelab.backends import BackendUnavailableError
-from spikelab.neurons import IF, LIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator, ProbabilisticLIF
+from spikelab.neurons import (EIF, IF, LIF, MPRLIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator,
+                              Neuron, ProbabilisticLIF)
 from spikelab.monitor import Monitor
 from spikelab.runtime import tune_cpu_allocator
 from spikelab.state import reset, select_batch
@@ -19,7 +20,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     # these load on first use (``spikelab.train``, ``.convert``, ``.export``, ``.viz``, ``.stats``)
-    if name in ("train", "convert", "export", "viz", "stats"):
+    if name in ("train", "convert", "export", "viz", "stats", "testing"):
         import importlib
 
         return importlib.import_module(f"spikelab.{name}")
@@ -27,7 +28,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "IF", "LIF", "LeakyIntegrator",
-    "Monitor", "PLIF", "ProbabilisticLIF", "convert", "data", "export", "layers", "models", "neurons", "reset", "select_batch", "surrogate",
-    "stats", "train", "tune_cpu_allocator", "viz", "__version__",
+    "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "EIF", "IF", "LIF", "LeakyIntegrator",
+    "MPRLIF", "Monitor", "Neuron", "PLIF", "ProbabilisticLIF", "convert", "data", "export", "layers", "models", "neurons", "reset", "select_batch", "surrogate",
+    "stats", "testing", "train", "tune_cpu_allocator", "viz", "__version__",
 ]

@@ -7,8 +7,10 @@ from spikelab.neurons.integrator import LeakyIntegrator
 from spikelab.neurons.lif import IF, LIF, PLIF
 from spikelab.neurons.probabilistic import ProbabilisticLIF
 from spikelab.neurons.spec import Neuron, NeuronSpecError
+from spikelab.neurons.eif import EIF
+from spikelab.neurons.mpr import MPRLIF
 from spikelab.kernels.expr import clamp, exp, log, maximum, minimum, sigmoid, sqrt, tanh, where
 
 __all__ = ["BaseNeuron", "IF", "LIF", "PLIF", "AdaptiveLIF", "CurrentLIF", "LeakyIntegrator", "ProbabilisticLIF",
-           "Neuron", "NeuronSpecError", "exp", "log", "tanh", "sigmoid", "sqrt", "clamp", "minimum", "maximum",
+           "EIF", "MPRLIF", "Neuron", "NeuronSpecError", "exp", "log", "tanh", "sigmoid", "sqrt", "clamp", "minimum", "maximum",
            "where"]

@@ -83,7 +83,7 @@ class Neuron(BaseNeuron):
     learnable, and every :class:`BaseNeuron` option (threshold, reset, surrogate, ...).
     """
 
-    parameters: dict[str, float] = {}
+    spec_parameters: dict[str, float] = {}
     states: tuple[str, ...] = ("v",)
     fires: Optional[str] = None
     positive: tuple[str, ...] = ()
@@ -94,6 +94,12 @@ class Neuron(BaseNeuron):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("parameters", cls.spec_parameters)
+        if not isinstance(declared, dict):
+            raise _spec_error(cls, f"parameters must be a dict {{name: default}}, got {type(declared).__name__}")
+        # the declaration moves aside: `parameters()` stays nn.Module's method (optimisers call it)
+        cls.spec_parameters = dict(declared)
+        cls.parameters = nn.Module.parameters
         _check_declaration(cls)
         cls.state_names = tuple(cls.states)
         try:
@@ -107,13 +113,13 @@ class Neuron(BaseNeuron):
     def __init__(self, *, learn: Union[bool, Iterable[str]] = False, **kwargs) -> None:
         if type(self) is Neuron:
             raise TypeError("Neuron is a base class: subclass it with `parameters` and a `charge` method")
-        values = {name: kwargs.pop(name, default) for name, default in self.parameters.items()}
+        values = {name: kwargs.pop(name, default) for name, default in self.spec_parameters.items()}
         super().__init__(**kwargs)
-        learned = set(self.parameters) if learn is True else set() if learn is False else set(learn)
-        unknown = learned - set(self.parameters)
+        learned = set(self.spec_parameters) if learn is True else set() if learn is False else set(learn)
+        unknown = learned - set(self.spec_parameters)
         if unknown:
             raise ValueError(f"learn: {type(self).__name__} has no parameter {sorted(unknown)}; "
-                             f"its parameters are {list(self.parameters)}")
+                             f"its parameters are {list(self.spec_parameters)}")
         for name, value in values.items():
             t = _param_value(value, f"{type(self).__name__}.{name}", self.num_channels, name in self.positive)
             if name in learned:
@@ -143,7 +149,7 @@ class Neuron(BaseNeuron):
         return self._family
 
     def _kernel_args(self, ndim: int):
-        params = tuple(self._view(getattr(self, p), ndim) for p in self.parameters)
+        params = tuple(self._view(getattr(self, p), ndim) for p in self.spec_parameters)
         params += (self._view(self.threshold, ndim),)
         options = dict(self._kwargs(), surrogate=self.surrogate, threshold_robust=self.threshold_robust)
         return params, options
@@ -159,7 +165,7 @@ class Neuron(BaseNeuron):
                    trace: Optional[list] = None):
         ns = len(self.states)
         states = list(tensors[:ns])
-        params = dict(zip(self.parameters, tensors[ns:-1]))
+        params = dict(zip(self.spec_parameters, tensors[ns:-1]))
         threshold = tensors[-1]
         f = self.state_names.index(self.fires or self.states[0])
         outs = []
@@ -190,7 +196,7 @@ class Neuron(BaseNeuron):
         return torch.stack(outs), tuple(states)
 
     def extra_repr(self) -> str:
-        values = ", ".join(f"{p}={_fmt(getattr(self, p))}" for p in self.parameters)
+        values = ", ".join(f"{p}={_fmt(getattr(self, p))}" for p in self.spec_parameters)
         return (values + ", " if values else "") + super().extra_repr()
 
 
@@ -203,11 +209,9 @@ def _spec_error(cls: type, message: str) -> NeuronSpecError:
 def _check_declaration(cls: type) -> None:
     if not callable(cls.__dict__.get("charge")) and cls.charge is Neuron.charge:
         raise _spec_error(cls, "a neuron spec needs a charge(self, <states>, x, <parameters>) method")
-    if not isinstance(cls.parameters, dict):
-        raise _spec_error(cls, f"parameters must be a dict {{name: default}}, got {type(cls.parameters).__name__}")
     if isinstance(cls.states, str) or not cls.states:
         raise _spec_error(cls, "states must be a non-empty tuple of names, e.g. ('v',) or ('v', 'a')")
-    names = list(cls.states) + list(cls.parameters)
+    names = list(cls.states) + list(cls.spec_parameters)
     for name in names:
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
             raise _spec_error(cls, f"{name!r} is not a valid state or parameter name")
@@ -217,19 +221,19 @@ def _check_declaration(cls: type) -> None:
             raise _spec_error(cls, f"parameter or state name {name!r} clashes with a BaseNeuron attribute")
     if len(set(names)) != len(names):
         raise _spec_error(cls, f"state and parameter names must be distinct, got {names}")
-    for name, default in cls.parameters.items():
+    for name, default in cls.spec_parameters.items():
         if isinstance(default, bool) or not isinstance(default, (int, float)):
             raise _spec_error(cls, f"parameter {name!r}: the default must be a number, got {default!r}")
     if cls.fires is not None and cls.fires not in cls.states:
         raise _spec_error(cls, f"fires={cls.fires!r} is not one of the states {tuple(cls.states)}")
-    bad = set(cls.positive) - set(cls.parameters)
+    bad = set(cls.positive) - set(cls.spec_parameters)
     if bad:
         raise _spec_error(cls, f"positive names {sorted(bad)}, which are not parameters")
     allowed = {
-        "charge": set(cls.states) | {"x"} | set(cls.parameters),
-        "effective_threshold": set(cls.states) | {"x", "threshold"} | set(cls.parameters),
-        "spike_argument": set(cls.states) | {"x", "threshold"} | set(cls.parameters),
-        "after_spike": set(cls.states) | {"x", "threshold", "spike"} | set(cls.parameters),
+        "charge": set(cls.states) | {"x"} | set(cls.spec_parameters),
+        "effective_threshold": set(cls.states) | {"x", "threshold"} | set(cls.spec_parameters),
+        "spike_argument": set(cls.states) | {"x", "threshold"} | set(cls.spec_parameters),
+        "after_spike": set(cls.states) | {"x", "threshold", "spike"} | set(cls.spec_parameters),
     }
     for hook in HOOKS:
         fn = getattr(cls, hook)
@@ -309,7 +313,7 @@ def trace(cls: type, obj: Any) -> StepGraph:
     """Trace ``cls``'s equations (with ``obj`` as ``self``) into a :class:`StepGraph`."""
     sym = lambda name: Expr("sym", (), name)  # noqa: E731
     states = [sym(f"s_{s}") for s in cls.states]
-    params = {p: sym(f"p_{p}") for p in cls.parameters}
+    params = {p: sym(f"p_{p}") for p in cls.spec_parameters}
     x, thr, spike = sym("x_"), sym("thr_"), sym("spike_")
     f = list(cls.states).index(cls.fires or cls.states[0])
     hook = "charge"
@@ -343,7 +347,7 @@ def trace(cls: type, obj: Any) -> StepGraph:
     for name, e in [("charge", c) for c in charged] + [("effective_threshold", theta), ("spike_argument", argument)]:
         if e is not None and _mentions(e, "spike_"):
             raise _spec_error(cls, f"{name} cannot read the spike of the same step")
-    return StepGraph(name=cls.__name__, states=tuple(cls.states), fires=f, params=tuple(cls.parameters),
+    return StepGraph(name=cls.__name__, states=tuple(cls.states), fires=f, params=tuple(cls.spec_parameters),
                      charged=tuple(charged), theta=theta, argument=argument, after=tuple(after))
 
 
