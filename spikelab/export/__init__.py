@@ -2,11 +2,11 @@
 
 from spikelab.export.errors import NIRExportError, NIRImportError
 from spikelab.export.hardware import PROFILES, CheckReport, HardwareProfile, Violation, check, quantize
-from spikelab.export.nir_export import fold_batchnorm, to_nir
+from spikelab.export.nir_export import NEURON_EXPORTERS, fold_batchnorm, register_neuron, to_nir
 from spikelab.export.network import NIRNetwork
-from spikelab.export.nir_import import from_nir
+from spikelab.export.nir_import import NODE_IMPORTERS, from_nir, register_node
 
 __all__ = [
-    "CheckReport", "HardwareProfile", "NIRExportError", "NIRImportError", "NIRNetwork", "PROFILES", "Violation",
-    "check", "fold_batchnorm", "from_nir", "quantize", "to_nir",
+    "CheckReport", "HardwareProfile", "NEURON_EXPORTERS", "NIRExportError", "NIRImportError", "NIRNetwork", "PROFILES", "Violation",
+    "NODE_IMPORTERS", "check", "fold_batchnorm", "from_nir", "register_node", "quantize", "register_neuron", "to_nir",
 ]

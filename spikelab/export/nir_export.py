@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import nir
 import numpy as np
@@ -29,7 +29,7 @@ from spikelab import layers as L
 from spikelab.export.errors import NIRExportError
 from spikelab.export.semantics import nir_threshold, tau_from_decay
 from spikelab.models import SEWBlock
-from spikelab.neurons import IF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator, LIF, ProbabilisticLIF
+from spikelab.neurons import IF, LIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator, ProbabilisticLIF
 
 Sources = tuple[str, ...]  # the nodes whose outputs, summed, feed the next node
 _LINEAR = (nn.Linear,)
@@ -135,30 +135,29 @@ class _Builder:
 
     # ----- neurons -----------------------------------------------------------------------------
     def neuron(self, name: str, m: BaseNeuron, shape: tuple[int, ...]) -> nir.NIRNode:
-        kind = type(m).__name__
-        if isinstance(m, ProbabilisticLIF):
-            self.inexact(name, f"{kind} fires at random (escape noise) and NIR has no stochastic neuron",
-                         "it becomes a deterministic LIF with the same threshold and decay")
-        if isinstance(m, AdaptiveLIF):
-            self.inexact(name, f"{kind}'s threshold adapts with its spikes and NIR has no adaptive threshold",
-                         "the adaptation is dropped (a LIF with the base threshold)")
+        """The NIR node of neuron ``m``, from the exporter registered for its exact type."""
+        exporter = NEURON_EXPORTERS.get(type(m))
+        if exporter is None and callable(getattr(type(m), "to_nir", None)):
+            exporter = _spec_exporter
+        if exporter is None:
+            raise NIRExportError(
+                f"{name}: {type(m).__name__} has no NIR mapping. NIR expresses IF, LIF and CubaLIF neurons "
+                f"(exported from {', '.join(sorted(t.__name__ for t in NEURON_EXPORTERS))}); a neuron spec can "
+                "declare its own with a to_nir(self, shape, dt) method, any other type with "
+                "spikelab.export.register_neuron(type, function)")
         if m.threshold_robust:
             self.inexact(name, "threshold_robust spikes have amplitude threshold and NIR spikes are 1",
                          "the output becomes unit spikes")
         if m.mp_init and float(m.running_v.abs()) > 0:
             self.inexact(name, "mp_init starts the membrane at a learned value and NIR starts at 0",
                          "the membrane starts at 0")
+        return exporter(self, name, m, shape)
+
+    def lif(self, name: str, m: BaseNeuron, shape: tuple[int, ...]) -> nir.NIRNode:
+        """IF / LIF / PLIF (and the approximations that become one)."""
         reset = self.reset(name, m)
         threshold = nir_threshold(_per_neuron(m.threshold, shape))
         v_reset = np.full(shape, reset, dtype=np.float32)
-        if isinstance(m, CurrentLIF):
-            alpha, beta = _per_neuron(m.syn_decay, shape), _per_neuron(m.beta, shape)
-            if (alpha >= 1).any() or (beta >= 1).any():
-                raise NIRExportError(f"{name}: CurrentLIF with a decay of 1 has an infinite time constant, "
-                                     "which NIR's CubaLIF cannot hold")
-            tau_syn, tau_mem = tau_from_decay(alpha, self.dt), tau_from_decay(beta, self.dt)
-            return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / self.dt, v_leak=np.zeros(shape),
-                               v_threshold=threshold, v_reset=v_reset, w_in=tau_syn / self.dt)
         beta = _per_neuron(_decay_of(m), shape)
         decay_input = getattr(m, "decay_input", False)
         if isinstance(m, IF) or ((beta == 1).all() and not decay_input):
@@ -169,6 +168,28 @@ class _Builder:
         tau = tau_from_decay(beta, self.dt)
         r = np.ones(shape) if decay_input else tau / self.dt
         return nir.LIF(tau=tau, r=r, v_leak=np.zeros(shape), v_threshold=threshold, v_reset=v_reset)
+
+    def cuba(self, name: str, m: CurrentLIF, shape: tuple[int, ...]) -> nir.NIRNode:
+        reset = self.reset(name, m)
+        threshold = nir_threshold(_per_neuron(m.threshold, shape))
+        alpha, beta = _per_neuron(m.syn_decay, shape), _per_neuron(m.beta, shape)
+        if (alpha >= 1).any() or (beta >= 1).any():
+            raise NIRExportError(f"{name}: CurrentLIF with a decay of 1 has an infinite time constant, "
+                                 "which NIR's CubaLIF cannot hold")
+        tau_syn, tau_mem = tau_from_decay(alpha, self.dt), tau_from_decay(beta, self.dt)
+        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / self.dt, v_leak=np.zeros(shape),
+                           v_threshold=threshold, v_reset=np.full(shape, reset, dtype=np.float32),
+                           w_in=tau_syn / self.dt)
+
+    def probabilistic(self, name: str, m: ProbabilisticLIF, shape: tuple[int, ...]) -> nir.NIRNode:
+        self.inexact(name, f"{type(m).__name__} fires at random (escape noise) and NIR has no stochastic neuron",
+                     "it becomes a deterministic LIF with the same threshold and decay")
+        return self.lif(name, m, shape)
+
+    def adaptive(self, name: str, m: AdaptiveLIF, shape: tuple[int, ...]) -> nir.NIRNode:
+        self.inexact(name, f"{type(m).__name__}'s threshold adapts with its spikes and NIR has no adaptive threshold",
+                     "the adaptation is dropped (a LIF with the base threshold)")
+        return self.lif(name, m, shape)
 
     def reset(self, name: str, m: BaseNeuron) -> float:
         if m.reset_mode == "hard":
@@ -191,6 +212,31 @@ class _Builder:
             raise NIRExportError("LeakyIntegrator: beta = 1 mixed with leaky values has no NIR node")
         tau = tau_from_decay(beta, self.dt)
         return nir.LI(tau=tau, r=scale * tau / self.dt, v_leak=np.zeros(shape))
+
+
+NeuronExporter = Callable[[_Builder, str, BaseNeuron, tuple], nir.NIRNode]
+
+#: exact neuron type -> exporter ``(builder, name, module, per-sample shape) -> NIR node``; a subclass
+#: is not its parent (it may change the dynamics), so every type is registered by itself
+NEURON_EXPORTERS: dict[type, NeuronExporter] = {
+    IF: _Builder.lif, LIF: _Builder.lif, PLIF: _Builder.lif, CurrentLIF: _Builder.cuba,
+    ProbabilisticLIF: _Builder.probabilistic, AdaptiveLIF: _Builder.adaptive,
+}
+
+
+def register_neuron(neuron_type: type, exporter: NeuronExporter) -> None:
+    """Export ``neuron_type`` (exactly that type) with ``exporter(builder, name, module, shape)``."""
+    if not isinstance(neuron_type, type) or not issubclass(neuron_type, BaseNeuron):
+        raise TypeError(f"register_neuron: expected a BaseNeuron subclass, got {neuron_type!r}")
+    NEURON_EXPORTERS[neuron_type] = exporter
+
+
+def _spec_exporter(builder: _Builder, name: str, m: BaseNeuron, shape: tuple) -> nir.NIRNode:
+    """A neuron spec's own mapping: ``m.to_nir(shape, dt)`` returns the node (or raises)."""
+    node = m.to_nir(shape, builder.dt)
+    if not isinstance(node, nir.NIRNode):
+        raise NIRExportError(f"{name}: {type(m).__name__}.to_nir returned {type(node).__name__}, not a NIR node")
+    return node
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -348,4 +394,4 @@ def to_nir(model: nn.Module, dt: float, sample_input: Optional[torch.Tensor] = N
     return nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata=meta, type_check=False)
 
 
-__all__ = ["to_nir", "fold_batchnorm"]
+__all__ = ["to_nir", "fold_batchnorm", "register_neuron", "NEURON_EXPORTERS"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import nir
 import numpy as np
@@ -22,8 +22,6 @@ from spikelab.export.semantics import decay_from_tau, our_threshold
 from spikelab.export.network import NIRNetwork
 from spikelab.neurons import IF, CurrentLIF, LeakyIntegrator, LIF
 
-SUPPORTED = ("Input", "Output", "Identity", "Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d",
-             "Flatten", "Scale", "Threshold", "IF", "LIF", "CubaLIF", "LI", "I", "Delay", "NIRGraph")
 
 
 class _Flatten(nn.Module, L.SequenceModule):
@@ -204,40 +202,46 @@ def _delay(name: str, node: nir.Delay, dt: float) -> nn.Module:
 _PASS_THROUGH = tuple(getattr(nir, n) for n in ("Input", "Output", "Identity") if hasattr(nir, n))
 
 
+NodeImporter = Callable[[str, nir.NIRNode, float], Optional[nn.Module]]
+
+#: exact NIR node type -> ``(name, node, dt) -> module`` (``None``: the node passes its input on);
+#: users extend it with :func:`register_node`
+NODE_IMPORTERS: dict[type, NodeImporter] = {
+    **{t: (lambda name, node, dt: None) for t in _PASS_THROUGH},
+    nir.NIRGraph: lambda name, node, dt: _network(node, dt),
+    nir.Affine: lambda name, node, dt: _affine(name, node),
+    nir.Linear: lambda name, node, dt: _affine(name, node),
+    nir.Conv1d: lambda name, node, dt: _conv(name, node),
+    nir.Conv2d: lambda name, node, dt: _conv(name, node),
+    nir.SumPool2d: lambda name, node, dt: _pool(name, node, True),
+    nir.AvgPool2d: lambda name, node, dt: _pool(name, node, False),
+    nir.Flatten: lambda name, node, dt: _Flatten(int(node.start_dim), int(node.end_dim)),
+    nir.Scale: lambda name, node, dt: L.Scale(_t(node.scale)),
+    nir.Threshold: lambda name, node, dt: L.Threshold(_t(our_threshold(node.threshold))),
+    nir.CubaLIF: _cuba,
+    nir.LIF: _lif,
+    nir.IF: lambda name, node, dt: _if(name, node),
+    nir.LI: _li,
+    nir.I: lambda name, node, dt: LeakyIntegrator(beta=1.0, input_scale=_t(node.r)),
+    nir.Delay: _delay,
+}
+
+
+def register_node(node_type: type, importer: NodeImporter) -> None:
+    """Import NIR nodes of exactly ``node_type`` with ``importer(name, node, dt) -> module``."""
+    if not isinstance(node_type, type):
+        raise TypeError(f"register_node: expected a NIR node class, got {node_type!r}")
+    NODE_IMPORTERS[node_type] = importer
+
+
 def node_module(name: str, node: nir.NIRNode, dt: float) -> Optional[nn.Module]:
     """The spikelab module of one NIR node (``None`` for Input/Output/Identity)."""
-    if isinstance(node, _PASS_THROUGH):
-        return None
-    if isinstance(node, nir.NIRGraph):
-        return _network(node, dt)
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        return _affine(name, node)
-    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
-        return _conv(name, node)
-    if isinstance(node, nir.SumPool2d):
-        return _pool(name, node, True)
-    if isinstance(node, nir.AvgPool2d):
-        return _pool(name, node, False)
-    if isinstance(node, nir.Flatten):
-        return _Flatten(int(node.start_dim), int(node.end_dim))
-    if isinstance(node, nir.Scale):
-        return L.Scale(_t(node.scale))
-    if isinstance(node, nir.Threshold):
-        return L.Threshold(_t(our_threshold(node.threshold)))
-    if isinstance(node, nir.CubaLIF):
-        return _cuba(name, node, dt)
-    if isinstance(node, nir.LIF):
-        return _lif(name, node, dt)
-    if isinstance(node, nir.IF):
-        return _if(name, node)
-    if isinstance(node, nir.LI):
-        return _li(name, node, dt)
-    if isinstance(node, nir.I):
-        return LeakyIntegrator(beta=1.0, input_scale=_t(node.r))
-    if isinstance(node, nir.Delay):
-        return _delay(name, node, dt)
-    raise NIRImportError(f"node {name!r}: NIR node type {type(node).__name__} is not supported; "
-                         f"supported: {', '.join(SUPPORTED)}")
+    importer = NODE_IMPORTERS.get(type(node))
+    if importer is None:
+        raise NIRImportError(f"node {name!r}: NIR node type {type(node).__name__} is not supported; "
+                             f"supported: {', '.join(sorted(t.__name__ for t in NODE_IMPORTERS))} "
+                             "(spikelab.export.register_node adds more)")
+    return importer(name, node, dt)
 
 
 def _network(graph: nir.NIRGraph, dt: float) -> NIRNetwork:
@@ -278,4 +282,4 @@ def from_nir(graph: Union[nir.NIRGraph, str, Path], dt: float) -> NIRNetwork:
     return _network(graph, float(dt))
 
 
-__all__ = ["from_nir", "node_module", "SUPPORTED"]
+__all__ = ["from_nir", "node_module", "register_node", "NODE_IMPORTERS"]
