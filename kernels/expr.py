@@ -92,7 +92,8 @@ class Expr:
     def __array__(self, *args, **kwargs):
         raise TraceError("NumPy functions cannot be compiled; use spikelab.neurons' exp, log, tanh, sigmoid, ...")
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", str(func))
         raise TraceError(f"torch.{name} cannot be compiled into a kernel; use the functions of spikelab.neurons "
                          f"({', '.join(PUBLIC)}) and + - * / **")

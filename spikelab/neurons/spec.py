@@ -154,6 +154,16 @@ class Neuron(BaseNeuron):
         options = dict(self._kwargs(), surrogate=self.surrogate, threshold_robust=self.threshold_robust)
         return params, options
 
+    def _run(self, x_seq: torch.Tensor, state, record: bool = False):
+        features = tuple(x_seq.shape[2:])
+        for name in self.spec_parameters:
+            p = getattr(self, name)
+            if p.ndim > 1 and (len(p.shape) > len(features) or
+                               any(a not in (1, b) for a, b in zip(p.shape[::-1], features[::-1]))):
+                raise ValueError(f"{type(self).__name__}: parameter {name!r} has one value per neuron of shape "
+                                 f"{tuple(p.shape)}, which does not fit the per-sample shape {features}")
+        return super()._run(x_seq, state, record)
+
     def _view(self, p: torch.Tensor, ndim: int) -> torch.Tensor:
         if p.ndim <= 1:
             return super()._view(p, ndim)
