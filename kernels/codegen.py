@@ -456,16 +456,18 @@ def _triton_forward(g: StepGraph, robust: bool) -> str:
     aft = after_lines(g, d, names)
     f = g.states[g.fires]
     out = "tl.where(fired, theta_, 0.0)" if robust else "tl.where(fired, 1.0, 0.0)"
-    body = ["x_ = tl.load(x + row, mask=mask, other=0.0).to(s_%s.dtype)" % f] + fwd
-    body += ["fired = z_ >= 0.0", "spike_ = tl.where(fired, 1.0, 0.0)",
-             f"tl.store(out + row, ({out}).to(out.dtype.element_ty), mask=mask)"] + aft
+    body = ["if HIST:"] + [f"    tl.store(hist + {j} * TM + row, s_{s}, mask=mask)" for j, s in enumerate(g.states)]
+    body += ["x_ = tl.load(x + row, mask=mask, other=0.0).to(s_%s.dtype)" % f] + fwd
+    body += ["fired = z_ >= 0.0", "spike_ = tl.where(fired, 1.0, 0.0)", "if not HIST:",
+             f"    tl.store(out + row, ({out}).to(out.dtype.element_ty), mask=mask)"] + aft
     body += [f"s_{f} = tl.where(mask, reset_after(c_{f}, theta_, fired, reset_value, RESET), s_{f})"]
     body += [f"s_{s} = tl.where(mask, n_{s}, s_{s})" for j, s in enumerate(g.states) if j != g.fires]
     body += ["row += M"]
     setup = [f"s_{s} = tl.load(s0_{s} + offs, mask=mask, other=0.0)" for s in g.states] + _triton_param_loads(g)
     finish = [f"tl.store(so_{s} + offs, s_{s}, mask=mask)" for s in g.states]
-    args = ["x"] + _state_args(g, "s0_") + _param_args(g, "a_") + ["out"] + _state_args(g, "so_")
-    args += ["T", "M", "reset_value", "RESET: tl.constexpr", "F64: tl.constexpr", "BLOCK: tl.constexpr"]
+    args = ["x"] + _state_args(g, "s0_") + _param_args(g, "a_") + ["out"] + _state_args(g, "so_") + ["hist"]
+    args += ["T", "M", "TM", "reset_value", "RESET: tl.constexpr", "HIST: tl.constexpr", "F64: tl.constexpr",
+             "BLOCK: tl.constexpr"]
     name = f"forward_{'robust' if robust else 'plain'}"
     return f"""@triton.jit
 def {name}({', '.join(args)}):
@@ -487,11 +489,6 @@ def _triton_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     f = g.states[g.fires]
     ns = len(g.states)
     x_load = "x_ = tl.load(x + row, mask=mask, other=0.0).to(s_%s.dtype)" % f
-    replay = [f"tl.store(hist + {j} * TM + row, s_{s}, mask=mask)" for j, s in enumerate(g.states)]
-    replay += [x_load] + fwd + ["fired = z_ >= 0.0", "spike_ = tl.where(fired, 1.0, 0.0)"] + aft
-    replay += [f"s_{f} = tl.where(mask, reset_after(c_{f}, theta_, fired, reset_value, RESET), s_{f})"]
-    replay += [f"s_{s} = tl.where(mask, n_{s}, s_{s})" for j, s in enumerate(g.states) if j != g.fires]
-    replay += ["row += M"]
     rev = [f"s_{s} = tl.load(hist + {j} * TM + row, mask=mask, other=0.0)" for j, s in enumerate(g.states)]
     rev += [x_load] + fwd
     rev += ["SG = surrogate_grad(z_, sg_alpha, SG_CODE)", "spike_ = tl.where(z_ >= 0.0, 1.0, 0.0)",
@@ -502,17 +499,17 @@ def _triton_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
         rev += [f"ACC_{p} += tl.where(mask, g_p_{p}, 0.0)" for p in g.params] + \
                ["ACC_thr += tl.where(mask, g_thr_, 0.0)"]
     rev += ["row -= M", "g_off -= gs_t"]
-    setup = [f"s_{s} = tl.load(s0_{s} + offs, mask=mask, other=0.0)" for s in g.states] + _triton_param_loads(g)
+    setup = _triton_param_loads(g)
     adj = [f"A_{s} = tl.load(gs_{s} + offs, mask=mask, other=0.0)" for s in g.states]
-    accs = [f"ACC_{p} = tl.zeros_like(A_{f})" for p in g.params] + [f"ACC_thr = tl.zeros_like(A_{f})"] \
-        if with_params else []
+    zero = f"tl.full(A_{f}.shape, 0.0, A_{f}.dtype)"  # tl.zeros_like here broke sm_90 compilation
+    accs = [f"ACC_{p} = {zero}" for p in g.params + ("thr",)] if with_params else []
     finish = [f"tl.store(ds_{s} + offs, A_{s}, mask=mask)" for s in g.states]
     if with_params:
         finish += [f"tl.store(dp_{p} + offs, ACC_{p}, mask=mask)" for p in g.params]
         finish += ["tl.store(dp_thr + offs, ACC_thr, mask=mask)"]
-    args = ["g_out", "g_last", "gs_t", "gs_m"] + _state_args(g, "gs_") + ["x"] + _state_args(g, "s0_")
+    args = ["g_out", "g_last", "gs_t", "gs_m"] + _state_args(g, "gs_") + ["x"]
     args += _param_args(g, "a_") + ["hist", "dx"] + _state_args(g, "ds_") + _param_args(g, "dp_")
-    args += ["T", "M", "TM", "reset_value", "SUB", "HARD", "VALUE", "KEEP", "sg_alpha", "RESET: tl.constexpr",
+    args += ["T", "M", "TM", "last_row", "reset_value", "SUB", "HARD", "VALUE", "KEEP", "sg_alpha", "RESET: tl.constexpr",
              "SG_CODE: tl.constexpr", "F64: tl.constexpr", "BLOCK: tl.constexpr"]
     name = f"backward_{'robust' if robust else 'plain'}_{'full' if with_params else 'fast'}"
     assert ns >= 1
@@ -520,12 +517,8 @@ def _triton_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
 def {name}({', '.join(args)}):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
-{_indent(setup, 4)}
-    row = offs.to(tl.int64)
-    for t in range(T):
-{_indent(replay, 8)}
-{_indent(adj + accs, 4)}
-    row = offs.to(tl.int64) + (T - 1) * M
+{_indent(setup + adj + accs, 4)}
+    row = offs.to(tl.int64) + last_row
     g_off = offs.to(tl.int64) * gs_m + g_last
     for i in range(T):
 {_indent(rev, 8)}

@@ -160,8 +160,8 @@ def spec_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor]
     else:
         from spikelab.kernels.triton.common import launch
 
-        launch(fn, M, x, *states, *params, out, *new, T, M, float(reset_value), RESET=reset_code,
-               F64=states[0].dtype == torch.float64)
+        launch(fn, M, x, *states, *params, out, *new, out, T, M, T * M, float(reset_value), RESET=reset_code,
+               HIST=False, F64=states[0].dtype == torch.float64)
     return [out, *new]
 
 
@@ -193,10 +193,14 @@ def spec_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, st
     else:
         from spikelab.kernels.triton.common import grad_strides, launch
 
+        # the forward kernel replays the sequence and records the states before each step
         hist = torch.empty((len(states), T, M), dtype=states[0].dtype, device=x.device)
+        scratch = [torch.empty_like(s) for s in states]
+        launch(getattr(mod, f"forward_{_variant(robust)}"), M, x, *states, *params, x, *scratch, hist, T, M, T * M,
+               float(reset_value), RESET=reset_code, HIST=True, F64=states[0].dtype == torch.float64)
         gs_t, gs_m = grad_strides(g_out)
-        launch(fn, M, g_out, (T - 1) * gs_t, gs_t, gs_m, *g_states, x, *states, *params, hist, dx, *d_states,
-               *d_params, T, M, T * M, float(reset_value), float(reset_code == 0), float(reset_code == 1),
+        launch(fn, M, g_out, (T - 1) * gs_t, gs_t, gs_m, *g_states, x, *params, hist, dx, *d_states,
+               *d_params, T, M, T * M, (T - 1) * M, float(reset_value), float(reset_code == 0), float(reset_code == 1),
                float(reset_value), 0.0 if detach else 1.0, float(sg_alpha), RESET=reset_code, SG_CODE=sg_code,
                F64=states[0].dtype == torch.float64)
     return [dx, *d_states, *d_params]

@@ -140,125 +140,6 @@ def _lif_autograd(ctx, g_out, g_v, _g_h):
 lif_forward.register_autograd(_lif_autograd, setup_context=_lif_setup)
 
 
-# ----- adaptive LIF --------------------------------------------------------------------------------
-
-@torch.library.custom_op("spikelab::alif_forward", mutates_args=(), device_types=("cpu", "cuda"))
-def alif_forward(x: Tensor, v0: Tensor, a0: Tensor, beta: Tensor, scale: Tensor, thr: Tensor, rho: Tensor,
-                 adapt: Tensor, reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int,
-                 sg_alpha: float, save: bool, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    out = _empty(x.shape, x.dtype, x.device)
-    v_out, a_out = torch.empty_like(v0), torch.empty_like(a0)
-    h_save = _saved_like(x, v0) if save else _none_saved(x)
-    kernel_module(backend, "alif").alif_forward_launch(
-        x, v0, a0, beta, scale, thr, rho, adapt, reset_code, reset_value, robust, out, v_out, a_out, h_save, save)
-    return out, v_out, a_out, h_save
-
-
-@alif_forward.register_fake
-def _(x, v0, a0, *args):
-    save = args[-2]
-    return torch.empty_like(x), torch.empty_like(v0), torch.empty_like(a0), \
-        _fake_saved(x, v0, save)
-
-
-@torch.library.custom_op("spikelab::alif_backward", mutates_args=(), device_types=("cpu", "cuda"))
-def alif_backward(g_out: Tensor, g_v: Tensor, g_a: Tensor, h_save: Tensor, v0: Tensor, a0: Tensor, beta: Tensor,
-                  scale: Tensor, thr: Tensor, rho: Tensor, adapt: Tensor, reset_code: int, reset_value: float,
-                  detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_scale: bool, backend: str
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dx = _empty(h_save.shape, g_out.dtype, h_save.device)
-    grads = [torch.empty_like(v0) for _ in range(7)]
-    kernel_module(backend, "alif").alif_backward_launch(
-        g_out, g_v, g_a, h_save, v0, a0, beta, scale, thr, rho, adapt, reset_code, reset_value, detach, robust,
-        sg_code, sg_alpha, need_scale, dx, *grads)
-    return (dx, *grads)
-
-
-@alif_backward.register_fake
-def _(g_out, g_v, g_a, h_save, v0, *args):
-    return _fake_grads(g_out, h_save, v0, 7)
-
-
-def _alif_setup(ctx, inputs, output):
-    ctx.set_materialize_grads(False)  # no zero-filled [T, M] gradient for the unused saved output
-    x, v0, a0, beta, scale, thr, rho, adapt, reset_code, reset_value, detach, robust, sg_code, sg_alpha, save, \
-        backend = inputs
-    ctx.save_for_backward(output[3], v0, a0, beta, scale, thr, rho, adapt)
-    ctx.config = (reset_code, reset_value, detach, robust, sg_code, sg_alpha)
-    ctx.backend = backend
-
-
-def _alif_autograd(ctx, g_out, g_v, g_a, _g_h):
-    h_save, v0, a0, beta, scale, thr, rho, adapt = ctx.saved_tensors
-    _check_saved(h_save, "alif")
-    need = ctx.needs_input_grad
-    grads = alif_backward(_as_rows(g_out, h_save), _state_grad(g_v, v0), _state_grad(g_a, a0), h_save, v0, a0,
-                          beta, scale, thr, rho, adapt, *ctx.config, need[4], ctx.backend)
-    return tuple(g if n else None for g, n in zip(grads, need[:8])) + (None,) * 8
-
-
-alif_forward.register_autograd(_alif_autograd, setup_context=_alif_setup)
-
-
-# ----- current-based LIF ---------------------------------------------------------------------------
-
-@torch.library.custom_op("spikelab::cuba_forward", mutates_args=(), device_types=("cpu", "cuda"))
-def cuba_forward(x: Tensor, v0: Tensor, i0: Tensor, alpha: Tensor, beta: Tensor, thr: Tensor, reset_code: int,
-                 reset_value: float, detach: bool, robust: bool, sg_code: int, sg_alpha: float, save: bool,
-                 backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    out = _empty(x.shape, x.dtype, x.device)
-    v_out, i_out = torch.empty_like(v0), torch.empty_like(i0)
-    h_save = _saved_like(x, v0) if save else _none_saved(x)
-    kernel_module(backend, "cuba").cuba_forward_launch(
-        x, v0, i0, alpha, beta, thr, reset_code, reset_value, robust, out, v_out, i_out, h_save, save)
-    return out, v_out, i_out, h_save
-
-
-@cuba_forward.register_fake
-def _(x, v0, i0, *args):
-    save = args[-2]
-    return torch.empty_like(x), torch.empty_like(v0), torch.empty_like(i0), \
-        _fake_saved(x, v0, save)
-
-
-@torch.library.custom_op("spikelab::cuba_backward", mutates_args=(), device_types=("cpu", "cuda"))
-def cuba_backward(g_out: Tensor, g_v: Tensor, g_i: Tensor, h_save: Tensor, v0: Tensor, i0: Tensor, alpha: Tensor,
-                  beta: Tensor, thr: Tensor, reset_code: int, reset_value: float, detach: bool, robust: bool,
-                  sg_code: int, sg_alpha: float, backend: str
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    dx = _empty(h_save.shape, g_out.dtype, h_save.device)
-    grads = [torch.empty_like(v0) for _ in range(5)]
-    kernel_module(backend, "cuba").cuba_backward_launch(
-        g_out, g_v, g_i, h_save, v0, i0, alpha, beta, thr, reset_code, reset_value, detach, robust, sg_code,
-        sg_alpha, dx, *grads)
-    return (dx, *grads)
-
-
-@cuba_backward.register_fake
-def _(g_out, g_v, g_i, h_save, v0, *args):
-    return _fake_grads(g_out, h_save, v0, 5)
-
-
-def _cuba_setup(ctx, inputs, output):
-    ctx.set_materialize_grads(False)  # no zero-filled [T, M] gradient for the unused saved output
-    x, v0, i0, alpha, beta, thr, reset_code, reset_value, detach, robust, sg_code, sg_alpha, save, backend = inputs
-    ctx.save_for_backward(output[3], v0, i0, alpha, beta, thr)
-    ctx.config = (reset_code, reset_value, detach, robust, sg_code, sg_alpha)
-    ctx.backend = backend
-
-
-def _cuba_autograd(ctx, g_out, g_v, g_i, _g_h):
-    h_save, v0, i0, alpha, beta, thr = ctx.saved_tensors
-    _check_saved(h_save, "cuba")
-    need = ctx.needs_input_grad
-    grads = cuba_backward(_as_rows(g_out, h_save), _state_grad(g_v, v0), _state_grad(g_i, i0), h_save, v0, i0,
-                          alpha, beta, thr, *ctx.config, ctx.backend)
-    return tuple(g if n else None for g, n in zip(grads, need[:6])) + (None,) * 8
-
-
-cuba_forward.register_autograd(_cuba_autograd, setup_context=_cuba_setup)
-
-
 # ----- probabilistic LIF ---------------------------------------------------------------------------
 
 @torch.library.custom_op("spikelab::prob_forward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -364,25 +245,36 @@ def _finish(out: Tensor, x: Tensor, states, h_save: Tensor, shape, trace: Option
     return out.view(x.shape).to(x.dtype), tuple(s.view(shape).to(x.dtype) for s in states)
 
 
+def _generated(family: str, x, states, params, *, surrogate, reset_mode, reset_value, detach_reset,
+               threshold_robust, trace, backend):
+    """A family whose fused kernels are generated (``spikelab.kernels.families``)."""
+    from spikelab.kernels import families, generated
+
+    if trace is not None:
+        raise ValueError("membrane traces are recorded by the reference backend (backend='torch')")
+    key = generated.register(families.GENERATED[family]())
+    options = dict(surrogate=surrogate, reset_mode=reset_mode, reset_value=reset_value, detach_reset=detach_reset,
+                   threshold_robust=threshold_robust)
+    if backend == "triton" and x.device.type == "cpu":
+        with generated.cpu_kernels("triton"):
+            return generated.sequence(key, x, *states, *params, **options)
+    return generated.sequence(key, x, *states, *params, **options)
+
+
 def alif_sequence(x, v, a, beta, input_scale, threshold, rho, adaptation, *, surrogate, reset_mode="subtract",
                   reset_value=0.0, detach_reset=False, threshold_robust=False, trace=None, backend="numba"):
-    """Fused equivalent of :func:`spikelab.kernels.reference.alif_sequence`."""
-    xs, (v0, a0), params, save, shape = _flat(x, (v, a), (beta, input_scale, threshold, rho, adaptation),
-                                              trace is not None, backend)
-    out, v_out, a_out, h_save = torch.ops.spikelab.alif_forward(
-        xs, v0, a0, *params, RESET_CODES[reset_mode], float(reset_value), bool(detach_reset),
-        bool(threshold_robust), surrogate.code, surrogate.alpha, save, backend)
-    return _finish(out, x, (v_out, a_out), h_save, shape, trace)
+    """Fused equivalent of :func:`spikelab.kernels.reference.alif_sequence` (generated kernels)."""
+    return _generated("alif", x, (v, a), (beta, input_scale, rho, adaptation, threshold), surrogate=surrogate,
+                      reset_mode=reset_mode, reset_value=reset_value, detach_reset=detach_reset,
+                      threshold_robust=threshold_robust, trace=trace, backend=backend)
 
 
 def cuba_sequence(x, v, i, alpha, beta, threshold, *, surrogate, reset_mode="subtract", reset_value=0.0,
                   detach_reset=False, threshold_robust=False, trace=None, backend="numba"):
-    """Fused equivalent of :func:`spikelab.kernels.reference.cuba_sequence`."""
-    xs, (v0, i0), params, save, shape = _flat(x, (v, i), (alpha, beta, threshold), trace is not None, backend)
-    out, v_out, i_out, h_save = torch.ops.spikelab.cuba_forward(
-        xs, v0, i0, *params, RESET_CODES[reset_mode], float(reset_value), bool(detach_reset),
-        bool(threshold_robust), surrogate.code, surrogate.alpha, save, backend)
-    return _finish(out, x, (v_out, i_out), h_save, shape, trace)
+    """Fused equivalent of :func:`spikelab.kernels.reference.cuba_sequence` (generated kernels)."""
+    return _generated("cuba", x, (v, i), (alpha, beta, threshold), surrogate=surrogate, reset_mode=reset_mode,
+                      reset_value=reset_value, detach_reset=detach_reset, threshold_robust=threshold_robust,
+                      trace=trace, backend=backend)
 
 
 def probabilistic_sequence(x, v, beta, input_scale, threshold, temperature, noise_key, *, reset_mode="subtract",
