@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One script for a CUDA machine: check every Triton kernel against the reference (values and
+# One script for a CUDA machine: check every Triton kernel (hand-written and generated from the
+# neuron specs, through check_neuron) against the reference (values and
 # gradients, float32 and half inputs), then time the LIF layer against the peers on the GPU.
 #
 #   bash benchmarks/fetch_gpu_wheels.sh      # here, once: peers' wheels into .whl/
@@ -24,7 +25,7 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 
 echo "== Triton kernels against the reference (on the GPU)"
 unset TRITON_INTERPRET
-(cd tests && timeout 300 $PY -m pytest -q -p no:cacheprovider test_triton.py 2>&1) | tee "$OUT/triton_tests.log"
+(cd tests && timeout 360 $PY -m pytest -q -p no:cacheprovider test_triton.py test_specs.py 2>&1) | tee "$OUT/triton_tests.log"
 tests_rc=${PIPESTATUS[0]}
 
 echo "== LIF layer speed on the GPU"

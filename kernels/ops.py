@@ -245,14 +245,26 @@ def _finish(out: Tensor, x: Tensor, states, h_save: Tensor, shape, trace: Option
     return out.view(x.shape).to(x.dtype), tuple(s.view(shape).to(x.dtype) for s in states)
 
 
+_KEYS: dict[str, str] = {}
+
+
+def _generated_keys() -> dict[str, str]:
+    """The kernel key of each generated built-in family (registered once, outside any compiled region)."""
+    if not _KEYS:
+        from spikelab.kernels import families, generated
+
+        _KEYS.update({name: generated.register(make()) for name, make in families.GENERATED.items()})
+    return _KEYS
+
+
 def _generated(family: str, x, states, params, *, surrogate, reset_mode, reset_value, detach_reset,
                threshold_robust, trace, backend):
     """A family whose fused kernels are generated (``spikelab.kernels.families``)."""
-    from spikelab.kernels import families, generated
+    from spikelab.kernels import generated
 
     if trace is not None:
         raise ValueError("membrane traces are recorded by the reference backend (backend='torch')")
-    key = generated.register(families.GENERATED[family]())
+    key = _generated_keys()[family]
     options = dict(surrogate=surrogate, reset_mode=reset_mode, reset_value=reset_value, detach_reset=detach_reset,
                    threshold_robust=threshold_robust)
     if backend == "triton" and x.device.type == "cpu":

@@ -57,6 +57,18 @@ def _installed(module: str) -> bool:
     return _INSTALLED[module]
 
 
+def prepare(family) -> None:
+    """Register a built-in family's generated kernels when its neuron is built, so the graph is
+    never hashed inside a ``torch.compile`` region (which would break the graph)."""
+    if isinstance(family, str) and family in _GENERATED_FAMILIES:
+        from spikelab.kernels import ops
+
+        ops._generated_keys()
+
+
+_GENERATED_FAMILIES = frozenset({"alif", "cuba"})
+
+
 def _fused(family: str, backend: str) -> Callable:
     from spikelab.kernels import ops
 

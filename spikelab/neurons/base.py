@@ -125,6 +125,7 @@ class BaseNeuron(nn.Module):
         self._state: Optional[tuple[torch.Tensor, ...]] = None
         self._active: Optional[torch.Tensor] = None
         self._membrane_trace: Optional[list[torch.Tensor]] = None  # set by spikelab.Monitor
+        backends.prepare(type(self).family)
 
     # ----- subclass hooks -------------------------------------------------------------------
     def _kernel_args(self, ndim: int) -> tuple[tuple, dict]:

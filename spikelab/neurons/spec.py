@@ -131,6 +131,8 @@ class Neuron(BaseNeuron):
                              "defines its own spike_argument")
         self._graph: Optional[StepGraph] = None
         self._family: Optional[SpecFamily] = None
+        if type(self)._class_graph is not None:
+            self.family  # register now: hashing the graph inside torch.compile would break the graph
 
     # ----- the spec as data --------------------------------------------------------------------
     def step_graph(self) -> StepGraph:
