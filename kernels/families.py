@@ -1,4 +1,4 @@
-"""The built-in neuron families whose fused kernels are generated, written as step graphs.
+"""The built-in neuron families, written as step graphs: their fused kernels are generated.
 
 Each graph is the family's step written once with the traced operations of
 :mod:`spikelab.kernels.expr`, in the same order as its reference in ``reference.py`` (so the
@@ -14,6 +14,25 @@ from spikelab.kernels.symbolic import StepGraph
 
 def _s(name: str) -> Expr:
     return Expr("sym", (), name)
+
+
+def lif() -> StepGraph:
+    """LIF / IF / PLIF: ``h = beta v + c x`` (``c = 1`` or ``1 - beta``); PLIF's ``beta`` is computed
+    from its learned parameter outside the kernel."""
+    v, x, thr = _s("s_v"), _s("x_"), _s("thr_")
+    beta, scale = _s("p_beta"), _s("p_input_scale")
+    return StepGraph(name="LIF", states=("v",), fires=0, params=("beta", "input_scale"),
+                     charged=(beta * v + scale * x,), theta=thr, argument=None, after=(None,))
+
+
+def probabilistic_lif() -> StepGraph:
+    """Escape-noise LIF: ``h = beta v + c x``, fires with probability ``sigmoid((h - threshold) / temperature)``."""
+    v, x, thr = _s("s_v"), _s("x_"), _s("thr_")
+    beta, scale, temp = _s("p_beta"), _s("p_input_scale"), _s("p_temperature")
+    h = beta * v + scale * x
+    p = Expr("sigmoid", ((h - thr) / temp,))
+    return StepGraph(name="ProbabilisticLIF", states=("v",), fires=0, params=("beta", "input_scale", "temperature"),
+                     charged=(h,), theta=thr, argument=p, after=(None,), escape=True)
 
 
 def adaptive_lif() -> StepGraph:
@@ -35,6 +54,6 @@ def current_lif() -> StepGraph:
                      charged=(beta * v + current, current), theta=thr, argument=None, after=(None, None))
 
 
-GENERATED = {"alif": adaptive_lif, "cuba": current_lif}
+GENERATED = {"lif": lif, "alif": adaptive_lif, "cuba": current_lif, "probabilistic": probabilistic_lif}
 
-__all__ = ["adaptive_lif", "current_lif", "GENERATED"]
+__all__ = ["lif", "probabilistic_lif", "adaptive_lif", "current_lif", "GENERATED"]

@@ -144,8 +144,9 @@ def backward_chunk(steps: int, num_states: int) -> int:
 # ----- the ops ------------------------------------------------------------------------------------
 
 @torch.library.custom_op("spikelab::spec_forward", mutates_args=(), device_types=("cpu", "cuda"))
-def spec_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], reset_code: int,
-                 reset_value: float, detach: bool, robust: bool, sg_code: int, sg_alpha: float) -> list[Tensor]:
+def spec_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], noise_key: Tensor,
+                 stochastic: bool, reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int,
+                 sg_alpha: float) -> list[Tensor]:
     out = _empty(x.shape, x.dtype, x.device)
     new = [torch.empty_like(s) for s in states]
     T, M = x.shape
@@ -156,14 +157,24 @@ def spec_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor]
     dialect = _dialect(x.device)
     mod = module(key, dialect)
     fn = getattr(mod, f"forward_{_variant(robust)}")
+    seed, first_step = _noise(key, noise_key)
     if dialect == "numba":
-        fn(*_numpy(x, *states, *params), reset_code, float(reset_value), *_numpy(out, *new))
+        fn(*_numpy(x, *states, *params), reset_code, float(reset_value), seed, first_step, bool(stochastic),
+           *_numpy(out, *new))
     else:
         from spikelab.kernels.triton.common import launch
 
-        launch(fn, M, x, *states, *params, out, *new, out, T, M, T * M, float(reset_value), RESET=reset_code,
-               HIST=False, F64=states[0].dtype == torch.float64)
+        launch(fn, M, x, *states, *params, out, *new, out, T, M, T * M, float(reset_value), seed, first_step * M,
+               RESET=reset_code, HIST=False, STOCHASTIC=bool(stochastic), F64=states[0].dtype == torch.float64)
     return [out, *new]
+
+
+def _noise(key: str, noise_key: Tensor) -> tuple[int, int]:
+    """``(seed, first_step)`` of an escape-noise family (read from the tensor: a host sync), else zeros."""
+    if not graph(key).escape:
+        return 0, 0
+    seed, first_step = (int(v) for v in noise_key.tolist())
+    return seed, first_step
 
 
 @spec_forward.register_fake
@@ -173,8 +184,8 @@ def _(key, x, states, params, *args):
 
 @torch.library.custom_op("spikelab::spec_backward", mutates_args=(), device_types=("cpu", "cuda"))
 def spec_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, states: list[Tensor],
-                  params: list[Tensor], reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int,
-                  sg_alpha: float, need_params: bool) -> list[Tensor]:
+                  params: list[Tensor], noise_key: Tensor, stochastic: bool, reset_code: int, reset_value: float,
+                  detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_params: bool) -> list[Tensor]:
     T, M = x.shape
     dx = _empty(x.shape, x.dtype, x.device)
     d_states = [torch.empty_like(s) for s in states]
@@ -187,23 +198,26 @@ def spec_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, st
     dialect = _dialect(x.device)
     mod = module(key, dialect)
     fn = getattr(mod, f"backward_{_variant(robust)}_{'full' if need_params else 'fast'}")
+    seed, first_step = _noise(key, noise_key)
     if dialect == "numba":
         chunk = backward_chunk(T, len(states))
-        fn(*_numpy(g_out, *g_states, x, *states, *params), reset_code, float(reset_value), bool(detach), sg_code,
-           float(sg_alpha), chunk, *_numpy(dx, *d_states, *d_params))
+        fn(*_numpy(g_out, *g_states, x, *states, *params), reset_code, float(reset_value), seed, first_step,
+           bool(stochastic), bool(detach), sg_code, float(sg_alpha), chunk, *_numpy(dx, *d_states, *d_params))
     else:
         from spikelab.kernels.triton.common import grad_strides, launch
 
         # the forward kernel replays the sequence and records the states before each step
         hist = torch.empty((len(states), T, M), dtype=states[0].dtype, device=x.device)
         scratch = [torch.empty_like(s) for s in states]
+        f64 = states[0].dtype == torch.float64
         launch(getattr(mod, f"forward_{_variant(robust)}"), M, x, *states, *params, x, *scratch, hist, T, M, T * M,
-               float(reset_value), RESET=reset_code, HIST=True, F64=states[0].dtype == torch.float64)
+               float(reset_value), seed, first_step * M, RESET=reset_code, HIST=True, STOCHASTIC=bool(stochastic),
+               F64=f64)
         gs_t, gs_m = grad_strides(g_out)
         launch(fn, M, g_out, (T - 1) * gs_t, gs_t, gs_m, *g_states, x, *params, hist, dx, *d_states,
                *d_params, T, M, T * M, (T - 1) * M, float(reset_value), float(reset_code == 0), float(reset_code == 1),
-               float(reset_value), 0.0 if detach else 1.0, float(sg_alpha), RESET=reset_code, SG_CODE=sg_code,
-               F64=states[0].dtype == torch.float64)
+               float(reset_value), 0.0 if detach else 1.0, float(sg_alpha), seed, first_step * M, RESET=reset_code,
+               SG_CODE=sg_code, STOCHASTIC=bool(stochastic), F64=f64)
     return [dx, *d_states, *d_params]
 
 
@@ -213,11 +227,12 @@ def _(key, g_out, g_states, x, states, params, *args):
 
 
 def _setup(ctx, inputs, output):
-    key, x, states, params, reset_code, reset_value, detach, robust, sg_code, sg_alpha = inputs
+    key, x, states, params, noise_key, stochastic, reset_code, reset_value, detach, robust, sg_code, sg_alpha = inputs
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(x, *states, *params)
+    ctx.save_for_backward(x, *states, *params, noise_key)
     ctx.counts = (len(states), len(params))
-    ctx.config = (key, reset_code, reset_value, detach, robust, sg_code, sg_alpha)
+    ctx.config = (stochastic, reset_code, reset_value, detach, robust, sg_code, sg_alpha)
+    ctx.key = key
     ctx.needs = (x.requires_grad, [s.requires_grad for s in states], [p.requires_grad for p in params])
 
 
@@ -225,15 +240,14 @@ def _autograd(ctx, grads):
     g_out, g_states = grads[0], grads[1:]
     ns, npar = ctx.counts
     saved = ctx.saved_tensors
-    x, states, params = saved[0], list(saved[1:1 + ns]), list(saved[1 + ns:])
-    key, reset_code, reset_value, detach, robust, sg_code, sg_alpha = ctx.config
+    x, states, params, noise_key = saved[0], list(saved[1:1 + ns]), list(saved[1 + ns:-1]), saved[-1]
     need_x, need_states, need_params = ctx.needs
     g_states = [torch.zeros_like(s) if g is None else g.contiguous() for g, s in zip(g_states, states)]
-    result = spec_backward(key, _as_rows(g_out, x), g_states, x, states, params, reset_code, reset_value, detach,
-                           robust, sg_code, sg_alpha, any(need_params))
+    result = spec_backward(ctx.key, _as_rows(g_out, x), g_states, x, states, params, noise_key, *ctx.config,
+                           any(need_params))
     dx, d_states, d_params = result[0], result[1:1 + ns], result[1 + ns:]
     return (None, dx if need_x else None, [d if n else None for d, n in zip(d_states, need_states)],
-            [d if n else None for d, n in zip(d_params, need_params)], None, None, None, None, None, None)
+            [d if n else None for d, n in zip(d_params, need_params)]) + (None,) * 8
 
 
 def _as_rows(g: Optional[Tensor], like: Tensor) -> Tensor:
@@ -252,13 +266,14 @@ spec_forward.register_autograd(_autograd, setup_context=_setup)
 
 # ----- the wrapper with the reference's signature ------------------------------------------------
 
-def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate, reset_mode: str = "subtract",
+def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, reset_mode: str = "subtract",
              reset_value: float = 0.0, detach_reset: bool = False, threshold_robust: bool = False,
-             trace: Optional[list] = None):
+             noise_key: Optional[Tensor] = None, trace: Optional[list] = None):
     """Run family ``key`` fused over ``x`` ``[T, ...]``: ``(out, new_states)`` like the reference.
 
     ``states_and_params`` are the initial states, then the parameters (the threshold last),
-    each broadcasting to ``x.shape[1:]``.
+    each broadcasting to ``x.shape[1:]``. Escape-noise families take ``noise_key`` (int64
+    ``(seed, first_step)``; ``None`` fires the probability itself, mean-field) instead of a surrogate.
     """
     if trace is not None:
         raise ValueError("membrane traces are recorded by the reference backend (backend='torch')")
@@ -273,9 +288,12 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate, reset_m
     xs = x.contiguous().view(steps, m)
     flat = [(t if torch.is_tensor(t) else torch.tensor(t)).to(device=x.device, dtype=dtype).expand(shape)
             .contiguous().view(m) for t in states_and_params]
-    outputs = torch.ops.spikelab.spec_forward(key, xs, flat[:ns], flat[ns:], RESET_CODES[reset_mode],
-                                              float(reset_value), bool(detach_reset), bool(threshold_robust),
-                                              surrogate.code, float(surrogate.alpha))
+    stochastic = noise_key is not None
+    key_tensor = noise_key if stochastic else torch.zeros(2, dtype=torch.int64)
+    sg_code, sg_alpha = (surrogate.code, float(surrogate.alpha)) if surrogate is not None else (0, 1.0)
+    outputs = torch.ops.spikelab.spec_forward(key, xs, flat[:ns], flat[ns:], key_tensor, stochastic,
+                                              RESET_CODES[reset_mode], float(reset_value), bool(detach_reset),
+                                              bool(threshold_robust), sg_code, sg_alpha)
     out = outputs[0].view(x.shape).to(given_dtype)
     return out, tuple(s.view(shape).to(given_dtype) for s in outputs[1:])
 

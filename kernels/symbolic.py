@@ -28,6 +28,10 @@ RUNTIME = ("SUB", "HARD", "VALUE", "KEEP", "G", "SG", "DZ")
 class StepGraph:
     """One neuron step: per-state charge, effective threshold, spike argument, after-spike updates.
 
+    With ``escape`` the argument is a firing probability ``p``: the spike is ``[u < p]`` for a
+    uniform ``u`` of the counter-based noise (or ``p`` itself, mean-field), and its gradient
+    passes straight through to ``p`` (the surrogate derivative is 1).
+
     Expressions are over the symbols ``s_<state>`` (previous states), ``x_``, ``p_<param>``,
     ``thr_`` (the threshold option) and, in ``after`` only, ``spike_``.
     """
@@ -40,10 +44,11 @@ class StepGraph:
     theta: Expr
     argument: Optional[Expr]
     after: tuple[Optional[Expr], ...]
+    escape: bool = False
 
     def key(self) -> str:
         """A short hash of the step's structure (names and expressions), naming its kernels."""
-        text = repr((self.states, self.fires, self.params, [canonical(e) for e in self.outputs()]))
+        text = repr((self.states, self.fires, self.params, self.escape, [canonical(e) for e in self.outputs()]))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def outputs(self) -> list[Optional[Expr]]:

@@ -66,7 +66,7 @@ def prepare(family) -> None:
         ops._generated_keys()
 
 
-_GENERATED_FAMILIES = frozenset({"alif", "cuba"})
+_GENERATED_FAMILIES = frozenset({"lif", "alif", "cuba", "probabilistic"})
 
 
 def _fused(family: str, backend: str) -> Callable:

@@ -1,4 +1,4 @@
-"""Pieces shared by the Numba kernels: chunking, typed constants, vectorisable surrogate loops.
+"""Pieces the generated Numba kernels share: chunking, typed constants, vectorisable surrogate loops.
 
 Inner loops run over one chunk of neurons at one time step with no branches that depend on
 the data, so LLVM vectorises them; options (reset mode, threshold-robust firing) enter as
@@ -67,21 +67,6 @@ def surrogate_row(code, alpha, z, out):
 
 
 @nb.njit(inline="always", cache=True)
-def fires(h, th, robust, one, zero):
-    """Does a neuron with charged potential ``h`` and threshold ``th`` fire (``h >= th``; for
-    threshold-robust firing the surrogate's argument ``h / th - 1 >= 0``)?"""
-    return (h / th - one >= zero) if robust else (h - th >= zero)
-
-
-@nb.njit(inline="always", cache=True)
-def spike_out(fired, th, robust, one, zero):
-    """The layer output of a step: 1 per spike, or ``th`` per spike with threshold-robust firing."""
-    if robust:
-        return th if fired else zero
-    return one if fired else zero
-
-
-@nb.njit(inline="always", cache=True)
 def reset_row(h, th, fired, reset_code, value):
     """Membrane after the reset (0 subtract ``th``, 1 hard to ``value``, 2 none), as a select."""
     if reset_code == 0:
@@ -101,31 +86,4 @@ def grad_row(g, t, lo, hi, buffer):
     return buffer
 
 
-@nb.njit(inline="always", cache=True)
-def fire_grad(g, dv, h, th, s, sg, value, sub, hard, keep, extra_ds, robust, one):
-    """``(dL/dh, dL/dth)`` of one step.
-
-    ``g``: gradient of the output; ``dv``: carried gradient of the membrane after the reset;
-    ``sg``: surrogate derivative at the firing argument; ``sub``/``hard``: 1.0 for the reset in
-    use (subtract ``v = h - th S`` or hard ``v = h (1 - S) + value S``), else 0.0; ``keep``: 0.0
-    for a detached reset; ``extra_ds``: other gradients reaching the spike (adaptation).
-    """
-    dv_ds = keep * (sub * -th + hard * (value - h))
-    if robust:  # z = h / th - 1, out = th * S
-        dz = (g * th + dv * dv_ds + extra_ds) * sg
-        dh = dz / th + dv * (one - hard * s)
-        dth = dz * (-h / (th * th)) - dv * sub * s + g * s
-    else:  # z = h - th, out = S
-        dz = (g + dv * dv_ds + extra_ds) * sg
-        dh = dz + dv * (one - hard * s)
-        dth = -dz - dv * sub * s
-    return dh, dth
-
-
-def launch_args(*tensors):
-    """NumPy views of contiguous CPU tensors (no copies)."""
-    return tuple(t.detach().numpy() for t in tensors)
-
-
-__all__ = ["CHUNK", "typed", "surrogate_row", "fires", "spike_out", "reset_row", "grad_row", "fire_grad",
-           "launch_args"]
+__all__ = ["CHUNK", "typed", "surrogate_row", "reset_row", "grad_row"]

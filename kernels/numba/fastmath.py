@@ -47,7 +47,7 @@ def _exp32(x):
     return x if x != x else out  # NaN stays NaN
 
 
-@overload(exp, inline="always")
+@overload(exp)
 def _exp_overload(x):
     if x == types.float32:
         return _exp32

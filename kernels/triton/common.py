@@ -1,4 +1,4 @@
-"""Pieces shared by the Triton kernels: surrogate derivatives, exact division, launching."""
+"""Pieces the generated Triton kernels share: surrogate derivatives, resets, noise, launching."""
 
 from __future__ import annotations
 
@@ -30,16 +30,6 @@ def launch(kernel, m: int, *args, **constexprs):
     grid = (triton.cdiv(m, block),)
     options = {} if interpreting() else {"num_warps": 2, "enable_fp_fusion": False}
     kernel[grid](*args, BLOCK=block, **constexprs, **options)
-
-
-def float_args(*values: float):
-    return tuple(float(v) for v in values)
-
-
-@triton.jit
-def div(a, b):
-    """Correctly rounded division (the default on GPU is approximate)."""
-    return tl.math.div_rn(a, b)
 
 
 @triton.jit
@@ -76,66 +66,23 @@ def reset_after(h, th, fired, value, RESET: tl.constexpr):
         return h
 
 
-@triton.jit
-def fires(h, th, ROBUST: tl.constexpr):
-    """Does the neuron fire: the surrogate's argument is >= 0."""
-    return surrogate_arg(h, th, ROBUST) >= 0.0
-
-
-@triton.jit
-def spike_out(fired, th, ROBUST: tl.constexpr):
-    """The layer output of a step: 1 per spike, or ``th`` per spike with threshold-robust firing."""
-    if ROBUST:
-        return tl.where(fired, th, 0.0)
-    else:
-        return tl.where(fired, 1.0, 0.0)
-
-
 def grad_strides(g: torch.Tensor) -> tuple[int, int]:
     """Strides of a ``[T or 1, M or 1]`` gradient, 0 along a broadcast (size-1) dimension."""
     return (g.stride(0) if g.shape[0] > 1 else 0, g.stride(1) if g.shape[1] > 1 else 0)
 
 
 @triton.jit
-def surrogate_arg(h, th, ROBUST: tl.constexpr):
-    """What the surrogate sees: ``h - th``, or ``h / th - 1`` for threshold-robust firing."""
-    if ROBUST:
-        return div(h, th) - 1.0
-    else:
-        return h - th
+def _mix32(x):
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
 
 
 @triton.jit
-def reset_partials(h, th, s, reset_value, RESET: tl.constexpr, DETACH: tl.constexpr):
-    """``(dv/dS, dv/dh, dv/dth)`` of the reset ``v(h, S, th)``; ``dv/dS`` is 0 with a detached reset."""
-    zero = 0.0 * s
-    if RESET == 0:
-        dv_ds = -th + zero
-        dv_dh = 1.0 + zero
-        dv_dth = -s
-    elif RESET == 1:
-        dv_ds = reset_value - h
-        dv_dh = 1.0 - s
-        dv_dth = zero
-    else:
-        dv_ds = zero
-        dv_dh = 1.0 + zero
-        dv_dth = zero
-    if DETACH:
-        dv_ds = zero
-    return dv_ds, dv_dh, dv_dth
-
-
-@triton.jit
-def fire_backward(g, dv, h, th, s, sg, dv_ds, dv_dh, dv_dth, extra_ds, ROBUST: tl.constexpr):
-    """``(dL/dh, dL/dth)`` of one step from the output gradient ``g``, the carried membrane
-    gradient ``dv`` and ``extra_ds`` (other paths through the spike, e.g. adaptation)."""
-    if ROBUST:
-        dz = (g * th + dv * dv_ds + extra_ds) * sg
-        dh = div(dz, th) + dv * dv_dh
-        dth = dz * (-div(h, th * th)) + dv * dv_dth + g * s
-    else:
-        dz = (g + dv * dv_ds + extra_ds) * sg
-        dh = dz + dv * dv_dh
-        dth = -dz + dv * dv_dth
-    return dh, dth
+def uniform(seed, counter):
+    """``counter`` int64; the same number in [0, 1) as ``reference.counter_uniform``."""
+    key = _mix32((counter >> 32) ^ seed)
+    bits = _mix32((counter & 0xFFFFFFFF) ^ key)
+    return (bits >> 8).to(tl.float32) * 5.960464477539063e-08
