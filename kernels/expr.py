@@ -130,39 +130,22 @@ def _tensor(*args: Any) -> bool:
     return any(isinstance(a, torch.Tensor) for a in args)
 
 
-def exp(x):
-    """``e ** x``."""
-    if _traced(x):
-        return _node("exp", x)
-    return torch.exp(x) if _tensor(x) else math.exp(x)
+def _unary(op: str, on_tensor, on_number, doc: str):
+    """An elementwise function of one value: recorded when traced, else torch's or math's."""
+    def fn(x):
+        if _traced(x):
+            return _node(op, x)
+        return on_tensor(x) if _tensor(x) else on_number(x)
+    fn.__name__ = fn.__qualname__ = op
+    fn.__doc__ = doc
+    return fn
 
 
-def log(x):
-    """Natural logarithm."""
-    if _traced(x):
-        return _node("log", x)
-    return torch.log(x) if _tensor(x) else math.log(x)
-
-
-def tanh(x):
-    """Hyperbolic tangent."""
-    if _traced(x):
-        return _node("tanh", x)
-    return torch.tanh(x) if _tensor(x) else math.tanh(x)
-
-
-def sigmoid(x):
-    """``1 / (1 + exp(-x))``."""
-    if _traced(x):
-        return _node("sigmoid", x)
-    return torch.sigmoid(x) if _tensor(x) else 1.0 / (1.0 + math.exp(-x))
-
-
-def sqrt(x):
-    """Square root."""
-    if _traced(x):
-        return _node("sqrt", x)
-    return torch.sqrt(x) if _tensor(x) else math.sqrt(x)
+exp = _unary("exp", torch.exp, math.exp, "``e ** x``.")
+log = _unary("log", torch.log, math.log, "Natural logarithm.")
+tanh = _unary("tanh", torch.tanh, math.tanh, "Hyperbolic tangent.")
+sigmoid = _unary("sigmoid", torch.sigmoid, lambda v: 1.0 / (1.0 + math.exp(-v)), "``1 / (1 + exp(-x))``.")
+sqrt = _unary("sqrt", torch.sqrt, math.sqrt, "Square root.")
 
 
 def minimum(a, b):

@@ -137,7 +137,7 @@ def _numpy(*tensors: Tensor):
 def backward_chunk(steps: int, num_states: int) -> int:
     """Neurons per Numba backward task: the replayed states, spike arguments and input of a chunk
     stay in L2."""
-    budget = 512 * 1024 // (4 * max(1, steps) * (num_states + 2))
+    budget = 1024 * 1024 // (4 * max(1, steps) * (num_states + 2))
     return int(min(1024, max(64, 1 << max(0, budget.bit_length() - 1))))
 
 
@@ -171,7 +171,7 @@ def spec_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor]
 
 def _noise(key: str, noise_key: Tensor) -> tuple[int, int]:
     """``(seed, first_step)`` of an escape-noise family (read from the tensor: a host sync), else zeros."""
-    if not graph(key).escape:
+    if not graph(key).escape or noise_key.numel() == 0:
         return 0, 0
     seed, first_step = (int(v) for v in noise_key.tolist())
     return seed, first_step
@@ -289,7 +289,7 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
     flat = [(t if torch.is_tensor(t) else torch.tensor(t)).to(device=x.device, dtype=dtype).expand(shape)
             .contiguous().view(m) for t in states_and_params]
     stochastic = noise_key is not None
-    key_tensor = noise_key if stochastic else torch.zeros(2, dtype=torch.int64)
+    key_tensor = noise_key if stochastic else torch.empty(0, dtype=torch.int64)
     sg_code, sg_alpha = (surrogate.code, float(surrogate.alpha)) if surrogate is not None else (0, 1.0)
     outputs = torch.ops.spikelab.spec_forward(key, xs, flat[:ns], flat[ns:], key_tensor, stochastic,
                                               RESET_CODES[reset_mode], float(reset_value), bool(detach_reset),
