@@ -10,8 +10,8 @@ Prints medians (ms), ratios (peer time / spikelab time), the bytes each library 
 backward (counted with ``torch.autograd.graph.saved_tensors_hooks``), the peak memory one
 training step adds (CUDA: allocator peak; CPU: resident-set peak in a fresh process), this machine's memory
 copy bandwidth, and how far spikelab's training step is from the memory-traffic floor:
-forward reads x and writes spikes and h, backward reads dL/dspikes and h and writes dL/dx,
-so at least 6 floats move per neuron-step.
+forward reads x and writes spikes, backward reads x (its replay recovers the membrane) and
+dL/dspikes and writes dL/dx, so at least 5 floats move per neuron-step.
 
     python benchmarks/neuron_speed.py                 # T=100,B=16,N=4096 and T=500,B=16,N=16384
     python benchmarks/neuron_speed.py --sizes 100,16,4096 --repeats 7
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
         T, B, N = (int(v) for v in size.split(","))
         results = bench_size(T, B, N, args.repeats, args.device, set(args.skip))
         ours = results["spikelab"]
-        floor_ms = 6 * 4 * T * B * N / (bandwidth * 1e9) * 1e3
+        floor_ms = 5 * 4 * T * B * N / (bandwidth * 1e9) * 1e3
         print(f"\nT={T} B={B} N={N}  (traffic floor for train: {floor_ms:.1f} ms)")
         print(f"{'library':26s} {'train ms':>10s} {'ratio':>7s} {'infer ms':>10s} {'ratio':>7s} {'saved MB':>9s} "
               f"{'peak MB':>9s}")
