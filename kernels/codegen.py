@@ -254,14 +254,17 @@ def sympy_lines(exprs: dict[str, sympy.Expr], d: Dialect, prefix: str) -> list[s
     return lines
 
 
-def backward_lines(g: StepGraph, d: Dialect, robust: bool, with_params: bool) -> list[str]:
+def backward_lines(g: StepGraph, d: Dialect, robust: bool, with_params: bool) -> tuple[list[str], set[str]]:
     """Lines defining ``DS_`` (from the spike ``spike_``, ``G``, ``A_<state>``), ``DZ = DS_ * SG`` and
-    ``g_<input>`` for every input (previous states, ``x_``, and with ``with_params`` parameters, ``thr_``)."""
+    ``g_<input>`` for every input (previous states, ``x_``, and with ``with_params`` parameters, ``thr_``);
+    and the names of the symbols they read."""
     bw = backward(g, robust)
+    grads = {f"g_{q}": bw.grads[q] for q in inputs_of(g, with_params)}
     lines = sympy_lines({"DS_": bw.d_spike}, d, "q")
     lines.append("DZ = DS_ * SG")
-    lines += sympy_lines({f"g_{q}": bw.grads[q] for q in inputs_of(g, with_params)}, d, "r")
-    return lines
+    lines += sympy_lines(grads, d, "r")
+    reads = {str(sym) for e in [bw.d_spike, *grads.values()] for sym in e.free_symbols}
+    return lines, reads
 
 
 # ----- whole modules --------------------------------------------------------------------------------
@@ -365,13 +368,18 @@ def _numba_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     one, zero = d.const(1.0), d.const(0.0)
     fwd, names = forward_lines(g, d, robust)
     aft = after_lines(g, d, names)
-    bwd = backward_lines(g, d, robust, with_params)
+    bwd, reads = backward_lines(g, d, robust, with_params)
     f = g.states[g.fires]
-    replay = [f"H_{s}[t, k] = ST_{s}[k]" for s in g.states]
-    replay += _numba_loads(g, "ST_") + fwd + ["Z[t, k] = z_"] + _numba_spike(g, d, "base + k") + aft
+    # the replay records only what the reverse pass reads: the previous states and charged values
+    # its gradient expressions use, and every spike argument
+    prev = [s for s in g.states if f"s_{s}" in reads]
+    kept = [s for s in g.states if f"c_{s}" in reads]
+    replay = [f"H_{s}[t, k] = ST_{s}[k]" for s in prev]
+    replay += _numba_loads(g, "ST_") + fwd + ["Z[t, k] = z_"] + [f"C_{s}[t, k] = c_{s}" for s in kept]
+    replay += _numba_spike(g, d, "base + k") + aft
     replay += [_numba_reset(g, d)]
     replay += [f"ST_{s}[k] = n_{s}" for j, s in enumerate(g.states) if j != g.fires]
-    loads = [f"s_{s} = H_{s}[t, k]" for s in g.states]
+    loads = [f"s_{s} = H_{s}[t, k]" for s in prev] + [f"c_{s} = C_{s}[t, k]" for s in kept]
     loads += [f"p_{p} = P_{p}[k]" for p in g.params] + ["thr_ = P_thr[k]", "x_ = xt[k]"]
     if g.escape:
         grad_pass = loads + ["z_ = zt[k]"] + _numba_spike(g, d, "base + k") + ["G = gt[k]", f"SG = {one}"]
@@ -386,7 +394,8 @@ def _numba_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
              "chunk", "dx"]
     args += _state_args(g, "ds_") + _param_args(g, "dp_")
     setup = [f"ST_{s} = s0_{s}[lo:hi].copy()" for s in g.states]
-    setup += [f"H_{s} = np.empty((T, n), x.dtype)" for s in g.states] + ["Z = np.empty((T, n), x.dtype)"]
+    setup += [f"H_{s} = np.empty((T, n), x.dtype)" for s in prev] + ["Z = np.empty((T, n), x.dtype)"]
+    setup += [f"C_{s} = np.empty((T, n), x.dtype)" for s in kept]
     setup += [f"P_{p} = a_{p}[lo:hi]" for p in g.params] + ["P_thr = a_thr[lo:hi]"]
     accs = [f"ACC_{p} = np.zeros(n, x.dtype)" for p in g.params] + ["ACC_thr = np.zeros(n, x.dtype)"]
     after_replay = [f"ADJ_{s} = gs_{s}[lo:hi].copy()" for s in g.states] + (accs if with_params else [])
@@ -537,7 +546,7 @@ def _triton_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     d = TritonDialect()
     fwd, names = forward_lines(g, d, robust)
     aft = after_lines(g, d, names)
-    bwd = backward_lines(g, d, robust, with_params)
+    bwd, _ = backward_lines(g, d, robust, with_params)
     f = g.states[g.fires]
     ns = len(g.states)
     x_load = "x_ = tl.load(x + row, mask=mask, other=0.0).to(s_%s.dtype)" % f

@@ -135,9 +135,9 @@ def _numpy(*tensors: Tensor):
 
 
 def backward_chunk(steps: int, num_states: int) -> int:
-    """Neurons per Numba backward task: the replayed states, spike arguments and input of a chunk
-    stay in L2."""
-    budget = 1024 * 1024 // (4 * max(1, steps) * (num_states + 2))
+    """Neurons per Numba backward task: the replayed states, charged values and spike arguments of
+    a chunk stay in L2."""
+    budget = 1024 * 1024 // (4 * max(1, steps) * (2 * num_states + 2))
     return int(min(1024, max(64, 1 << max(0, budget.bit_length() - 1))))
 
 

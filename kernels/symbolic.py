@@ -142,10 +142,14 @@ class Backward:
     d_spike: sympy.Expr
     grads: dict[str, sympy.Expr]
 
+    def reads(self, name: str) -> bool:
+        """Does any expression read the symbol ``name``?"""
+        return any(sympy.Symbol(name, real=True) in e.free_symbols for e in [self.d_spike, *self.grads.values()])
+
 
 def symbols_of(graph: StepGraph) -> dict[str, sympy.Symbol]:
     names = [f"s_{s}" for s in graph.states] + ["x_"] + [f"p_{p}" for p in graph.params]
-    names += ["thr_", "spike_"] + list(RUNTIME) + [f"A_{s}" for s in graph.states]
+    names += ["thr_", "spike_"] + list(RUNTIME) + [f"A_{s}" for s in graph.states] + [f"c_{s}" for s in graph.states]
     return {n: sympy.Symbol(n, real=True) for n in names}
 
 
@@ -186,6 +190,12 @@ def backward(graph: StepGraph, robust: bool) -> Backward:
     grads = {}
     for q in inputs_of(graph, True):
         grads[q] = sympy.diff(loss, sym[q]) + sym["DZ"] * sympy.diff(z, sym[q])
+    # the charged values are recorded by the replay: name them, so the reverse pass reads them
+    # from the block's buffer instead of recomputing them from x (x then stays unread)
+    charged = {c[j]: sym[f"c_{s}"] for j, s in enumerate(graph.states) if not c[j].is_Symbol}
+    if charged:
+        d_spike = d_spike.subs(charged)
+        grads = {q: g.subs(charged) for q, g in grads.items()}
     for q, g in grads.items():
         _check_printable(graph, g, q)
     return Backward(d_spike=d_spike, grads=grads)
