@@ -373,13 +373,14 @@ def _numba_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     # the replay records only what the reverse pass reads: the previous states and charged values
     # its gradient expressions use, and every spike argument
     prev = [s for s in g.states if f"s_{s}" in reads]
-    kept = [s for s in g.states if f"c_{s}" in reads]
+    kept = [s for s in g.states if f"c_{s}" in reads] + sorted(r for r in reads if r[0] == "f" and r[1:].isdigit())
+    kept_names = [k if k[0] == "f" and k[1:].isdigit() else f"c_{k}" for k in kept]
     replay = [f"H_{s}[t, k] = ST_{s}[k]" for s in prev]
-    replay += _numba_loads(g, "ST_") + fwd + ["Z[t, k] = z_"] + [f"C_{s}[t, k] = c_{s}" for s in kept]
+    replay += _numba_loads(g, "ST_") + fwd + ["Z[t, k] = z_"] + [f"C_{s}[t, k] = {n}" for s, n in zip(kept, kept_names)]
     replay += _numba_spike(g, d, "base + k") + aft
     replay += [_numba_reset(g, d)]
     replay += [f"ST_{s}[k] = n_{s}" for j, s in enumerate(g.states) if j != g.fires]
-    loads = [f"s_{s} = H_{s}[t, k]" for s in prev] + [f"c_{s} = C_{s}[t, k]" for s in kept]
+    loads = [f"s_{s} = H_{s}[t, k]" for s in prev] + [f"{n} = C_{s}[t, k]" for s, n in zip(kept, kept_names)]
     loads += [f"p_{p} = P_{p}[k]" for p in g.params] + ["thr_ = P_thr[k]", "x_ = xt[k]"]
     if g.escape:
         grad_pass = loads + ["z_ = zt[k]"] + _numba_spike(g, d, "base + k") + ["G = gt[k]", f"SG = {one}"]

@@ -22,6 +22,7 @@ import sympy
 from spikelab.kernels.expr import OPS, Expr, TraceError
 
 RUNTIME = ("SUB", "HARD", "VALUE", "KEEP", "G", "SG", "DZ")
+TRANSCENDENTAL = ("exp", "log", "tanh", "sigmoid", "sqrt")
 
 
 @dataclass(frozen=True)
@@ -190,12 +191,17 @@ def backward(graph: StepGraph, robust: bool) -> Backward:
     grads = {}
     for q in inputs_of(graph, True):
         grads[q] = sympy.diff(loss, sym[q]) + sym["DZ"] * sympy.diff(z, sym[q])
-    # the charged values are recorded by the replay: name them, so the reverse pass reads them
-    # from the block's buffer instead of recomputing them from x (x then stays unread)
-    charged = {c[j]: sym[f"c_{s}"] for j, s in enumerate(graph.states) if not c[j].is_Symbol}
-    if charged:
-        d_spike = d_spike.subs(charged)
-        grads = {q: g.subs(charged) for q, g in grads.items()}
+    # values the replay can record are named, so the reverse pass reads them from the block's
+    # buffer instead of recomputing them: the charged values (x then stays unread) and every
+    # transcendental function of the forward (f<i>, as the forward's lines name them)
+    named = {c[j]: sym[f"c_{s}"] for j, s in enumerate(graph.states) if not c[j].is_Symbol}
+    roots = [*graph.charged, graph.theta] + ([graph.argument] if graph.argument is not None and not robust else [])
+    for i, node in enumerate(topological(roots, set())):
+        if node.op in TRANSCENDENTAL:
+            named[to_sympy(node, sym, memo)] = sympy.Symbol(f"f{i}", real=True)
+    if named:
+        d_spike = d_spike.subs(named)
+        grads = {q: g.subs(named) for q, g in grads.items()}
     for q, g in grads.items():
         _check_printable(graph, g, q)
     return Backward(d_spike=d_spike, grads=grads)
