@@ -130,7 +130,7 @@ class Neuron(BaseNeuron):
             raise ValueError(f"{type(self).__name__}: threshold_robust replaces the spike argument, and this neuron "
                              "defines its own spike_argument")
         self._graph: Optional[StepGraph] = None
-        self._family: Optional[SpecFamily] = None
+        self._kernel_key: Optional[str] = None
         if type(self)._class_graph is not None:
             self.family  # register now: hashing the graph inside torch.compile would break the graph
 
@@ -143,12 +143,13 @@ class Neuron(BaseNeuron):
 
     @property
     def family(self) -> SpecFamily:  # type: ignore[override]
-        if self._family is None:
+        """The kernel key (registered once) and this module's reference (a fresh pair: a copy of
+        the module never calls the original's methods)."""
+        if self._kernel_key is None:
             from spikelab.kernels import generated
 
-            key = generated.register(self.step_graph())
-            self._family = SpecFamily(key, self._reference)
-        return self._family
+            self._kernel_key = generated.register(self.step_graph())
+        return SpecFamily(self._kernel_key, self._reference)
 
     def _kernel_args(self, ndim: int):
         params = tuple(self._view(getattr(self, p), ndim) for p in self.spec_parameters)
