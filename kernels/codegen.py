@@ -15,6 +15,8 @@ parameter gradients / ``*_full``): Numba and Triton compile only those that run.
 
 from __future__ import annotations
 
+import re
+
 import sympy
 
 from spikelab.kernels.expr import Expr, TraceError
@@ -101,6 +103,12 @@ class TritonDialect(Dialect):
 
     def const(self, v: float) -> str:
         return repr(float(v))
+
+    def pow_const(self, a: str, k: float) -> str:
+        if float(k).is_integer() and 0 < abs(k) <= 16:  # exact for negative bases, as torch's pow
+            product = "(" + " * ".join([a] * int(abs(k))) + ")"
+            return product if k > 0 else self.div(self.const(1.0), product)
+        return super().pow_const(a, k)
 
     def call(self, fn: str, *a: str) -> str:
         if fn == "powc":
@@ -373,14 +381,16 @@ def _numba_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     # the replay records only what the reverse pass reads: the previous states and charged values
     # its gradient expressions use, and every spike argument
     prev = [s for s in g.states if f"s_{s}" in reads]
-    kept = [s for s in g.states if f"c_{s}" in reads] + sorted(r for r in reads if r[0] == "f" and r[1:].isdigit())
-    kept_names = [k if k[0] == "f" and k[1:].isdigit() else f"c_{k}" for k in kept]
+    kept = [s for s in g.states if f"c_{s}" in reads]
+    nodes = sorted(r for r in reads if re.fullmatch(r"f\d+", r))  # recorded transcendental values
+    record = [f"C_{s}[t, k] = c_{s}" for s in kept] + [f"R_{r}[t, k] = {r}" for r in nodes]
     replay = [f"H_{s}[t, k] = ST_{s}[k]" for s in prev]
-    replay += _numba_loads(g, "ST_") + fwd + ["Z[t, k] = z_"] + [f"C_{s}[t, k] = {n}" for s, n in zip(kept, kept_names)]
+    replay += _numba_loads(g, "ST_") + fwd + ["Z[t, k] = z_"] + record
     replay += _numba_spike(g, d, "base + k") + aft
     replay += [_numba_reset(g, d)]
     replay += [f"ST_{s}[k] = n_{s}" for j, s in enumerate(g.states) if j != g.fires]
-    loads = [f"s_{s} = H_{s}[t, k]" for s in prev] + [f"{n} = C_{s}[t, k]" for s, n in zip(kept, kept_names)]
+    loads = [f"s_{s} = H_{s}[t, k]" for s in prev] + [f"c_{s} = C_{s}[t, k]" for s in kept]
+    loads += [f"{r} = R_{r}[t, k]" for r in nodes]
     loads += [f"p_{p} = P_{p}[k]" for p in g.params] + ["thr_ = P_thr[k]", "x_ = xt[k]"]
     if g.escape:
         grad_pass = loads + ["z_ = zt[k]"] + _numba_spike(g, d, "base + k") + ["G = gt[k]", f"SG = {one}"]
@@ -396,7 +406,7 @@ def _numba_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     args += _state_args(g, "ds_") + _param_args(g, "dp_")
     setup = [f"ST_{s} = s0_{s}[lo:hi].copy()" for s in g.states]
     setup += [f"H_{s} = np.empty((T, n), x.dtype)" for s in prev] + ["Z = np.empty((T, n), x.dtype)"]
-    setup += [f"C_{s} = np.empty((T, n), x.dtype)" for s in kept]
+    setup += [f"C_{s} = np.empty((T, n), x.dtype)" for s in kept] + [f"R_{r} = np.empty((T, n), x.dtype)" for r in nodes]
     setup += [f"P_{p} = a_{p}[lo:hi]" for p in g.params] + ["P_thr = a_thr[lo:hi]"]
     accs = [f"ACC_{p} = np.zeros(n, x.dtype)" for p in g.params] + ["ACC_thr = np.zeros(n, x.dtype)"]
     after_replay = [f"ADJ_{s} = gs_{s}[lo:hi].copy()" for s in g.states] + (accs if with_params else [])
@@ -517,7 +527,7 @@ def _triton_forward(g: StepGraph, robust: bool) -> str:
     aft = after_lines(g, d, names)
     f = g.states[g.fires]
     out = "tl.where(fired, theta_, 0.0)" if robust else "spike_"
-    body = ["if HIST:"] + [f"    tl.store(hist + {j} * TM + row, s_{s}, mask=mask)" for j, s in enumerate(g.states)]
+    body = ["if HIST:"] + [f"    tl.store(hist + tl.cast(TM, tl.int64) * {j} + row, s_{s}, mask=mask)" for j, s in enumerate(g.states)]
     body += ["x_ = tl.load(x + row, mask=mask, other=0.0).to(s_%s.dtype)" % f] + fwd
     body += _triton_spike(g) + ["if not HIST:",
                                 f"    tl.store(out + row, ({out}).to(out.dtype.element_ty), mask=mask)"] + aft
@@ -551,7 +561,7 @@ def _triton_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     f = g.states[g.fires]
     ns = len(g.states)
     x_load = "x_ = tl.load(x + row, mask=mask, other=0.0).to(s_%s.dtype)" % f
-    rev = [f"s_{s} = tl.load(hist + {j} * TM + row, mask=mask, other=0.0)" for j, s in enumerate(g.states)]
+    rev = [f"s_{s} = tl.load(hist + tl.cast(TM, tl.int64) * {j} + row, mask=mask, other=0.0)" for j, s in enumerate(g.states)]
     rev += [x_load] + fwd
     if g.escape:
         rev += _triton_spike(g) + ["SG = 1.0"]
@@ -563,7 +573,7 @@ def _triton_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     if with_params:
         rev += [f"ACC_{p} += tl.where(mask, g_p_{p}, 0.0)" for p in g.params] + \
                ["ACC_thr += tl.where(mask, g_thr_, 0.0)"]
-    rev += ["row -= M", "g_off -= gs_t", "counter -= M"]
+    rev += ["row -= M", "g_off -= gstride_t", "counter -= M"]
     setup = _triton_param_loads(g)
     adj = [f"A_{s} = tl.load(gs_{s} + offs, mask=mask, other=0.0)" for s in g.states]
     zero = f"tl.full(A_{f}.shape, 0.0, A_{f}.dtype)"  # tl.zeros_like here broke sm_90 compilation
@@ -572,7 +582,7 @@ def _triton_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     if with_params:
         finish += [f"tl.store(dp_{p} + offs, ACC_{p}, mask=mask)" for p in g.params]
         finish += ["tl.store(dp_thr + offs, ACC_thr, mask=mask)"]
-    args = ["g_out", "g_last", "gs_t", "gs_m"] + _state_args(g, "gs_") + ["x"]
+    args = ["g_out", "g_last", "gstride_t", "gstride_m"] + _state_args(g, "gs_") + ["x"]
     args += _param_args(g, "a_") + ["hist", "dx"] + _state_args(g, "ds_") + _param_args(g, "dp_")
     args += ["T", "M", "TM", "last_row", "reset_value", "SUB", "HARD", "VALUE", "KEEP", "sg_alpha", "seed",
              "first_row", "RESET: tl.constexpr", "SG_CODE: tl.constexpr", "STOCHASTIC: tl.constexpr",
@@ -585,7 +595,7 @@ def {name}({', '.join(args)}):
     mask = offs < M
 {_indent(setup + adj + accs, 4)}
     row = offs.to(tl.int64) + last_row
-    g_off = offs.to(tl.int64) * gs_m + g_last
+    g_off = offs.to(tl.int64) * gstride_m + g_last
     counter = offs.to(tl.int64) + first_row + last_row
     for i in range(T):
 {_indent(rev, 8)}

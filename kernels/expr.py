@@ -119,7 +119,12 @@ def _const(v: Any) -> Expr:
 
 
 def _node(op: str, *args: Any) -> Expr:
-    return Expr(op, tuple(_const(a) for a in args))
+    args = tuple(_const(a) for a in args)
+    values = args[1:] if op == "where" else args
+    if any(a.op in COMPARISONS for a in values):
+        raise TraceError("a comparison (<, <=, >, >=) is not a number here; use it as the condition of "
+                         "where(condition, a, b)")
+    return Expr(op, args)
 
 
 def _traced(*args: Any) -> bool:

@@ -75,9 +75,9 @@ def cpu_kernels(name: str) -> Iterator[None]:
 
 def _write_once(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically unless it is already there (safe across processes)."""
+    _private_dir(path.parent)
     if path.exists() and path.read_text() == text:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
@@ -89,9 +89,27 @@ def _write_once(path: Path, text: str) -> None:
         raise
 
 
+def _helpers_digest(dialect: str) -> str:
+    """A hash of the helper modules a generated source inlines (Numba's cache does not see them)."""
+    names = ("common.py", "fastmath.py", "noise.py") if dialect == "numba" else ("common.py",)
+    folder = Path(__file__).resolve().parent / dialect
+    text = "".join((folder / n).read_text() for n in names) + (Path(__file__).parent / "codegen.py").read_text()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def source(key: str, dialect: str) -> str:
     g = graph(key)
-    return numba_source(g) if dialect == "numba" else triton_source(g)
+    text = numba_source(g) if dialect == "numba" else triton_source(g)
+    return f"# helpers {_helpers_digest(dialect)}\n{text}"
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (mode 0700) and refuse one that another user owns or can write."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
+        raise RuntimeError(f"spikelab kernel cache {path}: owned by another user or writable by others; "
+                           "set SPIKELAB_CACHE_DIR to a private folder")
 
 
 def module(key: str, dialect: str) -> ModuleType:
@@ -107,7 +125,7 @@ def module(key: str, dialect: str) -> ModuleType:
         spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[name] = mod
-        spec.loader.exec_module(mod)
+        exec(compile(text, str(path), "exec"), mod.__dict__)  # the text generated here, not re-read
         _MODULES[(key, dialect)] = mod
         return mod
 
@@ -214,8 +232,8 @@ def spec_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, st
         launch(getattr(mod, f"forward_{_variant(robust)}"), M, x, *states, *params, x, *scratch, hist, T, M, T * M,
                float(reset_value), seed, first_step * M, RESET=reset_code, HIST=True, STOCHASTIC=bool(stochastic),
                F64=f64)
-        gs_t, gs_m = grad_strides(g_out)
-        launch(fn, M, g_out, (T - 1) * gs_t, gs_t, gs_m, *g_states, x, *params, hist, dx, *d_states,
+        stride_t, stride_m = grad_strides(g_out)
+        launch(fn, M, g_out, (T - 1) * stride_t, stride_t, stride_m, *g_states, x, *params, hist, dx, *d_states,
                *d_params, T, M, T * M, (T - 1) * M, float(reset_value), float(reset_code == 0), float(reset_code == 1),
                float(reset_value), 0.0 if detach else 1.0, float(sg_alpha), seed, first_step * M, RESET=reset_code,
                SG_CODE=sg_code, STOCHASTIC=bool(stochastic), F64=f64)
@@ -234,6 +252,7 @@ def _setup(ctx, inputs, output):
     ctx.counts = (len(states), len(params))
     ctx.config = (stochastic, reset_code, reset_value, detach, robust, sg_code, sg_alpha)
     ctx.key = key
+    ctx.cpu_kernels = _CPU_KERNELS["name"]  # the backward runs on the kernels the forward ran on
     ctx.needs = (x.requires_grad, [s.requires_grad for s in states], [p.requires_grad for p in params])
 
 
@@ -244,8 +263,9 @@ def _autograd(ctx, grads):
     x, states, params, noise_key = saved[0], list(saved[1:1 + ns]), list(saved[1 + ns:-1]), saved[-1]
     need_x, need_states, need_params = ctx.needs
     g_states = [torch.zeros_like(s) if g is None else g.contiguous() for g, s in zip(g_states, states)]
-    result = spec_backward(ctx.key, _as_rows(g_out, x), g_states, x, states, params, noise_key, *ctx.config,
-                           any(need_params))
+    with cpu_kernels(ctx.cpu_kernels):
+        result = spec_backward(ctx.key, _as_rows(g_out, x), g_states, x, states, params, noise_key, *ctx.config,
+                               any(need_params))
     dx, d_states, d_params = result[0], result[1:1 + ns], result[1 + ns:]
     return (None, dx if need_x else None, [d if n else None for d, n in zip(d_states, need_states)],
             [d if n else None for d, n in zip(d_params, need_params)]) + (None,) * 8

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import spikelab as sl
-from spikelab.neurons import Neuron, NeuronSpecError, exp, where
+from spikelab.neurons import Neuron, NeuronSpecError, exp, sqrt, where
 from spikelab.testing import check_neuron
 
 
@@ -211,6 +211,43 @@ def test_wrong_shape_found_at_first_call():
     with pytest.raises(ValueError, match=r"EIF: parameter 'v_rheo' has one value per neuron of shape \(3, 7\), "
                                          r"which does not fit the per-sample shape \(4,\)"):
         layer(torch.rand(5, 2, 4))
+
+
+def test_comparison_outside_where_and_clashing_names_refused():
+    with pytest.raises(NeuronSpecError, match=r"Gate: charge: a comparison .* where\(condition, a, b\)"):
+        class Gate(Neuron):
+            def charge(self, v, x):
+                return v + x * (v > 0.5)
+    with pytest.raises(NeuronSpecError, match=r"Clash: 'reset_value' clashes with a neuron attribute"):
+        class Clash(Neuron):
+            parameters = dict(reset_value=1.0)
+
+            def charge(self, v, x, reset_value):
+                return v + x
+    with pytest.raises(NeuronSpecError, match=r"Thr: 'thr' is reserved"):
+        class Thr(Neuron):
+            parameters = dict(thr=1.0)
+
+            def charge(self, v, x, thr):
+                return v + x
+    with pytest.raises(NeuronSpecError, match=r"Root: backward: .*Abs|Root: backward: .*sign"):
+        class Root(Neuron):
+            def charge(self, v, x):
+                return v + sqrt(x * x)
+
+
+class Tangled(Neuron):
+    """State names that look like the generated code's own names (strides, recorded values)."""
+    parameters = dict(k=0.5)
+    states = ("t", "f1")
+
+    def charge(self, t, f1, x, k):
+        return {"t": k * t + exp(-f1 * f1), "f1": 0.9 * f1 + x}
+
+
+def test_state_names_like_generated_names_work():
+    report = check_neuron(Tangled, shapes=((6, 2, 9),), resets=("subtract", "zero"))
+    assert len(report.cases) == 9
 
 
 # ----- export ----------------------------------------------------------------------------------

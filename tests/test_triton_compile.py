@@ -21,7 +21,7 @@ from triton.compiler import ASTSource  # noqa: E402
 
 # ----- kernels generated from neuron specs --------------------------------------------------------
 
-GEN_INTS = {"T", "M", "TM", "last_row", "g_last", "gs_t", "gs_m", "seed", "first_row"}
+GEN_INTS = {"T", "M", "TM", "last_row", "g_last", "gstride_t", "gstride_m", "seed", "first_row"}
 GEN_FLOATS = {"reset_value", "SUB", "HARD", "VALUE", "KEEP", "sg_alpha"}
 GEN_HALF = {"x", "out", "g_out", "dx"}
 
@@ -64,6 +64,7 @@ def _load_generated(graph):
 
 def _compile_generated(fn, constexprs: dict, half: bool) -> None:
     signature = {}
+    state = "*fp64" if constexprs.get("F64") else "*fp32"
     for name in fn.arg_names:
         if name in constexprs:
             signature[name] = "constexpr"
@@ -72,7 +73,7 @@ def _compile_generated(fn, constexprs: dict, half: bool) -> None:
         elif name in GEN_FLOATS:
             signature[name] = "fp32"
         else:
-            signature[name] = "*bf16" if (half and name in GEN_HALF) else "*fp32"
+            signature[name] = "*bf16" if (half and name in GEN_HALF) else state
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
     triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 2, "enable_fp_fusion": False})
 
@@ -98,4 +99,16 @@ def test_generated_kernels_compile(family):
 def test_every_reset_and_surrogate_compiles(reset, sg):
     mod = _load_generated(_generated_graphs()["lif"])
     _compile_generated(mod.backward_plain_full, {"RESET": reset, "SG_CODE": sg, "STOCHASTIC": False, "F64": False,
+                                                 "BLOCK": 128}, half=False)
+    if sg == 0:
+        _compile_generated(mod.forward_plain, {"RESET": reset, "HIST": False, "STOCHASTIC": False, "F64": False,
+                                               "BLOCK": 128}, half=False)
+
+
+@pytest.mark.parametrize("family", ["lif", "EIF", "MPRLIF"])
+def test_float64_kernels_compile(family):
+    mod = _load_generated(_generated_graphs()[family])
+    _compile_generated(mod.forward_plain, {"RESET": 1, "HIST": True, "STOCHASTIC": False, "F64": True,
+                                           "BLOCK": 128}, half=False)
+    _compile_generated(mod.backward_plain_full, {"RESET": 1, "SG_CODE": 1, "STOCHASTIC": False, "F64": True,
                                                  "BLOCK": 128}, half=False)

@@ -227,6 +227,9 @@ NODE_IMPORTERS: dict[type, NodeImporter] = {
 }
 
 
+SUPPORTED = tuple(sorted(t.__name__ for t in NODE_IMPORTERS))  # the built-in importers' node types
+
+
 def register_node(node_type: type, importer: NodeImporter) -> None:
     """Import NIR nodes of exactly ``node_type`` with ``importer(name, node, dt) -> module``."""
     if not isinstance(node_type, type):
@@ -282,4 +285,4 @@ def from_nir(graph: Union[nir.NIRGraph, str, Path], dt: float) -> NIRNetwork:
     return _network(graph, float(dt))
 
 
-__all__ = ["from_nir", "node_module", "register_node", "NODE_IMPORTERS"]
+__all__ = ["from_nir", "node_module", "register_node", "NODE_IMPORTERS", "SUPPORTED"]

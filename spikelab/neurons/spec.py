@@ -42,7 +42,7 @@ from spikelab.kernels.symbolic import StepGraph
 from spikelab.neurons.base import BaseNeuron, _fmt
 
 HOOKS = ("charge", "effective_threshold", "spike_argument", "after_spike")
-RESERVED = ("x", "threshold", "spike", "self")
+RESERVED = ("x", "threshold", "spike", "self", "thr")
 
 
 class NeuronSpecError(TypeError):
@@ -106,6 +106,8 @@ class Neuron(BaseNeuron):
             cls._class_graph = trace(cls, _Placeholder())
         except _NeedsInstance:
             cls._class_graph = None  # traced per instance on first use
+        else:
+            check_differentiable(cls._class_graph, cls)
 
     def charge(self, *args, **kwargs):  # pragma: no cover - every spec defines it
         raise NotImplementedError
@@ -126,6 +128,9 @@ class Neuron(BaseNeuron):
                 setattr(self, name, nn.Parameter(t))
             else:
                 self.register_buffer(name, t)
+        if self.mp_init and self.state_names.index(self.fires or self.states[0]) != 0:
+            raise ValueError(f"{type(self).__name__}: mp_init starts the first state, but this neuron fires on "
+                             f"{self.fires!r}; list the firing state first in `states`")
         if self.threshold_robust and type(self).spike_argument is not None:
             raise ValueError(f"{type(self).__name__}: threshold_robust replaces the spike argument, and this neuron "
                              "defines its own spike_argument")
@@ -136,9 +141,14 @@ class Neuron(BaseNeuron):
 
     # ----- the spec as data --------------------------------------------------------------------
     def step_graph(self) -> StepGraph:
-        """The traced step (the class's, or this instance's when the equations read ``self``)."""
+        """The traced step (the class's, or this instance's when the equations read ``self``: the
+        values read from ``self`` become constants of the kernels at the first call)."""
         if self._graph is None:
-            self._graph = type(self)._class_graph or trace(type(self), self)
+            graph = type(self)._class_graph
+            if graph is None:
+                graph = trace(type(self), self)
+                check_differentiable(graph, type(self))
+            self._graph = graph
         return self._graph
 
     @property
@@ -229,9 +239,10 @@ def _check_declaration(cls: type) -> None:
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
             raise _spec_error(cls, f"{name!r} is not a valid state or parameter name")
         if name in RESERVED:
-            raise _spec_error(cls, f"{name!r} is reserved (x is the input, threshold and spike are given)")
-        if hasattr(BaseNeuron, name):
-            raise _spec_error(cls, f"parameter or state name {name!r} clashes with a BaseNeuron attribute")
+            raise _spec_error(cls, f"{name!r} is reserved: {', '.join(RESERVED)} (x is the input, threshold and "
+                                   "spike are given)")
+        if name.startswith("_") or hasattr(BaseNeuron, name) or name in _instance_attributes():
+            raise _spec_error(cls, f"{name!r} clashes with a neuron attribute (or starts with '_'); rename it")
     if len(set(names)) != len(names):
         raise _spec_error(cls, f"state and parameter names must be distinct, got {names}")
     for name, default in cls.spec_parameters.items():
@@ -258,6 +269,17 @@ def _check_declaration(cls: type) -> None:
             if p.name not in allowed[hook]:
                 raise _spec_error(cls, f"{hook} reads {p.name!r}, which is not declared; it may read "
                                        f"{sorted(allowed[hook])} (declare parameters in `parameters`)")
+
+
+_ATTRIBUTES: set[str] = set()
+
+
+def _instance_attributes() -> set[str]:
+    """Names a neuron instance already uses (options, buffers, nn.Module's own)."""
+    if not _ATTRIBUTES:
+        probe = BaseNeuron()
+        _ATTRIBUTES.update(vars(probe), dict(probe.named_buffers()), dict(probe.named_parameters()))
+    return _ATTRIBUTES
 
 
 def _call(cls: type, obj: Any, hook: str, pool: dict[str, Any]):
@@ -362,6 +384,19 @@ def trace(cls: type, obj: Any) -> StepGraph:
             raise _spec_error(cls, f"{name} cannot read the spike of the same step")
     return StepGraph(name=cls.__name__, states=tuple(cls.states), fires=f, params=tuple(cls.spec_parameters),
                      charged=tuple(charged), theta=theta, argument=argument, after=tuple(after))
+
+
+def check_differentiable(graph: StepGraph, cls: type) -> None:
+    """Derive the backward now, so a spec the kernel generator cannot differentiate fails early."""
+    from spikelab.kernels.symbolic import backward
+
+    try:
+        for robust in (False, True) if graph.argument is None else (False,):
+            backward(graph, robust)
+    except TraceError as err:
+        raise _spec_error(cls, f"backward: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise _spec_error(cls, f"backward: the equations cannot be differentiated ({err})") from None
 
 
 def _mentions(e: Expr, name: str) -> bool:
