@@ -377,7 +377,6 @@ def _numba_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     fwd, names = forward_lines(g, d, robust)
     aft = after_lines(g, d, names)
     bwd, reads = backward_lines(g, d, robust, with_params)
-    f = g.states[g.fires]
     # the replay records only what the reverse pass reads: the previous states and charged values
     # its gradient expressions use, and every spike argument
     prev = [s for s in g.states if f"s_{s}" in reads]
@@ -555,8 +554,7 @@ def {name}({', '.join(args)}):
 
 def _triton_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     d = TritonDialect()
-    fwd, names = forward_lines(g, d, robust)
-    aft = after_lines(g, d, names)
+    fwd, _ = forward_lines(g, d, robust)
     bwd, _ = backward_lines(g, d, robust, with_params)
     f = g.states[g.fires]
     ns = len(g.states)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import spikelab as sl
-from spikelab.neurons import Neuron, NeuronSpecError, exp, sqrt, where
+from spikelab.neurons import Neuron, NeuronSpecError, exp, sqrt
 from spikelab.testing import check_neuron
 
 
