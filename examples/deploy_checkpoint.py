@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     path = args.checkpoint or _train_small(out)
     model, shape = load_model(str(path))
     model.eval()
-    cfg = torch.load(path, map_location="cpu", weights_only=False)["config"]
+    cfg = sl.files.load(path, what="checkpoint")["config"]
     _, test, _, _ = make_datasets(cfg, quiet=True)
     x, y, _ = pad_collate([test[i] for i in range(min(args.samples, len(test)))])
 

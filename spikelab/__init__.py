@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     # these load on first use (``spikelab.train``, ``.convert``, ``.export``, ``.viz``, ``.stats``)
-    if name in ("train", "convert", "export", "viz", "stats", "testing"):
+    if name in ("train", "convert", "export", "viz", "stats", "testing", "files"):
         import importlib
 
         return importlib.import_module(f"spikelab.{name}")
@@ -30,5 +30,5 @@ def __getattr__(name: str):
 __all__ = [
     "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "EIF", "IF", "LIF", "LeakyIntegrator",
     "MPRLIF", "Monitor", "Neuron", "PLIF", "ProbabilisticLIF", "convert", "data", "export", "layers", "models", "neurons", "reset", "select_batch", "surrogate",
-    "stats", "testing", "train", "tune_cpu_allocator", "viz", "__version__",
+    "files", "stats", "testing", "train", "tune_cpu_allocator", "viz", "__version__",
 ]

@@ -49,7 +49,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"spikelab train: {args.config}: {err}", file=sys.stderr)
         return 2
     if args.resume:
-        trainer.resume(args.resume)
+        trainer.resume(args.resume, trust=args.trust)
     history = trainer.fit()
     if trainer.rank == 0 and history:
         last = history[-1]
@@ -59,13 +59,17 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import torch
-
     from spikelab.data.collate import pad_collate
     from spikelab.train import make_datasets, make_model
     from spikelab.train.trainer import Trainer
 
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    from spikelab import files
+
+    try:
+        state = files.load(args.checkpoint, trust=args.trust, what="checkpoint")
+    except (ValueError, FileNotFoundError) as err:
+        print(f"spikelab eval: {err}", file=sys.stderr)
+        return 2
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         print(f"spikelab eval: {args.checkpoint}: not a spikelab training checkpoint (no config/model)",
               file=sys.stderr)
@@ -106,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML configuration file")
     train.add_argument("--out", help="output folder (overrides the config's 'out')")
     train.add_argument("--resume", help="checkpoint (last.pt) to continue from")
+    train.add_argument("--trust", action="store_true", help="load files holding pickled Python objects (whole saved models); this runs code from the file: only for files you trust")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=_train)
 
@@ -114,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "accuracy, loss and per-layer firing rates.")
     ev.add_argument("checkpoint", help="best.pt or last.pt written by 'spikelab train'")
     ev.add_argument("--split", choices=("test", "train"), default="test")
+    ev.add_argument("--trust", action="store_true", help="load files holding pickled Python objects (whole saved models); this runs code from the file: only for files you trust")
     ev.set_defaults(func=_eval)
 
     from spikelab.convert.cli import add_parser as add_convert

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from spikelab.files import UntrustedFileError
 from spikelab.convert import ConversionError, QCFS, SpikingSite, convert, replace_relu_with_qcfs
 
 
@@ -275,7 +276,9 @@ def test_loading_checkpoints(tmp_path):
     for path in ("sd.pt", "wrapped.pt"):
         loaded = load_ann(tmp_path / path, arch=arch)
         assert torch.equal(loaded.fc1.weight, net.fc1.weight)
-    assert isinstance(load_ann(tmp_path / "full.pt"), TinyNet)
+    with pytest.raises(UntrustedFileError, match="would run code from the file"):
+        load_ann(tmp_path / "full.pt")
+    assert isinstance(load_ann(tmp_path / "full.pt", trust=True), TinyNet)
     with pytest.raises(ValueError, match="needs the architecture"):
         load_ann(tmp_path / "sd.pt")
     with pytest.raises(ValueError, match=r"fc1.weight: checkpoint \(8, 5\) vs model \(16, 5\)"):

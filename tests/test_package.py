@@ -86,8 +86,12 @@ def test_cli_convert(tmp_path, capsys):
     torch.save(ann, tmp_path / "ann.pt")
     torch.save(x, tmp_path / "calib.pt")
     torch.save({"x": x, "y": ann(x).argmax(1)}, tmp_path / "test.pt")
+    # a whole pickled model runs code when loaded: refused unless the user says they trust it
+    assert main(["convert", "--weights", str(tmp_path / "ann.pt"), "--calibration", str(tmp_path / "calib.pt")]) == 2
+    assert "would run code from the file" in capsys.readouterr().err
     assert main(["convert", "--weights", str(tmp_path / "ann.pt"), "--calibration", str(tmp_path / "calib.pt"),
-                 "--test", str(tmp_path / "test.pt"), "--timesteps", "4,32", "--out", str(tmp_path / "o")]) == 0
+                 "--test", str(tmp_path / "test.pt"), "--timesteps", "4,32", "--out", str(tmp_path / "o"),
+                 "--trust"]) == 0
     out = capsys.readouterr().out
     assert "ANN accuracy 1.0000" in out and "T=  32" in out
     assert (tmp_path / "o" / "snn.pt").exists() and (tmp_path / "o" / "conversion_report.json").exists()
@@ -97,11 +101,11 @@ def test_cli_convert(tmp_path, capsys):
     deep = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
     torch.save(deep, tmp_path / "deep.pt")
     assert main(["convert", "--weights", str(tmp_path / "deep.pt"), "--calibration", str(tmp_path / "calib.pt"),
-                 "--spike-fed-start", "0", "--out", str(tmp_path / "d")]) == 0
-    snn = torch.load(tmp_path / "d" / "snn.pt", weights_only=False)
+                 "--spike-fed-start", "0", "--out", str(tmp_path / "d"), "--trust"]) == 0
+    snn = spikelab.files.load(tmp_path / "d" / "snn.pt", trust=True)  # a whole model the test itself wrote
     assert [site.start for _, site in snn.sites()] == [0.5, 0.0]
     assert main(["convert", "--weights", str(tmp_path / "deep.pt"), "--calibration", str(tmp_path / "calib.pt"),
-                 "--start", "2", "--out", str(tmp_path / "d")]) == 2
+                 "--start", "2", "--out", str(tmp_path / "d"), "--trust"]) == 2
     assert "start: expected a fraction of the threshold" in capsys.readouterr().err
 
 
@@ -113,12 +117,16 @@ def test_cli_export_saved_model_and_refusal(tmp_path, capsys):
 
     model = L.Sequential(L.Linear(6, 5), sl.IF(reset="zero"), L.Linear(5, 2))
     torch.save(model, tmp_path / "m.pt")
-    assert main(["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "m.nir"), "--input-shape", "6"]) == 0
+    assert main(["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "m.nir"), "--input-shape", "6"]) == 2
+    assert "would run code from the file" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "m.nir"), "--input-shape", "6",
+                 "--trust"]) == 0
     assert "wrote" in capsys.readouterr().out and (tmp_path / "m.nir").exists()
-    assert main(["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "m.nir")]) == 2
+    assert main(["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "m.nir"), "--trust"]) == 2
     assert "--input-shape" in capsys.readouterr().err
     torch.save(L.Sequential(L.Linear(6, 5), sl.LIF(beta=0.9)), tmp_path / "soft.pt")
-    assert main(["export", str(tmp_path / "soft.pt"), "--out", str(tmp_path / "s.nir"), "--input-shape", "6"]) == 2
+    assert main(["export", str(tmp_path / "soft.pt"), "--out", str(tmp_path / "s.nir"), "--input-shape", "6",
+                 "--trust"]) == 2
     assert "reset by subtraction" in capsys.readouterr().err
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from spikelab import files
+
 
 def _tensors(spec: str, split: str):
     """``digits_dvs`` (the built-in data as count images) or a ``.pt`` file holding a tensor of
@@ -20,7 +22,7 @@ def _tensors(spec: str, split: str):
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"{spec}: no such file (expected a .pt file or 'digits_dvs')")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = files.load(path, what="data file")
     if isinstance(obj, torch.Tensor):
         return obj, None
     if isinstance(obj, dict) and "x" in obj:
@@ -35,6 +37,7 @@ def add_parser(sub) -> None:
                                    "accuracy_vs_timesteps.png and snn.pt into --out.")
     p.add_argument("--weights", required=True, help="a saved model, or a state_dict (needs --model)")
     p.add_argument("--model", help="architecture for a state_dict: 'package.module:Class' or a torchvision name")
+    p.add_argument("--trust", action="store_true", help="load files holding pickled Python objects (whole saved models); this runs code from the file: only for files you trust")
     p.add_argument("--calibration", required=True, help="calibration inputs: a .pt file or 'digits_dvs'")
     p.add_argument("--test", help="labelled test data: a .pt file with x and y, or 'digits_dvs'")
     p.add_argument("--timesteps", default="1,2,4,8,16,32,64,128,256", help="comma-separated T values")
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         timesteps = [int(t) for t in args.timesteps.split(",")]
-        ann = load_ann(args.weights, arch=args.model)
+        ann = load_ann(args.weights, arch=args.model, trust=args.trust)
         calib, _ = _tensors(args.calibration, "train")
         snn = convert(ann, calib, method=args.method, percentile=args.percentile, per_channel=args.per_channel,
                       maxpool=args.maxpool, start=args.start, spike_fed_start=args.spike_fed_start)

@@ -40,7 +40,8 @@ def _state_dict_of(obj) -> Optional[dict]:
     return None
 
 
-def load_ann(weights: Union[str, Path, nn.Module, dict], arch: Optional[str] = None, **arch_kwargs) -> nn.Module:
+def load_ann(weights: Union[str, Path, nn.Module, dict], arch: Optional[str] = None, trust: bool = False,
+             **arch_kwargs) -> nn.Module:
     """The ANN to convert, in ``eval()`` mode.
 
     ``weights`` may be a module, a path to a fully saved model, or a state_dict (or a path to
@@ -51,10 +52,10 @@ def load_ann(weights: Union[str, Path, nn.Module, dict], arch: Optional[str] = N
         return weights.eval()
     obj = weights
     if isinstance(weights, (str, Path)):
-        path = Path(weights)
-        if not path.exists():
-            raise FileNotFoundError(f"weights: no such file {path}")
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        from spikelab import files
+
+        # a state_dict loads as data; a whole saved model only with trust=True (unpickling runs code)
+        obj = files.load(weights, trust=trust, what="weights file")
     if isinstance(obj, nn.Module):
         return obj.eval()
     state = _state_dict_of(obj)

@@ -28,6 +28,7 @@ def add_parsers(sub) -> None:
                                    "the test split), pick one, save it with the model and write the report.")
     c.add_argument("snn", help="a saved SNN (snn.pt from 'spikelab convert')")
     c.add_argument("--data", default="digits_dvs", help="held-out data: a .pt file with x and y, or 'digits_dvs'")
+    c.add_argument("--trust", action="store_true", help="load files holding pickled Python objects (whole saved models); this runs code from the file: only for files you trust")
     c.add_argument("--held-out", type=int, default=400, help="samples taken from digits_dvs' train split")
     c.add_argument("--score", choices=("maxprob", "margin", "entropy"), default="maxprob")
     c.add_argument("--temperature", type=float, default=1.0)
@@ -43,6 +44,7 @@ def add_parsers(sub) -> None:
                        description="Run a saved SNN on labelled data and report accuracy and mean time steps.")
     i.add_argument("snn", help="a saved SNN (with a calibrated controller for --dynamic)")
     i.add_argument("--data", default="digits_dvs", help="a .pt file with x and y, or 'digits_dvs' (its test split)")
+    i.add_argument("--trust", action="store_true", help="load files holding pickled Python objects (whole saved models); this runs code from the file: only for files you trust")
     i.add_argument("--dynamic", action="store_true", help="stop each sample with its saved controller")
     i.add_argument("--mode", choices=("live", "trace"), default="live")
     i.add_argument("--steps", type=int, default=64, help="time steps without --dynamic")
@@ -50,8 +52,10 @@ def add_parsers(sub) -> None:
     i.set_defaults(func=run_infer)
 
 
-def _load(path: str):
-    model = torch.load(path, map_location="cpu", weights_only=False)
+def _load(path: str, trust: bool):
+    from spikelab import files
+
+    model = files.load(path, trust=trust, what="saved model")
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"{path}: not a saved model")
     return model
@@ -61,7 +65,7 @@ def run_calibrate(args) -> int:
     from spikelab.dynamic import DynamicConfidence, calibrate, report
 
     try:
-        snn = _load(args.snn)
+        snn = _load(args.snn, args.trust)
         x, y = _held_out(args.data, args.held_out)
         ctl = DynamicConfidence(args.score, args.temperature, 0.9, args.t_min, args.t_max)
     except (ValueError, FileNotFoundError) as err:
@@ -83,7 +87,7 @@ def run_infer(args) -> int:
     from spikelab.dynamic import DynamicConfidence
 
     try:
-        snn = _load(args.snn)
+        snn = _load(args.snn, args.trust)
         x, y = _tensors(args.data, "test")
     except (ValueError, FileNotFoundError) as err:
         print(f"spikelab infer: {err}", file=sys.stderr)

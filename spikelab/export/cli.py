@@ -10,9 +10,12 @@ from pathlib import Path
 import torch
 
 
-def load_model(path: str):
-    """(model, per-sample input shape or None) from a ``spikelab train`` checkpoint or a saved model."""
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+def load_model(path: str, trust: bool = False):
+    """(model, per-sample input shape or None) from a ``spikelab train`` checkpoint, or a whole saved model
+    (only with ``trust``: unpickling it runs code from the file)."""
+    from spikelab import files
+
+    obj = files.load(path, trust=trust, what="checkpoint")
     if isinstance(obj, torch.nn.Module):
         return obj, None
     if isinstance(obj, dict) and "config" in obj and "model" in obj:
@@ -40,7 +43,7 @@ def _export(args: argparse.Namespace) -> int:
     from spikelab.export import check, to_nir
 
     try:
-        model, shape = load_model(args.checkpoint)
+        model, shape = load_model(args.checkpoint, trust=args.trust)
     except (FileNotFoundError, ValueError) as err:
         print(f"spikelab export: {err}", file=sys.stderr)
         return 2
@@ -76,6 +79,7 @@ def add_parser(sub) -> None:
                                    "--dt; with --target, also list every limit of that chip the network breaks "
                                    "(exit status 1 when it does not fit).")
     p.add_argument("checkpoint", help="best.pt/last.pt of 'spikelab train', or a torch.save'd model")
+    p.add_argument("--trust", action="store_true", help="load files holding pickled Python objects (whole saved models); this runs code from the file: only for files you trust")
     p.add_argument("--format", choices=("nir",), default="nir", help="output format (default: nir)")
     p.add_argument("--out", required=True, help="output file, e.g. net.nir")
     p.add_argument("--dt", type=float, default=1e-3, help="time step in seconds (default: 1e-3)")

@@ -92,12 +92,16 @@ class RateMonitor:
 
 
 def capture_rng() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    # numpy's key array as a tensor: the checkpoint then loads without unpickling arbitrary objects
+    return {"torch": torch.get_rng_state(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                      gauss), "python": random.getstate()}
 
 
 def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
 
 
@@ -161,9 +165,11 @@ class Trainer:
         tmp.replace(path)
         return path
 
-    def resume(self, path) -> None:
-        """Continue exactly where the checkpoint ``path`` left off."""
-        state = torch.load(path, map_location=self.device, weights_only=False)
+    def resume(self, path, trust: bool = False) -> None:
+        """Continue exactly where the checkpoint ``path`` left off (``trust``: see :func:`spikelab.files.load`)."""
+        from spikelab import files
+
+        state = files.load(path, trust=trust, map_location=self.device, what="checkpoint")
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as err:
