@@ -20,7 +20,8 @@ import re
 import sympy
 
 from spikelab.kernels.expr import Expr, TraceError
-from spikelab.kernels.symbolic import Sigmoid, StepGraph, backward, inputs_of, topological
+from spikelab.kernels.graph import StepGraph, topological
+from spikelab.kernels.symbolic import Sigmoid, backward, inputs_of
 
 
 class Dialect:

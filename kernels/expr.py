@@ -153,24 +153,25 @@ sigmoid = _unary("sigmoid", torch.sigmoid, lambda v: 1.0 / (1.0 + math.exp(-v)),
 sqrt = _unary("sqrt", torch.sqrt, math.sqrt, "Square root.")
 
 
-def minimum(a, b):
-    """Elementwise minimum of two values."""
-    if _traced(a, b):
-        return _node("minimum", a, b)
-    if _tensor(a, b):
-        return torch.minimum(torch.as_tensor(a), torch.as_tensor(b)) if _tensor(a) and _tensor(b) \
-            else torch.clamp(a if _tensor(a) else b, max=b if _tensor(a) else a)
-    return min(a, b)
+def _extremum(op: str, on_tensors, bound: str, on_numbers, doc: str):
+    """Elementwise minimum or maximum: recorded when traced; torch's for tensors (a number
+    against a tensor becomes a clamp bound); Python's for numbers."""
+    def fn(a, b):
+        if _traced(a, b):
+            return _node(op, a, b)
+        if _tensor(a) and _tensor(b):
+            return on_tensors(a, b)
+        if _tensor(a, b):
+            tensor, number = (a, b) if _tensor(a) else (b, a)
+            return torch.clamp(tensor, **{bound: number})
+        return on_numbers(a, b)
+    fn.__name__ = fn.__qualname__ = op
+    fn.__doc__ = doc
+    return fn
 
 
-def maximum(a, b):
-    """Elementwise maximum of two values."""
-    if _traced(a, b):
-        return _node("maximum", a, b)
-    if _tensor(a, b):
-        return torch.maximum(torch.as_tensor(a), torch.as_tensor(b)) if _tensor(a) and _tensor(b) \
-            else torch.clamp(a if _tensor(a) else b, min=b if _tensor(a) else a)
-    return max(a, b)
+minimum = _extremum("minimum", torch.minimum, "max", min, "Elementwise minimum of two values.")
+maximum = _extremum("maximum", torch.maximum, "min", max, "Elementwise maximum of two values.")
 
 
 def clamp(x, min=None, max=None):  # noqa: A002 - torch's names

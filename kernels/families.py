@@ -9,7 +9,7 @@ reference's arguments, the threshold last.
 from __future__ import annotations
 
 from spikelab.kernels.expr import Expr
-from spikelab.kernels.symbolic import StepGraph
+from spikelab.kernels.graph import StepGraph
 
 
 def _s(name: str) -> Expr:

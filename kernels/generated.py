@@ -27,8 +27,7 @@ import torch
 from torch import Tensor
 
 from spikelab.kernels import buffers
-from spikelab.kernels.codegen import numba_source, triton_source
-from spikelab.kernels.symbolic import StepGraph
+from spikelab.kernels.graph import StepGraph
 
 RESET_CODES = {"subtract": 0, "hard": 1, "none": 2}
 
@@ -98,6 +97,8 @@ def _helpers_digest(dialect: str) -> str:
 
 
 def source(key: str, dialect: str) -> str:
+    from spikelab.kernels.codegen import numba_source, triton_source  # SymPy: only when generating
+
     g = graph(key)
     text = numba_source(g) if dialect == "numba" else triton_source(g)
     return f"# helpers {_helpers_digest(dialect)}\n{text}"
