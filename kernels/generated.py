@@ -19,10 +19,12 @@ import os
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Iterator, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -163,29 +165,90 @@ def backward_chunk(steps: int, num_states: int) -> int:
 
 # ----- the ops ------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Block:
+    """What a fused block adds around the neuron (kernels/numba/blocks.py): a per-neuron affine
+    ``x * scale + shift`` on the input (batch norm; ``mean`` is the per-neuron batch mean the
+    backward centres with) and non-overlapping pooling of the output, ``geo = (H, W, KH, KW,
+    OH, OW)`` (``KH = 0``: none), pooled sums times ``pool_scale``."""
+
+    scale: Optional[Tensor] = None
+    shift: Optional[Tensor] = None
+    mean: Optional[Tensor] = None
+    geo: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
+    pool_scale: float = 1.0
+
+    @property
+    def pooled(self) -> bool:
+        return self.geo[2] > 0
+
+    def chunk(self, size: int) -> int:
+        """``size`` rounded to whole planes (a pooling window never straddles two chunks)."""
+        if not self.pooled:
+            return size
+        plane = self.geo[0] * self.geo[1]
+        return plane * max(1, round(size / plane))
+
+
+NO_BLOCK = Block()
+
+
+def run_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], noise_key: Tensor,
+                stochastic: bool, reset_code: int, reset_value: float, robust: bool, out: Tensor,
+                new: list[Tensor], block: Block = NO_BLOCK) -> None:
+    """Run family ``key``'s forward kernel over ``x`` ``[T, M]`` into ``out`` and ``new``."""
+    T, M = x.shape
+    if T == 0 or M == 0:
+        for n, s in zip(new, states):
+            n.copy_(s)
+        out.zero_()
+        return
+    dialect = _dialect(x.device)
+    fn = getattr(module(key, dialect), f"forward_{_variant(robust)}{_suffix(dialect, block)}")
+    seed, first_step = _noise(key, noise_key)
+    if dialect == "numba":
+        from spikelab.kernels.numba.common import CHUNK
+
+        if block.pooled:
+            out.zero_()
+        fn(*_numpy(x, *states, *params), reset_code, float(reset_value), seed, first_step, bool(stochastic),
+           *_numpy(out, *new), block.chunk(CHUNK), *_block_arrays(x, block.scale, block.shift),
+           np.asarray(block.geo, np.int64), float(block.pool_scale))
+    else:
+        _check_triton_block(block)
+        from spikelab.kernels.triton.common import launch
+
+        launch(fn, M, x, *states, *params, out, *new, out, T, M, T * M, float(reset_value), seed, first_step * M,
+               RESET=reset_code, HIST=False, STOCHASTIC=bool(stochastic), F64=states[0].dtype == torch.float64)
+
+
+def _suffix(dialect: str, block: Block) -> str:
+    """The name suffix of the kernel variant that fuses ``block`` (Numba: one function per variant)."""
+    return block_suffix(block.scale is not None, block.pooled) if dialect == "numba" else ""
+
+
+def block_suffix(bn: bool, pool: bool) -> str:
+    return ("_bn" if bn else "") + ("_pool" if pool else "")
+
+
+def _block_arrays(x: Tensor, *tensors: Optional[Tensor]) -> list[np.ndarray]:
+    """The NumPy views of a block's per-neuron arrays (length-0 arrays for absent ones)."""
+    none = np.empty(0, np.float64 if x.dtype == torch.float64 else np.float32)
+    return [none if t is None else t.detach().numpy() for t in tensors]
+
+
+def _check_triton_block(block: Block) -> None:
+    if block.scale is not None or block.pooled:
+        raise NotImplementedError("fused batch-norm/pooling blocks run on the Numba kernels only")
+
+
 @torch.library.custom_op("spikelab::spec_forward", mutates_args=(), device_types=("cpu", "cuda"))
 def spec_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], noise_key: Tensor,
                  stochastic: bool, reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int,
                  sg_alpha: float) -> list[Tensor]:
     out = _empty(x.shape, x.dtype, x.device)
     new = [torch.empty_like(s) for s in states]
-    T, M = x.shape
-    if T == 0 or M == 0:
-        for n, s in zip(new, states):
-            n.copy_(s)
-        return [out, *new]
-    dialect = _dialect(x.device)
-    mod = module(key, dialect)
-    fn = getattr(mod, f"forward_{_variant(robust)}")
-    seed, first_step = _noise(key, noise_key)
-    if dialect == "numba":
-        fn(*_numpy(x, *states, *params), reset_code, float(reset_value), seed, first_step, bool(stochastic),
-           *_numpy(out, *new))
-    else:
-        from spikelab.kernels.triton.common import launch
-
-        launch(fn, M, x, *states, *params, out, *new, out, T, M, T * M, float(reset_value), seed, first_step * M,
-               RESET=reset_code, HIST=False, STOCHASTIC=bool(stochastic), F64=states[0].dtype == torch.float64)
+    run_forward(key, x, states, params, noise_key, stochastic, reset_code, reset_value, robust, out, new)
     return [out, *new]
 
 
@@ -202,28 +265,34 @@ def _(key, x, states, params, *args):
     return [torch.empty_like(x), *(torch.empty_like(s) for s in states)]
 
 
-@torch.library.custom_op("spikelab::spec_backward", mutates_args=(), device_types=("cpu", "cuda"))
-def spec_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, states: list[Tensor],
-                  params: list[Tensor], noise_key: Tensor, stochastic: bool, reset_code: int, reset_value: float,
-                  detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_params: bool) -> list[Tensor]:
+def run_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, states: list[Tensor],
+                 params: list[Tensor], noise_key: Tensor, stochastic: bool, reset_code: int, reset_value: float,
+                 detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_params: bool, dx: Tensor,
+                 d_states: list[Tensor], d_params: list[Tensor], block: Block = NO_BLOCK,
+                 bn_sums: tuple[Optional[Tensor], Optional[Tensor]] = (None, None)) -> None:
+    """Run family ``key``'s backward kernel: ``dx`` (of the normalised input times the block's
+    scale when it has one), ``d_states``, ``d_params`` (zeros unless ``need_params``) and, with a
+    block's batch norm, per-neuron sums over time of that gradient and of it times ``x - mean``."""
     T, M = x.shape
-    dx = _empty(x.shape, x.dtype, x.device)
-    d_states = [torch.empty_like(s) for s in states]
-    d_params = [torch.zeros_like(p) for p in params]
     if T == 0 or M == 0:
         dx.zero_()
         for d, g in zip(d_states, g_states):
             d.copy_(g)
-        return [dx, *d_states, *d_params]
+        for t in (*d_params, *(b for b in bn_sums if b is not None)):
+            t.zero_()
+        return
     dialect = _dialect(x.device)
     mod = module(key, dialect)
-    fn = getattr(mod, f"backward_{_variant(robust)}_{'full' if need_params else 'fast'}")
+    fn = getattr(mod, f"backward_{_variant(robust)}_{'full' if need_params else 'fast'}{_suffix(dialect, block)}")
     seed, first_step = _noise(key, noise_key)
     if dialect == "numba":
-        chunk = backward_chunk(T, len(states))
+        chunk = block.chunk(backward_chunk(T, len(states)))
         fn(*_numpy(g_out, *g_states, x, *states, *params), reset_code, float(reset_value), seed, first_step,
-           bool(stochastic), bool(detach), sg_code, float(sg_alpha), chunk, *_numpy(dx, *d_states, *d_params))
+           bool(stochastic), bool(detach), sg_code, float(sg_alpha), chunk, *_numpy(dx, *d_states, *d_params),
+           *_block_arrays(x, block.scale, block.shift, block.mean, *bn_sums), np.asarray(block.geo, np.int64),
+           float(block.pool_scale))
     else:
+        _check_triton_block(block)
         from spikelab.kernels.triton.common import grad_strides, launch
 
         # the forward kernel replays the sequence and records the states before each step
@@ -238,6 +307,17 @@ def spec_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, st
                *d_params, T, M, T * M, (T - 1) * M, float(reset_value), float(reset_code == 0), float(reset_code == 1),
                float(reset_value), 0.0 if detach else 1.0, float(sg_alpha), seed, first_step * M, RESET=reset_code,
                SG_CODE=sg_code, STOCHASTIC=bool(stochastic), F64=f64)
+
+
+@torch.library.custom_op("spikelab::spec_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def spec_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, states: list[Tensor],
+                  params: list[Tensor], noise_key: Tensor, stochastic: bool, reset_code: int, reset_value: float,
+                  detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_params: bool) -> list[Tensor]:
+    dx = _empty(x.shape, x.dtype, x.device)
+    d_states = [torch.empty_like(s) for s in states]
+    d_params = [torch.zeros_like(p) for p in params]
+    run_backward(key, g_out, g_states, x, states, params, noise_key, stochastic, reset_code, reset_value, detach,
+                 robust, sg_code, sg_alpha, need_params, dx, d_states, d_params)
     return [dx, *d_states, *d_params]
 
 
@@ -290,12 +370,14 @@ spec_forward.register_autograd(_autograd, setup_context=_setup)
 
 def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, reset_mode: str = "subtract",
              reset_value: float = 0.0, detach_reset: bool = False, threshold_robust: bool = False,
-             noise_key: Optional[Tensor] = None, trace: Optional[list] = None):
+             noise_key: Optional[Tensor] = None, trace: Optional[list] = None, block=None):
     """Run family ``key`` fused over ``x`` ``[T, ...]``: ``(out, new_states)`` like the reference.
 
     ``states_and_params`` are the initial states, then the parameters (the threshold last),
     each broadcasting to ``x.shape[1:]``. Escape-noise families take ``noise_key`` (int64
     ``(seed, first_step)``; ``None`` fires the probability itself, mean-field) instead of a surrogate.
+    With ``block`` (a :class:`spikelab.kernels.blocks.BlockArgs`), batch norm and pooling are
+    fused around the neuron and a third value is returned: the batch statistics (or ``None``).
     """
     if trace is not None:
         raise ValueError("membrane traces are recorded by the reference backend (backend='torch')")
@@ -313,11 +395,18 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
     stochastic = noise_key is not None
     key_tensor = noise_key if stochastic else torch.empty(0, dtype=torch.int64)
     sg_code, sg_alpha = (surrogate.code, float(surrogate.alpha)) if surrogate is not None else (0, 1.0)
-    outputs = torch.ops.spikelab.spec_forward(key, xs, flat[:ns], flat[ns:], key_tensor, stochastic,
-                                              RESET_CODES[reset_mode], float(reset_value), bool(detach_reset),
-                                              bool(threshold_robust), sg_code, sg_alpha)
+    options = (key_tensor, stochastic, RESET_CODES[reset_mode], float(reset_value), bool(detach_reset),
+               bool(threshold_robust), sg_code, sg_alpha)
+    if block is not None:
+        from spikelab.kernels import blocks
+
+        out, new, stats = blocks.run(key, xs, flat[:ns], flat[ns:], options, block, shape)
+        return (out.view(steps, *out.shape[1:]).to(given_dtype), tuple(s.view(shape).to(given_dtype) for s in new),
+                stats)
+    outputs = torch.ops.spikelab.spec_forward(key, xs, flat[:ns], flat[ns:], *options)
     out = outputs[0].view(x.shape).to(given_dtype)
     return out, tuple(s.view(shape).to(given_dtype) for s in outputs[1:])
 
 
-__all__ = ["register", "graph", "module", "source", "sequence", "cpu_kernels", "cache_dir", "backward_chunk"]
+__all__ = ["register", "graph", "module", "source", "sequence", "cpu_kernels", "cache_dir", "backward_chunk",
+           "Block", "run_forward", "run_backward"]

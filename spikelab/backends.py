@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -120,6 +120,20 @@ def resolve(family, backend: str, device: torch.device, smooth: bool = False) ->
             "use backend='torch' (the reference) or 'auto'"
         )
     return _fused(family, backend)
+
+
+def resolve_block(family, backend: str, device: torch.device, smooth: bool = False) -> Optional[Callable]:
+    """The fused kernels of ``family`` when they can also run a layer block (batch norm and
+    pooling fused around the neuron, :mod:`spikelab.kernels.blocks`) here; ``None`` when the
+    neuron would run on the reference, or on kernels without blocks (Triton, for now)."""
+    check_backend_name(backend)
+    if smooth or backend in ("torch", "triton") or device.type != "cpu" or not _installed("numba"):
+        return None
+    if isinstance(family, str):
+        return _fused(family, "numba") if family in _FUSED_FAMILIES["numba"] else None
+    from spikelab.kernels import generated
+
+    return functools.partial(generated.sequence, family.key)
 
 
 def _check_fused(backend: str, device: torch.device, smooth: bool) -> None:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from spikelab._checks import check_float_tensor
+from spikelab.layers import fusion
 from spikelab.layers.temporal import SequenceModule
 from spikelab.neurons.base import BaseNeuron
 
@@ -43,12 +44,24 @@ class Sequential(nn.Sequential, SequenceModule):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]")
-        for layer in self:
-            if _takes_sequences(layer):
-                x_seq = layer(x_seq)
-            else:
-                x_seq = layer(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            block = fusion.match(layers, i)
+            if block is not None:  # BatchNorm -> neuron -> pooling in one fused kernel
+                out = fusion.run_block(x_seq, *block[:3])
+                if out is not None:
+                    x_seq, i = out, i + block[3]
+                    continue
+            x_seq = self._run_layer(layers[i], x_seq)
+            i += 1
         return x_seq
+
+    @staticmethod
+    def _run_layer(layer: nn.Module, x_seq: torch.Tensor) -> torch.Tensor:
+        if _takes_sequences(layer):
+            return layer(x_seq)
+        return layer(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         check_float_tensor(x, "x", 1, "[B, ...]")

@@ -203,6 +203,28 @@ class BaseNeuron(nn.Module):
             self._update_running_v(state[0], (out.detach() != 0).any(0).to(state[0].dtype))
         return out
 
+    def forward_block(self, x_seq: torch.Tensor, block) -> Optional[tuple[torch.Tensor, Optional[tuple]]]:
+        """Run ``x_seq`` through batch norm, this neuron and pooling fused into its kernels
+        (``block``: :class:`spikelab.kernels.blocks.BlockArgs`), from a fresh state.
+
+        Returns ``(output, batch statistics or None)``, or ``None`` when this neuron cannot run
+        the block here (reference backend, smooth surrogate, monitored membrane, MP-Init, or a
+        device whose kernels have no blocks): the caller then runs the layers one by one.
+        """
+        if self._membrane_trace is not None or self.mp_init:
+            return None
+        impl = backends.resolve_block(self.family, self.backend, x_seq.device,
+                                      smooth=self.uses_surrogate and self.surrogate.smooth_forward)
+        if impl is None:
+            return None
+        check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]")
+        self._check_channels(x_seq.shape[1:], "x_seq")
+        self._check_device(x_seq, "x_seq")
+        params, options = self._kernel_args(x_seq.ndim - 1)
+        state = self._fresh_state(x_seq.shape[1:], x_seq)
+        out, _, stats = impl(x_seq, *state, *params, *self._extra_inputs(x_seq), block=block, **options)
+        return out, stats
+
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """Advance one time step on ``x`` ``[B, ...]``; the state persists until :meth:`reset`."""
         check_float_tensor(x, "x", 1, "[B, ...]")

@@ -1,0 +1,111 @@
+"""Numba pieces of the fused layer blocks (batch norm -> neuron -> pooling).
+
+A block's kernels see the neuron layout ``[T, M]`` with ``M = B * C * plane`` (``plane`` =
+``H * W``, 1 after a linear layer). Batch norm enters the generated loops as a per-neuron
+affine ``x * scale + shift`` on each chunk's input row; pooling (non-overlapping windows, no
+padding) turns each chunk's output row into its pooled cells, and the pooled gradient back
+into a row. Chunks hold whole planes, so every window lies inside one chunk and no two
+parallel tasks write the same cell. ``geo`` is ``[H, W, KH, KW, OH, OW]`` (``KH = 0``: no pooling).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import prange
+
+CHUNK = 1024
+
+
+@nb.njit(inline="always", cache=True)
+def affine_row(x, scale, shift, out):
+    """``out = x * scale + shift`` (the normalised input of one chunk at one step)."""
+    for k in range(x.shape[0]):
+        out[k] = x[k] * scale[k] + shift[k]
+    return out
+
+
+@nb.njit(inline="always", cache=True)
+def _unsigned(geo, p0, p1):
+    """The geometry as uint64 (index arithmetic without negative-index checks, so it stays tight)."""
+    u = np.uint64
+    return u(geo[0]), u(geo[1]), u(geo[2]), u(geo[3]), u(geo[4]), u(geo[5]), u(p0), u(p1)
+
+
+@nb.njit(inline="always", cache=True)
+def pool_row(row, out, t, p0, p1, geo, scale):
+    """Pool planes ``p0:p1`` held in ``row`` into ``out[t]`` (window sums times ``scale``)."""
+    H, W, KH, KW, OH, OW, q0, q1 = _unsigned(geo, p0, p1)
+    dst = out[t]
+    for p in range(q0, q1):
+        base = (p - q0) * H * W
+        cell = p * OH * OW
+        for oy in range(OH):
+            for ox in range(OW):
+                acc = row[base] * 0
+                for dy in range(KH):
+                    r = base + (oy * KH + dy) * W + ox * KW
+                    for dx in range(KW):
+                        acc += row[r + dx]
+                dst[cell + oy * OW + ox] = acc * scale
+    return out
+
+
+@nb.njit(inline="always", cache=True)
+def unpool_row(g, t, p0, p1, geo, scale, row):
+    """The gradient of each neuron of planes ``p0:p1`` from the pooled gradient ``g[t]``
+    (neurons outside every window, at a cropped border, get 0)."""
+    H, W, KH, KW, OH, OW, q0, q1 = _unsigned(geo, p0, p1)
+    src = g[t]
+    if KH * OH != H or KW * OW != W:
+        row[:] = 0
+    for p in range(q0, q1):
+        base = (p - q0) * H * W
+        cell = p * OH * OW
+        for oy in range(OH):
+            for ox in range(OW):
+                v = src[cell + oy * OW + ox] * scale
+                for dy in range(KH):
+                    r = base + (oy * KH + dy) * W + ox * KW
+                    for dx in range(KW):
+                        row[r + dx] = v
+    return row
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def moments(x, s1, s2):
+    """Per-neuron sums over time of ``x`` and ``x**2`` (float64: the batch statistics of
+    batch norm come from these without cancellation trouble)."""
+    T, M = x.shape
+    nchunks = (M + CHUNK - 1) // CHUNK
+    for c in prange(nchunks):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, M)
+        a = np.zeros(hi - lo, np.float64)
+        b = np.zeros(hi - lo, np.float64)
+        for t in range(T):
+            row = x[t, lo:hi]
+            for k in range(hi - lo):
+                v = np.float64(row[k])
+                a[k] += v
+                b[k] += v * v
+        s1[lo:hi] = a
+        s2[lo:hi] = b
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def add_affine(dx, x, a, b):
+    """``dx += a * x + b`` per neuron (batch norm's statistics term of the input gradient)."""
+    T, M = x.shape
+    nchunks = (M + CHUNK - 1) // CHUNK
+    for c in prange(nchunks * T):
+        t = c // nchunks
+        lo = (c % nchunks) * CHUNK
+        hi = min(lo + CHUNK, M)
+        d = dx[t, lo:hi]
+        r = x[t, lo:hi]
+        for k in range(hi - lo):
+            d[k] += a[lo + k] * r[k] + b[lo + k]
+
+
+__all__ = ["affine_row", "pool_row", "unpool_row", "moments", "add_affine"]

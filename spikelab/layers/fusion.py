@@ -1,0 +1,175 @@
+"""Fused layer blocks in a :class:`spikelab.layers.Sequential`: BatchNorm -> neuron -> pooling.
+
+Where a Sequential holds a batch norm followed by a neuron, a neuron followed by average or
+sum pooling, or both (Conv/Linear -> BN -> neuron -> pool, the blocks SNN models are made of),
+the three run as one fused kernel (:mod:`spikelab.kernels.blocks`): batch norm is applied
+inside the neuron's loop, pooling to its output, and the training step saves and moves one
+activation instead of three. The result equals running the layers one by one (float
+rounding aside); running statistics are updated as ``nn.BatchNorm`` does.
+
+Only exact, unmodified layers are fused: ``BatchNorm1d/2d`` (torch's or spikelab's), a
+neuron whose kernels support blocks, ``AvgPool1d/2d`` or ``SumPool2d`` with stride equal to
+the window, no padding and floor rounding; none of them may carry hooks (a ``Monitor``).
+Anything else, and inputs the kernels cannot take, run unfused (a one-time note goes to the
+``spikelab.layers`` debug log).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+from torch import nn
+
+from spikelab.layers import temporal as T
+from spikelab.neurons.base import BaseNeuron
+
+logger = logging.getLogger("spikelab.layers")
+_NOTED: set[str] = set()
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, T.BatchNorm1d, T.BatchNorm2d)
+_POOLS_2D = (nn.AvgPool2d, T.AvgPool2d, T.SumPool2d)
+_POOLS_1D = (nn.AvgPool1d, T.AvgPool1d)
+_ENABLED = {"on": True}
+
+
+def _note(reason: str) -> None:
+    if reason not in _NOTED:
+        _NOTED.add(reason)
+        logger.debug("spikelab: running layers unfused: %s", reason)
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or nn.modules.module._global_forward_hooks
+                or nn.modules.module._global_forward_pre_hooks)
+
+
+def _batch_norm(module: nn.Module) -> bool:
+    return type(module) in _BATCH_NORMS and not _hooked(module)
+
+
+def _neuron(module: nn.Module) -> bool:
+    return (isinstance(module, BaseNeuron) and type(module).forward is BaseNeuron.forward
+            and not _hooked(module))
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def pool_window(module: nn.Module) -> Optional[tuple[tuple[int, int], float, int]]:
+    """``((KH, KW), scale, plane dims)`` of a pooling layer the blocks can fuse, else ``None``."""
+    if _hooked(module) or getattr(module, "ceil_mode", True):
+        return None
+    if type(module) in _POOLS_2D:
+        kernel, stride, padding, dims = _pair(module.kernel_size), _pair(module.stride or module.kernel_size), \
+            _pair(module.padding), 2
+    elif type(module) in _POOLS_1D:
+        k, s, p = (int(v[0]) if isinstance(v, (tuple, list)) else int(v)
+                   for v in (module.kernel_size, module.stride or module.kernel_size, module.padding))
+        kernel, stride, padding, dims = (1, k), (1, s), (0, p), 1
+    else:
+        return None
+    if stride != kernel or padding != (0, 0):
+        return None
+    divisor = getattr(module, "divisor_override", None) or kernel[0] * kernel[1]
+    return kernel, 1.0 / divisor, dims
+
+
+def _bn_args(bn: nn.Module, x: torch.Tensor):
+    """The block arguments of batch norm ``bn`` and its running-average factor (PyTorch's rules)."""
+    from spikelab.kernels.blocks import BlockArgs
+
+    batch_stats = bn.training or bn.running_mean is None
+    factor = None
+    if bn.training and bn.track_running_stats and bn.running_mean is not None:
+        factor = bn.momentum
+    return dict(bn=True, weight=bn.weight, bias=bn.bias, eps=float(bn.eps), batch_stats=batch_stats,
+                running_mean=None if batch_stats else bn.running_mean,
+                running_var=None if batch_stats else bn.running_var), factor, BlockArgs
+
+
+def _fits(x: torch.Tensor, bn: Optional[nn.Module], pool) -> Optional[str]:
+    """Why ``x`` cannot run as a block (``None``: it can)."""
+    if x.dtype not in (torch.float32, torch.float64):
+        return f"input dtype {x.dtype} (blocks take float32 and float64)"
+    if x.ndim < 3:
+        return f"input shape {tuple(x.shape)} (blocks take [T, B, C, ...])"
+    if bn is not None:
+        if x.shape[2] != bn.num_features:
+            return f"batch norm of {bn.num_features} features on input shape {tuple(x.shape)}"
+        if any(p is not None and p.dtype != x.dtype for p in (bn.weight, bn.bias, bn.running_mean)):
+            return "batch norm parameters of another dtype than the input"
+        if (bn.training or bn.running_mean is None) and x.numel() // x.shape[2] <= 1:
+            return "one value per channel in training batch norm"
+    if pool is not None:
+        (kh, kw), _, dims = pool
+        if x.ndim != 3 + dims or x.shape[-1] < kw or (dims == 2 and x.shape[-2] < kh):
+            return f"pooling {dims}-D windows {(kh, kw)} on input shape {tuple(x.shape)}"
+    return None
+
+
+def run_block(x: torch.Tensor, bn: Optional[nn.Module], neuron: BaseNeuron, pool: Optional[nn.Module]):
+    """Run ``bn`` (or None) -> ``neuron`` -> ``pool`` (or None) fused; ``None`` if it cannot here."""
+    if not _ENABLED["on"]:
+        return None
+    window = pool_window(pool) if pool is not None else None
+    why = _fits(x, bn, window)
+    if why is not None:
+        _note(why)
+        return None
+    from spikelab.kernels.blocks import BlockArgs
+
+    kwargs, factor = {}, None
+    if bn is not None:
+        kwargs, factor, _ = _bn_args(bn, x)
+    if window is not None:
+        kwargs.update(pool=window[0], pool_scale=window[1])
+    result = neuron.forward_block(x, BlockArgs(**kwargs))
+    if result is None:
+        _note(f"{type(neuron).__name__} (backend {neuron.backend!r}) has no fused blocks on {x.device}")
+        return None
+    out, stats = result
+    if bn is not None and bn.training and bn.track_running_stats and bn.running_mean is not None:
+        _update_running_stats(bn, stats, x.numel() // x.shape[2], factor)
+    return out
+
+
+@torch.no_grad()
+def _update_running_stats(bn: nn.Module, stats, count: int, momentum: Optional[float]) -> None:
+    """``nn.BatchNorm``'s update: batches counted, running averages with the unbiased variance."""
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    factor = momentum if momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    mean, var = stats
+    unbiased = var * (count / (count - 1))
+    bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+    bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+
+
+def match(layers: list[nn.Module], i: int) -> Optional[tuple[Optional[nn.Module], BaseNeuron, Optional[nn.Module], int]]:
+    """The block starting at ``layers[i]``: ``(bn, neuron, pool, layers used)``, or ``None``."""
+    bn = layers[i] if _batch_norm(layers[i]) else None
+    j = i + (bn is not None)
+    if j >= len(layers) or not _neuron(layers[j]):
+        return None
+    pool = layers[j + 1] if j + 1 < len(layers) and pool_window(layers[j + 1]) is not None else None
+    if bn is None and pool is None:
+        return None
+    return bn, layers[j], pool, j + 1 + (pool is not None) - i
+
+
+class unfused:
+    """Context manager: run every Sequential layer by layer (for comparisons and debugging)."""
+
+    def __enter__(self) -> "unfused":
+        self._old = _ENABLED["on"]
+        _ENABLED["on"] = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _ENABLED["on"] = self._old
+
+
+__all__ = ["run_block", "match", "pool_window", "unfused"]

@@ -1,0 +1,250 @@
+"""Fused layer blocks (BatchNorm -> neuron -> pooling in one kernel) against the same layers run
+one by one: outputs, gradients (input, BN affine, neuron parameters), running statistics; the
+patterns that must not fuse; fallbacks; torch.compile."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+import spikelab as sl
+from spikelab import layers as L
+from spikelab.layers import fusion, unfused
+from spikelab.neurons.base import BaseNeuron
+
+FAMILIES = {
+    "LIF": lambda: sl.LIF(tau=2.0, reset="zero", detach_reset=True),
+    "LIF-learn": lambda: sl.LIF(beta=0.7, learn_threshold=True, num_channels=4),
+    "PLIF": lambda: sl.PLIF(num_channels=4, learn_threshold=True),
+    "AdaptiveLIF": lambda: sl.AdaptiveLIF(beta=0.9, tau_adapt=10.0, adaptation=0.4),
+    "CurrentLIF": lambda: sl.CurrentLIF(alpha=0.5, beta=0.8),
+    "ProbabilisticLIF": lambda: sl.ProbabilisticLIF(temperature=0.3),
+    "EIF": lambda: sl.EIF(learn=True),
+    "MPRLIF": lambda: sl.MPRLIF(reset="zero"),
+    "LIF-trsg": lambda: sl.LIF(beta=0.8, learn_threshold=True, threshold_robust=True),
+}
+
+
+class Counting:
+    """Counts fused-block runs (monkeypatched onto BaseNeuron.forward_block)."""
+
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        original = BaseNeuron.forward_block
+
+        def wrapped(neuron, x, block):
+            result = original(neuron, x, block)
+            self.calls += result is not None
+            return result
+
+        monkeypatch.setattr(BaseNeuron, "forward_block", wrapped)
+
+
+def _pair(model: nn.Module, x: torch.Tensor, train: bool = True):
+    """Run ``model`` fused and a deep copy unfused on ``x``; return both results."""
+    model.zero_grad(set_to_none=True)
+    other = copy.deepcopy(model)
+    results = []
+    for net, ctx in ((model, None), (other, unfused())):
+        net.train(train)
+        xi = x.clone().requires_grad_(True)
+        torch.manual_seed(5)
+        if ctx is None:
+            out = net(xi)
+        else:
+            with ctx:
+                out = net(xi)
+        weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+        (out * weight).sum().backward()
+        grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+        buffers = {n: b.clone() for n, b in net.named_buffers()}
+        results.append((out.detach(), xi.grad.clone(), grads, buffers))
+    return results
+
+
+def _assert_same(fused, plain, rtol, atol):
+    (out, dx, grads, buffers), (out2, dx2, grads2, buffers2) = fused, plain
+    torch.testing.assert_close(out, out2, rtol=rtol, atol=atol)
+    torch.testing.assert_close(dx, dx2, rtol=rtol, atol=atol)
+    assert grads.keys() == grads2.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads2[name], rtol=rtol, atol=atol, msg=name)
+    for name in buffers:
+        torch.testing.assert_close(buffers[name].double(), buffers2[name].double(), rtol=rtol, atol=atol, msg=name)
+
+
+def _input(shape, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=gen, dtype=torch.float64) * 1.5 + 0.3).to(dtype)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_bn_neuron_pool_matches_unfused_for_every_family(name, monkeypatch):
+    counting = Counting(monkeypatch)
+    torch.manual_seed(0)
+    model = L.Sequential(L.Conv2d(2, 4, 3, padding=1), L.BatchNorm2d(4), FAMILIES[name](), L.AvgPool2d(2),
+                         L.Flatten(), L.Linear(4 * 3 * 3, 3)).double()
+    with torch.no_grad():  # a non-trivial affine
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-0.3, 0.3)
+    x = _input((5, 3, 2, 7, 7), torch.float64)  # 7x7 -> 3x3: a cropped border
+    fused, plain = _pair(model, x)
+    assert counting.calls == 1
+    assert fused[0].abs().sum() > 0
+    _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("bn,pool", [(True, None), (False, "avg"), (True, "sum"), (True, "avg")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lif_block_variants(bn, pool, dtype, monkeypatch):
+    counting = Counting(monkeypatch)
+    torch.manual_seed(1)
+    layers = [L.Conv2d(3, 6, 3, padding=1, bias=False)]
+    layers += [L.BatchNorm2d(6)] if bn else []
+    layers += [sl.PLIF(num_channels=6, learn_threshold=True)]
+    layers += {"avg": [L.AvgPool2d(2)], "sum": [L.SumPool2d(2)], None: []}[pool]
+    model = L.Sequential(*layers).to(dtype)
+    x = _input((6, 4, 3, 10, 9), dtype, seed=2)
+    fused, plain = _pair(model, x)
+    assert counting.calls == 1
+    tol = (1e-9, 1e-10) if dtype == torch.float64 else (2e-4, 2e-5)
+    if dtype == torch.float32:
+        # batch statistics summed in another order can move a membrane across the threshold:
+        # allow a few flipped spikes, compare gradients only when none flipped
+        flipped = (fused[0] != plain[0]).sum().item()
+        assert flipped <= max(1, fused[0].numel() // 2000)
+        if flipped:
+            return
+    _assert_same(fused, plain, *tol)
+    assert fused[0].dtype == dtype
+
+
+def test_running_statistics_and_eval_mode(monkeypatch):
+    counting = Counting(monkeypatch)
+    torch.manual_seed(2)
+    model = L.Sequential(L.BatchNorm2d(3, momentum=None), sl.LIF(beta=0.5), L.AvgPool2d(2)).double()
+    other = copy.deepcopy(model)
+    for i in range(3):  # cumulative averages over three batches
+        x = _input((4, 2, 3, 6, 6), torch.float64, seed=i)
+        model(x)
+        with unfused():
+            other(x)
+    assert counting.calls == 3
+    for (n, b), (_, b2) in zip(model.named_buffers(), other.named_buffers()):
+        torch.testing.assert_close(b.double(), b2.double(), rtol=1e-12, atol=1e-12, msg=n)
+    assert model[0].num_batches_tracked.item() == 3
+    fused, plain = _pair(model, _input((4, 2, 3, 6, 6), torch.float64, seed=9), train=False)
+    assert counting.calls == 4
+    _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", ["linear_bn1d", "conv1d_bn1d_pool1d", "no_affine", "untracked", "torch_layers"])
+def test_other_block_layouts(case, monkeypatch):
+    counting = Counting(monkeypatch)
+    torch.manual_seed(3)
+    x = _input((5, 3, 4, 8), torch.float64)
+    if case == "linear_bn1d":
+        model = L.Sequential(L.Flatten(), L.Linear(32, 6), L.BatchNorm1d(6), sl.LIF(beta=0.5))
+    elif case == "conv1d_bn1d_pool1d":
+        model = L.Sequential(L.Conv1d(4, 5, 3, padding=1), L.BatchNorm1d(5), sl.LIF(beta=0.5), L.AvgPool1d(2))
+    elif case == "no_affine":
+        model = L.Sequential(L.Conv1d(4, 5, 3), L.BatchNorm1d(5, affine=False), sl.LIF(beta=0.5))
+    elif case == "untracked":
+        model = L.Sequential(L.Conv1d(4, 5, 3), L.BatchNorm1d(5, track_running_stats=False), sl.LIF(beta=0.5))
+    else:  # plain torch layers inside a spikelab Sequential
+        x = _input((5, 3, 4, 8, 8), torch.float64)
+        model = L.Sequential(nn.Conv2d(4, 5, 3), nn.BatchNorm2d(5), sl.LIF(beta=0.5), nn.AvgPool2d(3))
+    model = model.double()
+    fused, plain = _pair(model, x)
+    assert counting.calls == 1
+    _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
+    fused, plain = _pair(model, x, train=False)
+    _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", ["overlapping_pool", "padded_pool", "ceil_pool", "max_pool", "monitor",
+                                  "smooth_surrogate", "reference_backend", "subclass_forward", "integrator"])
+def test_patterns_that_must_run_unfused(case, monkeypatch):
+    counting = Counting(monkeypatch)
+    torch.manual_seed(4)
+    neuron = sl.LIF(beta=0.5)
+    pool: nn.Module = L.AvgPool2d(2)
+    if case == "overlapping_pool":
+        pool = L.AvgPool2d(3, stride=1)
+    elif case == "padded_pool":
+        pool = L.AvgPool2d(2, padding=1)
+    elif case == "ceil_pool":
+        pool = nn.AvgPool2d(2, ceil_mode=True)
+    elif case == "max_pool":
+        pool = L.MaxPool2d(2)
+    elif case == "smooth_surrogate":
+        neuron = sl.LIF(beta=0.5, surrogate=sl.surrogate.Sigmoid(smooth_forward=True))
+    elif case == "reference_backend":
+        neuron = sl.LIF(beta=0.5, backend="torch")
+    elif case == "subclass_forward":
+        class Doubled(sl.LIF):
+            def forward(self, x_seq):
+                return super().forward(x_seq) * 2
+        neuron = Doubled(beta=0.5)
+    elif case == "integrator":
+        neuron = sl.LeakyIntegrator(beta=0.5)
+    bn = L.BatchNorm2d(3)
+    if case in ("overlapping_pool", "padded_pool", "ceil_pool", "max_pool"):
+        bn = nn.Identity()  # BN -> neuron would still fuse; the pooling alone must not
+    model = L.Sequential(bn, neuron, pool).double()
+    x = _input((4, 2, 3, 7, 7), torch.float64)
+    if case == "monitor":
+        with sl.Monitor(model, layers=[type(neuron)]) as mon:
+            out = model(x)
+        assert mon.spikes  # the monitor saw the neuron's own output
+    else:
+        out = model(x)
+    with unfused():
+        expected = copy.deepcopy(model)(x) if case != "monitor" else out
+    assert counting.calls == 0
+    torch.testing.assert_close(out, expected)
+
+
+def test_unfusable_input_falls_back_with_a_debug_note(monkeypatch, caplog):
+    counting = Counting(monkeypatch)
+    fusion._NOTED.clear()
+    model = L.Sequential(L.BatchNorm1d(4), sl.LIF(beta=0.5))
+    x = torch.randn(3, 2, 5)  # 5 features, BN expects 4: torch's own error, unfused
+    with caplog.at_level(logging.DEBUG, logger="spikelab.layers"):
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match="running_mean"):
+                model(x)
+    notes = [r for r in caplog.records if "unfused" in r.getMessage()]
+    assert len(notes) == 1 and "4 features" in notes[0].getMessage()
+    assert counting.calls == 0
+
+
+def test_models_fuse_their_blocks(monkeypatch):
+    counting = Counting(monkeypatch)
+    model = sl.models.SpikingCNN(2, 10, 16, channels=(4, 8))
+    model(torch.rand(3, 2, 2, 16, 16))
+    assert counting.calls == 2
+    model = sl.models.SEWResNet(2, 10, 16, stages=(4,), blocks=1)
+    model(torch.rand(3, 2, 2, 16, 16))
+    assert counting.calls == 2 + 3
+
+
+def test_compiled_fused_block_matches_eager():
+    torch.manual_seed(6)
+    model = L.Sequential(L.Conv2d(2, 4, 3, padding=1), L.BatchNorm2d(4), sl.LIF(beta=0.5), L.AvgPool2d(2))
+    x = torch.rand(4, 2, 2, 8, 8) * 2
+    eager = copy.deepcopy(model)
+    out = eager(x)
+    out.sum().backward()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out2 = compiled(x)
+    out2.sum().backward()
+    torch.testing.assert_close(out2, out)
+    for (n, p), (_, q) in zip(eager.named_parameters(), model.named_parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=n)
+    for (n, b), (_, c) in zip(eager.named_buffers(), model.named_buffers()):
+        torch.testing.assert_close(c, b, msg=n)
