@@ -559,6 +559,18 @@ def _triton_reset(g: StepGraph) -> str:
     return f"s_{f} = tl.where(mask, reset_after(c_{f}, theta_, fired, reset_value, RESET), s_{f})"
 
 
+# fused blocks: batch norm as a per-neuron affine of the input (BN), non-overlapping pooling of
+# the output (POOL: each lane adds its spike to its cell; the host zero-fills the output)
+_TRITON_BLOCK_ARGS = ["bn_scale", "bn_shift", "H", "W", "KH", "KW", "OH", "OW", "pool_scale"]
+_TRITON_BLOCK_SETUP = [
+    "if BN:", "    SC = tl.load(bn_scale + offs, mask=mask, other=1.0)",
+    "    SH = tl.load(bn_shift + offs, mask=mask, other=0.0)",
+    "if POOL:", "    plane_ = offs // (H * W)", "    rest_ = offs % (H * W)", "    oy_ = (rest_ // W) // KH",
+    "    ox_ = (rest_ % W) // KW", "    pooled = mask & (oy_ < OH) & (ox_ < OW)",
+    "    cell = ((plane_ * OH + oy_) * OW + ox_).to(tl.int64)", "    Mp = (M // (H * W)) * OH * OW",
+]
+
+
 def _triton_forward(g: StepGraph, robust: bool) -> str:
     d = TritonDialect()
     fwd, names = forward_lines(g, d, robust)
@@ -566,17 +578,22 @@ def _triton_forward(g: StepGraph, robust: bool) -> str:
     f = g.states[g.fires]
     out = "tl.where(fired, theta_, 0.0)" if robust else "spike_"
     body = ["if HIST:"] + [f"    tl.store(hist + tl.cast(TM, tl.int64) * {j} + row, s_{s}, mask=mask)" for j, s in enumerate(g.states)]
-    body += ["x_ = tl.load(x + row, mask=mask, other=0.0).to(s_%s.dtype)" % f] + fwd
-    body += _triton_spike(g) + ["if not HIST:",
-                                f"    tl.store(out + row, ({out}).to(out.dtype.element_ty), mask=mask)"] + aft
+    body += ["x_ = tl.load(x + row, mask=mask, other=0.0).to(s_%s.dtype)" % f, "if BN:", "    x_ = x_ * SC + SH"]
+    body += fwd + _triton_spike(g) + [
+        "if not HIST:", "    if POOL:",
+        f"        tl.atomic_add(out + prow + cell, ({out}).to(out.dtype.element_ty) * pool_scale, mask=pooled)",
+        "        prow += Mp", "    else:",
+        f"        tl.store(out + row, ({out}).to(out.dtype.element_ty), mask=mask)"] + aft
     body += [_triton_reset(g)]
     body += [f"s_{s} = tl.where(mask, n_{s}, s_{s})" for j, s in enumerate(g.states) if j != g.fires]
     body += ["row += M", "counter += M"]
     setup = [f"s_{s} = tl.load(s0_{s} + offs, mask=mask, other=0.0)" for s in g.states] + _triton_param_loads(g)
+    setup += _TRITON_BLOCK_SETUP
     finish = [f"tl.store(so_{s} + offs, s_{s}, mask=mask)" for s in g.states]
     args = ["x"] + _state_args(g, "s0_") + _param_args(g, "a_") + ["out"] + _state_args(g, "so_") + ["hist"]
-    args += ["T", "M", "TM", "reset_value", "seed", "first_row", "RESET: tl.constexpr", "HIST: tl.constexpr",
-             "STOCHASTIC: tl.constexpr", "F64: tl.constexpr", "BLOCK: tl.constexpr"]
+    args += ["T", "M", "TM", "reset_value", "seed", "first_row"] + _TRITON_BLOCK_ARGS
+    args += ["RESET: tl.constexpr", "HIST: tl.constexpr", "STOCHASTIC: tl.constexpr", "F64: tl.constexpr",
+             "BN: tl.constexpr", "POOL: tl.constexpr", "BLOCK: tl.constexpr"]
     name = f"forward_{'robust' if robust else 'plain'}"
     return f"""@triton.jit
 def {name}({', '.join(args)}):
@@ -584,6 +601,7 @@ def {name}({', '.join(args)}):
     mask = offs < M
 {_indent(setup, 4)}
     row = offs.to(tl.int64)
+    prow = tl.cast(0, tl.int64)
     counter = offs.to(tl.int64) + first_row
     for t in range(T):
 {_indent(body, 8)}
@@ -599,31 +617,37 @@ def _triton_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
     ns = len(g.states)
     x_load = "x_ = tl.load(x + row, mask=mask, other=0.0).to(s_%s.dtype)" % f
     rev = [f"s_{s} = tl.load(hist + tl.cast(TM, tl.int64) * {j} + row, mask=mask, other=0.0)" for j, s in enumerate(g.states)]
-    rev += [x_load] + fwd
+    rev += [x_load, "if BN:", "    xr_ = x_", "    x_ = x_ * SC + SH"] + fwd
     if g.escape:
         rev += _triton_spike(g) + ["SG = 1.0"]
     else:
         rev += ["SG = surrogate_grad(z_, sg_alpha, SG_CODE)", "spike_ = tl.where(z_ >= 0.0, 1.0, 0.0)"]
-    rev += ["G = tl.load(g_out + g_off, mask=mask, other=0.0).to(s_%s.dtype)" % f] + bwd
-    rev += ["tl.store(dx + row, g_x_.to(dx.dtype.element_ty), mask=mask)"]
+    rev += ["if POOL:", "    G = tl.load(g_out + prow + cell, mask=pooled, other=0.0).to(s_%s.dtype) * pool_scale" % f,
+            "    prow -= Mp", "else:", "    G = tl.load(g_out + g_off, mask=mask, other=0.0).to(s_%s.dtype)" % f] + bwd
+    rev += ["if BN:", "    BN1 += tl.where(mask, g_x_, 0.0)", "    BN2 += tl.where(mask, g_x_ * (xr_ - MU), 0.0)",
+            "    g_x_ = g_x_ * SC", "tl.store(dx + row, g_x_.to(dx.dtype.element_ty), mask=mask)"]
     rev += [f"A_{s} = tl.where(mask, g_s_{s}, 0.0)" for s in g.states]
     if with_params:
         rev += [f"ACC_{p} += tl.where(mask, g_p_{p}, 0.0)" for p in g.params] + \
                ["ACC_thr += tl.where(mask, g_thr_, 0.0)"]
     rev += ["row -= M", "g_off -= gstride_t", "counter -= M"]
-    setup = _triton_param_loads(g)
+    setup = _triton_param_loads(g) + _TRITON_BLOCK_SETUP
+    setup += ["if BN:", "    MU = tl.load(bn_mean + offs, mask=mask, other=0.0)"]
     adj = [f"A_{s} = tl.load(gs_{s} + offs, mask=mask, other=0.0)" for s in g.states]
     zero = f"tl.full(A_{f}.shape, 0.0, A_{f}.dtype)"  # tl.zeros_like here broke sm_90 compilation
     accs = [f"ACC_{p} = {zero}" for p in g.params + ("thr",)] if with_params else []
+    accs += ["if POOL:", "    prow = tl.cast(T - 1, tl.int64) * Mp", "if BN:", f"    BN1 = {zero}", f"    BN2 = {zero}"]
     finish = [f"tl.store(ds_{s} + offs, A_{s}, mask=mask)" for s in g.states]
     if with_params:
         finish += [f"tl.store(dp_{p} + offs, ACC_{p}, mask=mask)" for p in g.params]
         finish += ["tl.store(dp_thr + offs, ACC_thr, mask=mask)"]
+    finish += ["if BN:", "    tl.store(bn_sum + offs, BN1, mask=mask)", "    tl.store(bn_dot + offs, BN2, mask=mask)"]
     args = ["g_out", "g_last", "gstride_t", "gstride_m"] + _state_args(g, "gs_") + ["x"]
     args += _param_args(g, "a_") + ["hist", "dx"] + _state_args(g, "ds_") + _param_args(g, "dp_")
     args += ["T", "M", "TM", "last_row", "reset_value", "SUB", "HARD", "VALUE", "KEEP", "sg_alpha", "seed",
-             "first_row", "RESET: tl.constexpr", "SG_CODE: tl.constexpr", "STOCHASTIC: tl.constexpr",
-             "F64: tl.constexpr", "BLOCK: tl.constexpr"]
+             "first_row"] + _TRITON_BLOCK_ARGS + ["bn_mean", "bn_sum", "bn_dot"]
+    args += ["RESET: tl.constexpr", "SG_CODE: tl.constexpr", "STOCHASTIC: tl.constexpr", "F64: tl.constexpr",
+             "BN: tl.constexpr", "POOL: tl.constexpr", "BLOCK: tl.constexpr"]
     name = f"backward_{'robust' if robust else 'plain'}_{'full' if with_params else 'fast'}"
     assert ns >= 1
     return f"""@triton.jit

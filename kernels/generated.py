@@ -206,20 +206,20 @@ def run_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor],
     dialect = _dialect(x.device)
     fn = getattr(module(key, dialect), f"forward_{_variant(robust)}{_suffix(dialect, block)}")
     seed, first_step = _noise(key, noise_key)
+    if block.pooled:
+        out.zero_()
     if dialect == "numba":
         from spikelab.kernels.numba.common import CHUNK
 
-        if block.pooled:
-            out.zero_()
         fn(*_numpy(x, *states, *params), reset_code, float(reset_value), seed, first_step, bool(stochastic),
            *_numpy(out, *new), block.chunk(CHUNK), *_block_arrays(x, block.scale, block.shift),
            np.asarray(block.geo, np.int64), float(block.pool_scale))
     else:
-        _check_triton_block(block)
         from spikelab.kernels.triton.common import launch
 
         launch(fn, M, x, *states, *params, out, *new, out, T, M, T * M, float(reset_value), seed, first_step * M,
-               RESET=reset_code, HIST=False, STOCHASTIC=bool(stochastic), F64=states[0].dtype == torch.float64)
+               *_triton_block_args(x, block), RESET=reset_code, HIST=False, STOCHASTIC=bool(stochastic),
+               F64=states[0].dtype == torch.float64, BN=block.scale is not None, POOL=block.pooled)
 
 
 def _suffix(dialect: str, block: Block) -> str:
@@ -237,9 +237,10 @@ def _block_arrays(x: Tensor, *tensors: Optional[Tensor]) -> list[np.ndarray]:
     return [none if t is None else t.detach().numpy() for t in tensors]
 
 
-def _check_triton_block(block: Block) -> None:
-    if block.scale is not None or block.pooled:
-        raise NotImplementedError("fused batch-norm/pooling blocks run on the Numba kernels only")
+def _triton_block_args(x: Tensor, block: Block) -> list:
+    """A block's arguments of the Triton kernels (``x`` stands in for absent arrays)."""
+    return [x if block.scale is None else block.scale, x if block.shift is None else block.shift, *block.geo,
+            float(block.pool_scale)]
 
 
 @torch.library.custom_op("spikelab::spec_forward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -292,21 +293,23 @@ def run_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, sta
            *_block_arrays(x, block.scale, block.shift, block.mean, *bn_sums), np.asarray(block.geo, np.int64),
            float(block.pool_scale))
     else:
-        _check_triton_block(block)
         from spikelab.kernels.triton.common import grad_strides, launch
 
         # the forward kernel replays the sequence and records the states before each step
         hist = torch.empty((len(states), T, M), dtype=states[0].dtype, device=x.device)
         scratch = [torch.empty_like(s) for s in states]
         f64 = states[0].dtype == torch.float64
+        bn, pool = block.scale is not None, block.pooled
         launch(getattr(mod, f"forward_{_variant(robust)}"), M, x, *states, *params, x, *scratch, hist, T, M, T * M,
-               float(reset_value), seed, first_step * M, RESET=reset_code, HIST=True, STOCHASTIC=bool(stochastic),
-               F64=f64)
+               float(reset_value), seed, first_step * M, *_triton_block_args(x, block), RESET=reset_code, HIST=True,
+               STOCHASTIC=bool(stochastic), F64=f64, BN=bn, POOL=False)
         stride_t, stride_m = grad_strides(g_out)
+        sums = [x if t is None else t for t in (block.mean, *bn_sums)]
         launch(fn, M, g_out, (T - 1) * stride_t, stride_t, stride_m, *g_states, x, *params, hist, dx, *d_states,
                *d_params, T, M, T * M, (T - 1) * M, float(reset_value), float(reset_code == 0), float(reset_code == 1),
-               float(reset_value), 0.0 if detach else 1.0, float(sg_alpha), seed, first_step * M, RESET=reset_code,
-               SG_CODE=sg_code, STOCHASTIC=bool(stochastic), F64=f64)
+               float(reset_value), 0.0 if detach else 1.0, float(sg_alpha), seed, first_step * M,
+               *_triton_block_args(x, block), *sums, RESET=reset_code, SG_CODE=sg_code, STOCHASTIC=bool(stochastic),
+               F64=f64, BN=bn, POOL=pool)
 
 
 @torch.library.custom_op("spikelab::spec_backward", mutates_args=(), device_types=("cpu", "cuda"))

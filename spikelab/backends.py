@@ -125,15 +125,17 @@ def resolve(family, backend: str, device: torch.device, smooth: bool = False) ->
 def resolve_block(family, backend: str, device: torch.device, smooth: bool = False) -> Optional[Callable]:
     """The fused kernels of ``family`` when they can also run a layer block (batch norm and
     pooling fused around the neuron, :mod:`spikelab.kernels.blocks`) here; ``None`` when the
-    neuron would run on the reference, or on kernels without blocks (Triton, for now)."""
+    neuron would run on the reference."""
     check_backend_name(backend)
-    if smooth or backend in ("torch", "triton") or device.type != "cpu" or not _installed("numba"):
+    if smooth or backend == "torch" or device.type not in ("cpu", "cuda"):
         return None
-    if isinstance(family, str):
-        return _fused(family, "numba") if family in _FUSED_FAMILIES["numba"] else None
-    from spikelab.kernels import generated
-
-    return functools.partial(generated.sequence, family.key)
+    try:
+        impl = resolve(family, backend, device, smooth)
+    except BackendUnavailableError:
+        return None  # the unfused run raises the error, with its explanation
+    if impl is (_REFERENCE[family] if isinstance(family, str) else family.reference) or impl == getattr(family, "reference", None):
+        return None
+    return impl
 
 
 def _check_fused(backend: str, device: torch.device, smooth: bool) -> None:

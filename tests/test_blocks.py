@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 
 import pytest
 import torch
@@ -248,3 +249,28 @@ def test_compiled_fused_block_matches_eager():
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=n)
     for (n, b), (_, c) in zip(eager.named_buffers(), model.named_buffers()):
         torch.testing.assert_close(c, b, msg=n)
+
+
+TRITON_FAMILIES = {
+    "LIF": lambda: sl.LIF(beta=0.6, num_channels=3, learn_threshold=True, backend="triton"),
+    "CurrentLIF": lambda: sl.CurrentLIF(alpha=0.5, beta=0.8, backend="triton"),
+    "EIF": lambda: sl.EIF(learn=True, backend="triton"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRITON_FAMILIES))
+@pytest.mark.parametrize("bn,pool", [(True, True), (True, False), (False, True)])
+def test_triton_blocks_match_unfused(name, bn, pool, monkeypatch):
+    """The Triton block kernels (a GPU, or Triton's interpreter on CPU)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no GPU and TRITON_INTERPRET is not 1")
+    counting = Counting(monkeypatch)
+    torch.manual_seed(7)
+    layers = [L.BatchNorm2d(3)] if bn else []
+    layers += [TRITON_FAMILIES[name]()] + ([L.AvgPool2d(2)] if pool else [])
+    model = L.Sequential(*layers).double().to(device)
+    x = _input((4, 2, 3, 5, 6), torch.float64).to(device)
+    fused, plain = _pair(model, x)
+    assert counting.calls == 1
+    _assert_same(fused, plain, rtol=1e-9, atol=1e-10)

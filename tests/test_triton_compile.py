@@ -21,8 +21,10 @@ from triton.compiler import ASTSource  # noqa: E402
 
 # ----- kernels generated from neuron specs --------------------------------------------------------
 
-GEN_INTS = {"T", "M", "TM", "last_row", "g_last", "gstride_t", "gstride_m", "seed", "first_row"}
-GEN_FLOATS = {"reset_value", "SUB", "HARD", "VALUE", "KEEP", "sg_alpha"}
+GEN_INTS = {"T", "M", "TM", "last_row", "g_last", "gstride_t", "gstride_m", "seed", "first_row", "H", "W", "KH", "KW",
+            "OH", "OW"}
+GEN_FLOATS = {"reset_value", "SUB", "HARD", "VALUE", "KEEP", "sg_alpha", "pool_scale"}
+NO_BLOCK = {"BN": False, "POOL": False}
 GEN_HALF = {"x", "out", "g_out", "dx"}
 
 
@@ -86,11 +88,12 @@ def test_generated_kernels_compile(family):
         variant = "robust" if robust else "plain"
         for hist, stochastic in itertools.product((False, True), (False, True) if graph.escape else (False,)):
             _compile_generated(getattr(mod, f"forward_{variant}"), {"RESET": 0, "HIST": hist, "F64": False,
-                                                                    "STOCHASTIC": stochastic, "BLOCK": 256},
+                                                                    "STOCHASTIC": stochastic, "BLOCK": 256, **NO_BLOCK},
                                half=robust or hist)
         for grads in ("fast", "full"):
             _compile_generated(getattr(mod, f"backward_{variant}_{grads}"),
-                               {"RESET": 1, "SG_CODE": 0, "STOCHASTIC": graph.escape, "F64": False, "BLOCK": 256},
+                               {"RESET": 1, "SG_CODE": 0, "STOCHASTIC": graph.escape, "F64": False, "BLOCK": 256,
+                                **NO_BLOCK},
                                half=grads == "fast")
 
 
@@ -99,16 +102,29 @@ def test_generated_kernels_compile(family):
 def test_every_reset_and_surrogate_compiles(reset, sg):
     mod = _load_generated(_generated_graphs()["lif"])
     _compile_generated(mod.backward_plain_full, {"RESET": reset, "SG_CODE": sg, "STOCHASTIC": False, "F64": False,
-                                                 "BLOCK": 128}, half=False)
+                                                 "BLOCK": 128, **NO_BLOCK}, half=False)
     if sg == 0:
         _compile_generated(mod.forward_plain, {"RESET": reset, "HIST": False, "STOCHASTIC": False, "F64": False,
-                                               "BLOCK": 128}, half=False)
+                                               "BLOCK": 128, **NO_BLOCK}, half=False)
 
 
 @pytest.mark.parametrize("family", ["lif", "EIF", "MPRLIF"])
 def test_float64_kernels_compile(family):
     mod = _load_generated(_generated_graphs()[family])
     _compile_generated(mod.forward_plain, {"RESET": 1, "HIST": True, "STOCHASTIC": False, "F64": True,
-                                           "BLOCK": 128}, half=False)
+                                           "BLOCK": 128, **NO_BLOCK}, half=False)
     _compile_generated(mod.backward_plain_full, {"RESET": 1, "SG_CODE": 1, "STOCHASTIC": False, "F64": True,
-                                                 "BLOCK": 128}, half=False)
+                                                 "BLOCK": 128, **NO_BLOCK}, half=False)
+
+
+@pytest.mark.parametrize("family", ["lif", "cuba", "probabilistic", "EIF"])
+@pytest.mark.parametrize("bn,pool", [(True, True), (True, False), (False, True)])
+def test_block_kernels_compile(family, bn, pool):
+    """Fused batch norm / pooling (kernels/blocks.py): the constexpr paths the GPU takes."""
+    graph = _generated_graphs()[family]
+    mod = _load_generated(graph)
+    for hist in (False, True):
+        _compile_generated(mod.forward_plain, {"RESET": 0, "HIST": hist, "F64": False, "STOCHASTIC": graph.escape,
+                                               "BLOCK": 256, "BN": bn, "POOL": pool and not hist}, half=False)
+    _compile_generated(mod.backward_plain_full, {"RESET": 1, "SG_CODE": 0, "STOCHASTIC": graph.escape, "F64": False,
+                                                 "BLOCK": 256, "BN": bn, "POOL": pool}, half=False)
