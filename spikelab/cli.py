@@ -10,7 +10,9 @@ from typing import Optional, Sequence
 
 def _demo(args: argparse.Namespace) -> int:
     from spikelab.demo import run_demo
+    from spikelab.runtime import tune_for_command
 
+    tune_for_command()
     summary = run_demo(args.out, epochs=args.epochs, seed=args.seed, quiet=args.quiet)
     print(f"test accuracy: {summary['test_accuracy']:.3f} on {summary['test_samples']} DigitsDVS test samples "
           f"({summary['train_seconds']} s training, {summary['data_seconds']} s data)")
@@ -40,8 +42,10 @@ def _init_distributed() -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from spikelab.runtime import tune_for_command
     from spikelab.train import ConfigError, trainer_from_config
 
+    tune_for_command()
     _init_distributed()
     try:
         trainer = trainer_from_config(args.config, out_dir=args.out, quiet=args.quiet)
