@@ -2,7 +2,7 @@
 
 A block's kernels see the neuron layout ``[T, M]`` with ``M = B * C * plane`` (``plane`` =
 ``H * W``, 1 after a linear layer). Batch norm enters the generated loops as a per-neuron
-affine ``x * scale + shift`` on each chunk's input row; pooling (non-overlapping windows, no
+affine ``x * scale + shift`` applied as the input is loaded (kernels/codegen.py); pooling (non-overlapping windows, no
 padding) turns each chunk's output row into its pooled cells, and the pooled gradient back
 into a row. Chunks hold whole planes, so every window lies inside one chunk and no two
 parallel tasks write the same cell. ``geo`` is ``[H, W, KH, KW, OH, OW]`` (``KH = 0``: no pooling).
@@ -15,14 +15,6 @@ import numpy as np
 from numba import prange
 
 CHUNK = 1024
-
-
-@nb.njit(inline="always", cache=True)
-def affine_row(x, scale, shift, out):
-    """``out = x * scale + shift`` (the normalised input of one chunk at one step)."""
-    for k in range(x.shape[0]):
-        out[k] = x[k] * scale[k] + shift[k]
-    return out
 
 
 @nb.njit(inline="always", cache=True)
@@ -129,4 +121,4 @@ def add_affine(dx, x, a, b):
             d[k] += a[lo + k] * r[k] + b[lo + k]
 
 
-__all__ = ["affine_row", "pool_row", "unpool_row", "moments", "add_affine"]
+__all__ = ["pool_row", "unpool_row", "moments", "add_affine"]
