@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One script for a CUDA machine: check every Triton kernel (hand-written and generated from the
 # neuron specs, through check_neuron) against the reference (values and
-# gradients, float32 and half inputs), then time the LIF layer against the peers on the GPU.
+# gradients, float32 and half inputs) and the fused layer blocks (batch norm / pooling) against the
+# unfused layers, then time the LIF layer and whole networks against the peers on the GPU.
 #
 #   bash benchmarks/fetch_gpu_wheels.sh      # here, once: peers' wheels into .whl/
 #   device run: carry [".whl"], command "bash benchmarks/gpu_check.sh", timeout ~540 s
@@ -25,10 +26,16 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 
 echo "== Triton kernels against the reference (on the GPU)"
 unset TRITON_INTERPRET
-(cd tests && timeout 360 $PY -m pytest -q -p no:cacheprovider test_triton.py test_specs.py 2>&1) | tee "$OUT/triton_tests.log"
+(cd tests && timeout 300 $PY -m pytest -q -p no:cacheprovider test_triton.py test_specs.py 2>&1) | tee "$OUT/triton_tests.log"
 tests_rc=${PIPESTATUS[0]}
+(cd tests && timeout 120 $PY -m pytest -q -p no:cacheprovider test_blocks.py -k triton 2>&1) | tee -a "$OUT/triton_tests.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || tests_rc=1
 
 echo "== LIF layer speed on the GPU"
-timeout 240 $PY benchmarks/neuron_speed.py --device cuda --repeats 20 --json "$OUT/gpu_bench.json" 2>&1 \
+timeout 120 $PY benchmarks/neuron_speed.py --device cuda --repeats 20 --json "$OUT/gpu_bench.json" 2>&1 \
     | tee "$OUT/gpu_bench.txt"
+
+echo "== Whole networks on the GPU"
+timeout 150 $PY benchmarks/network_speed.py --device cuda --nets cnn,mlp --json "$OUT/gpu_network.json" 2>&1 \
+    | tee "$OUT/gpu_network.txt"
 exit $tests_rc

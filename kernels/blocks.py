@@ -51,6 +51,8 @@ def geometry(shape: torch.Size, pool: Optional[tuple[int, int]]) -> list[int]:
     """``[C, H, W, KH, KW]`` of a per-step shape ``[B, C, *plane]`` (plane of 0, 1 or 2 dims)."""
     c = shape[1]
     plane = list(shape[2:])
+    if len(plane) > 2:
+        raise ValueError(f"fused blocks take [B, C], [B, C, L] or [B, C, H, W] per step, got {tuple(shape)}")
     h, w = (1, 1) if not plane else ((1, plane[0]) if len(plane) == 1 else (plane[0], plane[1]))
     kh, kw = pool if pool is not None else (0, 0)
     return [c, h, w, kh, kw]
@@ -86,8 +88,8 @@ def _moments(x: Tensor, channels: int, batch: int) -> tuple[Tensor, Tensor]:
         mean = _channel_sums(s1, batch, channels) / count
         var = (_channel_sums(s2, batch, channels) / count - mean * mean).clamp_min(0.0)
         return mean, var
-    var, mean = torch.var_mean(x.view(x.shape[0] * batch, channels, -1).double(), dim=(0, 2), unbiased=False)
-    return mean, var
+    var, mean = torch.var_mean(x.view(x.shape[0] * batch, channels, -1), dim=(0, 2), unbiased=False)
+    return mean.double(), var.double()
 
 
 def _affine(weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:

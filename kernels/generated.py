@@ -92,7 +92,7 @@ def _write_once(path: Path, text: str) -> None:
 
 def _helpers_digest(dialect: str) -> str:
     """A hash of the helper modules a generated source inlines (Numba's cache does not see them)."""
-    names = ("common.py", "fastmath.py", "noise.py") if dialect == "numba" else ("common.py",)
+    names = ("common.py", "fastmath.py", "noise.py", "blocks.py") if dialect == "numba" else ("common.py",)
     folder = Path(__file__).resolve().parent / dialect
     text = "".join((folder / n).read_text() for n in names) + (Path(__file__).parent / "codegen.py").read_text()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -206,8 +206,6 @@ def run_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor],
     dialect = _dialect(x.device)
     fn = getattr(module(key, dialect), f"forward_{_variant(robust)}{_suffix(dialect, block)}")
     seed, first_step = _noise(key, noise_key)
-    if block.pooled:
-        out.zero_()
     if dialect == "numba":
         from spikelab.kernels.numba.common import CHUNK
 
@@ -217,6 +215,8 @@ def run_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor],
     else:
         from spikelab.kernels.triton.common import launch
 
+        if block.pooled:  # every lane adds its spike to its cell
+            out.zero_()
         launch(fn, M, x, *states, *params, out, *new, out, T, M, T * M, float(reset_value), seed, first_step * M,
                *_triton_block_args(x, block), RESET=reset_code, HIST=False, STOCHASTIC=bool(stochastic),
                F64=states[0].dtype == torch.float64, BN=block.scale is not None, POOL=block.pooled)

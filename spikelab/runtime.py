@@ -26,9 +26,12 @@ _M_MMAP_MAX = -4
 
 def tune_cpu_allocator(keep_bytes: int = 1 << 30, mmap_threshold: int = 32 << 20, mmap: bool = False) -> bool:
     """Make glibc malloc keep up to ``keep_bytes`` of freed memory at the top of its heap and
-    serve large blocks from the heap: with ``mmap=False`` (default) never from fresh ``mmap``
-    pages, else only those of ``mmap_threshold`` bytes or more (at most 32 MiB, glibc's cap).
-    Returns True when applied (Linux with glibc), False elsewhere (nothing changed)."""
+    serve large blocks from the heap: with ``mmap=False`` (default) it stops using ``mmap`` for
+    single blocks (glibc still falls back to it when a heap cannot grow), else it uses it only
+    for blocks of ``mmap_threshold`` bytes or more (at most 32 MiB, glibc's cap). The main heap
+    shrinks only from its top, so memory freed under a live block stays reserved; processes
+    forked later (DataLoader workers) inherit the setting. Returns True when applied (Linux
+    with glibc), False elsewhere (nothing changed)."""
     if not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c") or "libc.so.6"

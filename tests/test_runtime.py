@@ -36,5 +36,7 @@ def _faults(mode: str) -> float:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_tuned_allocator_reuses_large_blocks():
     plain, tuned = _faults("plain"), _faults("tuned")
+    if plain < 1_000:  # transparent huge pages "always": 64 MiB is ~32 faults either way
+        pytest.skip(f"this kernel faults large blocks in huge pages ({plain:.0f} faults per 64 MiB)")
     assert plain > 10_000  # 16384 pages of 4 KiB faulted in again after every free
     assert tuned < plain / 20

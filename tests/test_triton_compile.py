@@ -128,3 +128,8 @@ def test_block_kernels_compile(family, bn, pool):
                                                "BLOCK": 256, "BN": bn, "POOL": pool and not hist}, half=False)
     _compile_generated(mod.backward_plain_full, {"RESET": 1, "SG_CODE": 0, "STOCHASTIC": graph.escape, "F64": False,
                                                  "BLOCK": 256, "BN": bn, "POOL": pool}, half=False)
+    if family == "lif":  # threshold-robust firing and float64 (atomic adds of fp64)
+        _compile_generated(mod.forward_robust, {"RESET": 0, "HIST": False, "F64": True, "STOCHASTIC": False,
+                                                "BLOCK": 128, "BN": bn, "POOL": pool}, half=False)
+        _compile_generated(mod.backward_robust_fast, {"RESET": 0, "SG_CODE": 1, "STOCHASTIC": False, "F64": True,
+                                                      "BLOCK": 128, "BN": bn, "POOL": pool}, half=False)

@@ -14,6 +14,8 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from spikelab.kernels.numba.common import typed
+
 CHUNK = 1024
 
 
@@ -45,7 +47,7 @@ def pool_row(row, out, t, p0, p1, geo, scale):
                     dst[o + ox] = (row[i] + row[i + u1] + row[i + W] + row[i + W + u1]) * scale
             else:
                 for ox in range(OW):
-                    acc = row[top] * 0
+                    acc = typed(row, 0.0)
                     for dy in range(KH):
                         for dx in range(KW):
                             acc += row[top + dy * W + ox * KW + dx]

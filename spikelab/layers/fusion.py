@@ -24,6 +24,7 @@ from torch import nn
 
 from spikelab.layers import temporal as T
 from spikelab.neurons.base import BaseNeuron
+from spikelab.neurons.spec import Neuron
 
 logger = logging.getLogger("spikelab.layers")
 _NOTED: set[str] = set()
@@ -32,17 +33,22 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, T.BatchNorm1d, T.BatchNorm2d)
 _POOLS_2D = (nn.AvgPool2d, T.AvgPool2d, T.SumPool2d)
 _POOLS_1D = (nn.AvgPool1d, T.AvgPool1d)
 _ENABLED = {"on": True}
+_LIBRARY_RUNS = (BaseNeuron._run, Neuron._run)
 
 
-def _note(reason: str) -> None:
-    if reason not in _NOTED:
-        _NOTED.add(reason)
-        logger.debug("spikelab: running layers unfused: %s", reason)
+def _note(cause: str, detail: str) -> None:
+    """Log why layers run unfused, once per cause (not per shape)."""
+    if cause not in _NOTED:
+        _NOTED.add(cause)
+        logger.debug("spikelab: running layers unfused: %s", detail)
 
 
 def _hooked(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or nn.modules.module._global_forward_hooks
-                or nn.modules.module._global_forward_pre_hooks)
+    """Forward or backward hooks, on the module or global: the fused path would bypass them."""
+    g = nn.modules.module
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or g._global_forward_hooks or g._global_forward_pre_hooks
+                or g._global_backward_hooks or g._global_backward_pre_hooks)
 
 
 def _batch_norm(module: nn.Module) -> bool:
@@ -50,8 +56,10 @@ def _batch_norm(module: nn.Module) -> bool:
 
 
 def _neuron(module: nn.Module) -> bool:
+    """A neuron whose forward is the library's (a subclass that overrides it runs as written)."""
     return (isinstance(module, BaseNeuron) and type(module).forward is BaseNeuron.forward
-            and not _hooked(module))
+            and type(module).forward_block is BaseNeuron.forward_block
+            and type(module)._run in _LIBRARY_RUNS and not _hooked(module))
 
 
 def _pair(v) -> tuple[int, int]:
@@ -90,23 +98,25 @@ def _bn_args(bn: nn.Module, x: torch.Tensor):
                 running_var=None if batch_stats else bn.running_var), factor, BlockArgs
 
 
-def _fits(x: torch.Tensor, bn: Optional[nn.Module], pool) -> Optional[str]:
-    """Why ``x`` cannot run as a block (``None``: it can)."""
+def _fits(x: torch.Tensor, bn: Optional[nn.Module], pool) -> Optional[tuple[str, str]]:
+    """``(cause, detail)`` when ``x`` cannot run as a block (``None``: it can). Anything the
+    layers themselves would refuse is left to them (they raise their own errors)."""
     if x.dtype not in (torch.float32, torch.float64):
-        return f"input dtype {x.dtype} (blocks take float32 and float64)"
-    if x.ndim < 3:
-        return f"input shape {tuple(x.shape)} (blocks take [T, B, C, ...])"
+        return "dtype", f"input dtype {x.dtype} (blocks take float32 and float64)"
+    if not 3 <= x.ndim <= 5:
+        return "ndim", f"input shape {tuple(x.shape)} (blocks take [T, B, C], [T, B, C, L], [T, B, C, H, W])"
     if bn is not None:
-        if x.shape[2] != bn.num_features:
-            return f"batch norm of {bn.num_features} features on input shape {tuple(x.shape)}"
+        dims = (5,) if isinstance(bn, nn.BatchNorm2d) else (3, 4)  # as each class's _check_input_dim
+        if x.ndim not in dims or x.shape[2] != bn.num_features:
+            return "bn_shape", f"{type(bn).__name__}({bn.num_features}) on input shape {tuple(x.shape)}"
         if any(p is not None and p.dtype != x.dtype for p in (bn.weight, bn.bias, bn.running_mean)):
-            return "batch norm parameters of another dtype than the input"
+            return "bn_dtype", "batch norm parameters of another dtype than the input"
         if (bn.training or bn.running_mean is None) and x.numel() // x.shape[2] <= 1:
-            return "one value per channel in training batch norm"
+            return "bn_count", "one value per channel in training batch norm"
     if pool is not None:
         (kh, kw), _, dims = pool
         if x.ndim != 3 + dims or x.shape[-1] < kw or (dims == 2 and x.shape[-2] < kh):
-            return f"pooling {dims}-D windows {(kh, kw)} on input shape {tuple(x.shape)}"
+            return "pool_shape", f"pooling {dims}-D windows {(kh, kw)} on input shape {tuple(x.shape)}"
     return None
 
 
@@ -117,7 +127,7 @@ def run_block(x: torch.Tensor, bn: Optional[nn.Module], neuron: BaseNeuron, pool
     window = pool_window(pool) if pool is not None else None
     why = _fits(x, bn, window)
     if why is not None:
-        _note(why)
+        _note(*why)
         return None
     from spikelab.kernels.blocks import BlockArgs
 
@@ -128,7 +138,8 @@ def run_block(x: torch.Tensor, bn: Optional[nn.Module], neuron: BaseNeuron, pool
         kwargs.update(pool=window[0], pool_scale=window[1])
     result = neuron.forward_block(x, BlockArgs(**kwargs))
     if result is None:
-        _note(f"{type(neuron).__name__} (backend {neuron.backend!r}) has no fused blocks on {x.device}")
+        _note(f"neuron:{type(neuron).__name__}:{neuron.backend}:{x.device.type}",
+              f"{type(neuron).__name__} (backend {neuron.backend!r}) runs without fused blocks on {x.device}")
         return None
     out, stats = result
     if bn is not None and bn.training and bn.track_running_stats and bn.running_mean is not None:
@@ -141,7 +152,10 @@ def _update_running_stats(bn: nn.Module, stats, count: int, momentum: Optional[f
     """``nn.BatchNorm``'s update: batches counted, running averages with the unbiased variance."""
     if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
-    factor = momentum if momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    if momentum is not None:
+        factor = momentum
+    else:  # cumulative average (nn.BatchNorm: 0 when batches are not counted)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.num_batches_tracked is not None else 0.0
     mean, var = stats
     unbiased = var * (count / (count - 1))
     bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)

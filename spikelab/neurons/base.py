@@ -139,6 +139,10 @@ class BaseNeuron(nn.Module):
         return (v,) + tuple(torch.zeros(shape, dtype=like.dtype, device=like.device)
                             for _ in self.state_names[1:])
 
+    def _check_kernel_input(self, x_seq: torch.Tensor) -> None:
+        """Raise when the kernels cannot take ``x_seq`` with this neuron's parameters (specs:
+        per-neuron parameter shapes)."""
+
     def _extra_inputs(self, x: torch.Tensor) -> tuple:
         """Inputs the kernel takes after the parameters (the noise of stochastic neurons)."""
         return ()
@@ -220,6 +224,7 @@ class BaseNeuron(nn.Module):
         check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]")
         self._check_channels(x_seq.shape[1:], "x_seq")
         self._check_device(x_seq, "x_seq")
+        self._check_kernel_input(x_seq)
         params, options = self._kernel_args(x_seq.ndim - 1)
         state = self._fresh_state(x_seq.shape[1:], x_seq)
         out, _, stats = impl(x_seq, *state, *params, *self._extra_inputs(x_seq), block=block, **options)

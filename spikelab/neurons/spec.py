@@ -169,6 +169,10 @@ class Neuron(BaseNeuron):
         return params, options
 
     def _run(self, x_seq: torch.Tensor, state, record: bool = False):
+        self._check_kernel_input(x_seq)
+        return super()._run(x_seq, state, record)
+
+    def _check_kernel_input(self, x_seq: torch.Tensor) -> None:
         features = tuple(x_seq.shape[2:])
         for name in self.spec_parameters:
             p = getattr(self, name)
@@ -176,7 +180,6 @@ class Neuron(BaseNeuron):
                                any(a not in (1, b) for a, b in zip(p.shape[::-1], features[::-1]))):
                 raise ValueError(f"{type(self).__name__}: parameter {name!r} has one value per neuron of shape "
                                  f"{tuple(p.shape)}, which does not fit the per-sample shape {features}")
-        return super()._run(x_seq, state, record)
 
     def _view(self, p: torch.Tensor, ndim: int) -> torch.Tensor:
         if p.ndim <= 1:
