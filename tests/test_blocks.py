@@ -297,3 +297,49 @@ def test_triton_blocks_match_unfused(name, bn, pool, monkeypatch):
     fused, plain = _pair(model, x)
     assert counting.calls == 1
     _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
+
+
+def test_trainer_rates_keep_blocks_fused_and_exact(monkeypatch):
+    """The trainer's firing-rate monitor sees every neuron's rate, also inside fused blocks (from
+    the pooled output when the windows tile the plane; the pooling runs apart when they crop),
+    and the rate regulariser's gradient equals the unfused one."""
+    from spikelab.train.trainer import RateMonitor
+
+    counting = Counting(monkeypatch)
+    torch.manual_seed(8)
+    model = sl.models.SpikingCNN(2, 10, 12, channels=(3, 4), neuron=lambda: sl.LIF(beta=0.5)).double()
+    x = _input((4, 2, 2, 12, 12), torch.float64)  # 12 -> 6 (tiles), 6 -> 3 (tiles)
+    results = []
+    for ctx in (None, unfused()):
+        net = copy.deepcopy(model)
+        monitor = RateMonitor(net)
+        if ctx is None:
+            out = net(x)
+        else:
+            with ctx:
+                out = net(x)
+        reg = torch.stack([(r - 0.1) ** 2 for r in monitor.rates.values()]).sum()
+        (out.sum() * 0 + reg).backward()
+        monitor.remove()
+        results.append((dict(monitor.rates), [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    assert counting.calls == 2
+    (fused_rates, fused_grads), (plain_rates, plain_grads) = results
+    assert fused_rates.keys() == plain_rates.keys() and len(fused_rates) == 2
+    for name in fused_rates:
+        torch.testing.assert_close(fused_rates[name], plain_rates[name], rtol=1e-12, atol=1e-12)
+    for g, h in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(g, h, rtol=1e-9, atol=1e-12)
+    cropped = sl.models.SpikingCNN(2, 10, 10, channels=(3, 4), neuron=lambda: sl.LIF(beta=0.5)).double()
+    monitor = RateMonitor(cropped)
+    x = _input((4, 2, 2, 10, 10), torch.float64)  # 10 -> 5 tiles; 5 -> 2 crops: pooling apart
+    out = cropped(x)
+    rates = dict(monitor.rates)
+    monitor.remove()
+    with unfused():
+        monitor = RateMonitor(cropped)
+        expected = cropped(x)
+        monitor.remove()
+    torch.testing.assert_close(out, expected)
+    for name in rates:
+        torch.testing.assert_close(rates[name], monitor.rates[name])
+    assert counting.calls == 4

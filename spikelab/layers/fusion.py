@@ -131,6 +131,12 @@ def run_block(x: torch.Tensor, bn: Optional[nn.Module], neuron: BaseNeuron, pool
         return None
     from spikelab.kernels.blocks import BlockArgs
 
+    pool_after = None
+    if window is not None and neuron.rate_sink is not None and _crops(x, window):
+        # the firing rate is the pooled mean only when the windows tile the plane
+        window, pool_after = None, pool
+        if bn is None:
+            return None
     kwargs, factor = {}, None
     if bn is not None:
         kwargs, factor, _ = _bn_args(bn, x)
@@ -144,7 +150,19 @@ def run_block(x: torch.Tensor, bn: Optional[nn.Module], neuron: BaseNeuron, pool
     out, stats = result
     if bn is not None and bn.training and bn.track_running_stats and bn.running_mean is not None:
         _update_running_stats(bn, stats, x.numel() // x.shape[2], factor)
+    if neuron.rate_sink is not None:  # mean spike = mean pooled value / (window area * scale)
+        rate = out.float().mean()
+        neuron.rate_sink(rate if window is None else rate / (window[0][0] * window[0][1] * window[1]))
+    if pool_after is not None:
+        out = pool_after(out) if isinstance(pool_after, T.SequenceModule) else \
+            pool_after(out.flatten(0, 1)).unflatten(0, out.shape[:2])
     return out
+
+
+def _crops(x: torch.Tensor, window) -> bool:
+    """Whether pooling ``x`` by ``window`` leaves border neurons outside every window."""
+    (kh, kw), _, dims = window
+    return x.shape[-1] % kw != 0 or (dims == 2 and x.shape[-2] % kh != 0)
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -125,6 +125,9 @@ class BaseNeuron(nn.Module):
         self._state: Optional[tuple[torch.Tensor, ...]] = None
         self._active: Optional[torch.Tensor] = None
         self._membrane_trace: Optional[list[torch.Tensor]] = None  # set by spikelab.Monitor
+        # set by the trainer: receives the mean firing rate of each forward (in the graph), also
+        # from a fused block, where the neuron's own output is never materialised
+        self.rate_sink: Optional[Callable[[torch.Tensor], None]] = None
         backends.prepare(type(self).family)
 
     # ----- subclass hooks -------------------------------------------------------------------
@@ -203,6 +206,8 @@ class BaseNeuron(nn.Module):
         self._check_channels(x_seq.shape[1:], "x_seq")
         self._check_device(x_seq, "x_seq")
         out, state = self._run(x_seq, self._fresh_state(x_seq.shape[1:], x_seq), record=True)
+        if self.rate_sink is not None:
+            self.rate_sink(out.float().mean())
         if self.mp_init and self.training:
             self._update_running_v(state[0], (out.detach() != 0).any(0).to(state[0].dtype))
         return out

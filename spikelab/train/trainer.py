@@ -74,21 +74,24 @@ class EpochBatches(torch.utils.data.Sampler):
 
 class RateMonitor:
     """Mean firing rate of every spiking neuron layer during a forward pass (kept in the graph
-    for the rate regulariser)."""
+    for the rate regulariser). It uses the neurons' ``rate_sink``, not forward hooks, so the
+    neurons still run in fused batch-norm/pooling blocks."""
 
     def __init__(self, model: nn.Module) -> None:
         self.rates: dict[str, torch.Tensor] = {}
-        self.handles = [m.register_forward_hook(self._hook(name)) for name, m in model.named_modules()
-                        if isinstance(m, BaseNeuron)]
+        self.neurons = [m for m in model.modules() if isinstance(m, BaseNeuron)]
+        for name, m in model.named_modules():
+            if isinstance(m, BaseNeuron):
+                m.rate_sink = self._sink(name)
 
-    def _hook(self, name: str) -> Callable:
-        def hook(module, inputs, output):
-            self.rates[name] = output.float().mean()
-        return hook
+    def _sink(self, name: str) -> Callable:
+        def sink(rate: torch.Tensor) -> None:
+            self.rates[name] = rate
+        return sink
 
     def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
+        for m in self.neurons:
+            m.rate_sink = None
 
 
 def capture_rng() -> dict:
