@@ -99,8 +99,9 @@ def test_bn_neuron_pool_matches_unfused_for_every_family(name, monkeypatch):
     _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("bn,pool", [(True, None), (False, "avg"), (True, "sum"), (True, "avg")])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bn,pool,dtype", [(True, None, torch.float64), (False, "avg", torch.float64),
+                                           (True, "sum", torch.float64), (True, "avg", torch.float64),
+                                           (True, "avg", torch.float32)])  # each dtype compiles anew
 def test_lif_block_variants(bn, pool, dtype, monkeypatch):
     counting = Counting(monkeypatch)
     torch.manual_seed(1)
