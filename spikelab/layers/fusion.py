@@ -87,15 +87,13 @@ def pool_window(module: nn.Module) -> Optional[tuple[tuple[int, int], float, int
 
 def _bn_args(bn: nn.Module, x: torch.Tensor):
     """The block arguments of batch norm ``bn`` and its running-average factor (PyTorch's rules)."""
-    from spikelab.kernels.blocks import BlockArgs
-
     batch_stats = bn.training or bn.running_mean is None
     factor = None
     if bn.training and bn.track_running_stats and bn.running_mean is not None:
         factor = bn.momentum
     return dict(bn=True, weight=bn.weight, bias=bn.bias, eps=float(bn.eps), batch_stats=batch_stats,
                 running_mean=None if batch_stats else bn.running_mean,
-                running_var=None if batch_stats else bn.running_var), factor, BlockArgs
+                running_var=None if batch_stats else bn.running_var), factor
 
 
 def _fits(x: torch.Tensor, bn: Optional[nn.Module], pool) -> Optional[tuple[str, str]]:
@@ -131,15 +129,16 @@ def run_block(x: torch.Tensor, bn: Optional[nn.Module], neuron: BaseNeuron, pool
         return None
     from spikelab.kernels.blocks import BlockArgs
 
+    sink = getattr(neuron, "rate_sink", None)
     pool_after = None
-    if window is not None and neuron.rate_sink is not None and _crops(x, window):
+    if window is not None and sink is not None and _crops(x, window):
         # the firing rate is the pooled mean only when the windows tile the plane
         window, pool_after = None, pool
         if bn is None:
             return None
     kwargs, factor = {}, None
     if bn is not None:
-        kwargs, factor, _ = _bn_args(bn, x)
+        kwargs, factor = _bn_args(bn, x)
     if window is not None:
         kwargs.update(pool=window[0], pool_scale=window[1])
     result = neuron.forward_block(x, BlockArgs(**kwargs))
@@ -150,9 +149,9 @@ def run_block(x: torch.Tensor, bn: Optional[nn.Module], neuron: BaseNeuron, pool
     out, stats = result
     if bn is not None and bn.training and bn.track_running_stats and bn.running_mean is not None:
         _update_running_stats(bn, stats, x.numel() // x.shape[2], factor)
-    if neuron.rate_sink is not None:  # mean spike = mean pooled value / (window area * scale)
+    if sink is not None:  # mean spike = mean pooled value / (window area * scale)
         rate = out.float().mean()
-        neuron.rate_sink(rate if window is None else rate / (window[0][0] * window[0][1] * window[1]))
+        sink(rate if window is None else rate / (window[0][0] * window[0][1] * window[1]))
     if pool_after is not None:
         out = pool_after(out) if isinstance(pool_after, T.SequenceModule) else \
             pool_after(out.flatten(0, 1)).unflatten(0, out.shape[:2])

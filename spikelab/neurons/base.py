@@ -206,8 +206,9 @@ class BaseNeuron(nn.Module):
         self._check_channels(x_seq.shape[1:], "x_seq")
         self._check_device(x_seq, "x_seq")
         out, state = self._run(x_seq, self._fresh_state(x_seq.shape[1:], x_seq), record=True)
-        if self.rate_sink is not None:
-            self.rate_sink(out.float().mean())
+        sink = getattr(self, "rate_sink", None)  # absent on modules pickled by older versions
+        if sink is not None:
+            sink(out.float().mean())
         if self.mp_init and self.training:
             self._update_running_v(state[0], (out.detach() != 0).any(0).to(state[0].dtype))
         return out
