@@ -46,9 +46,13 @@ class Counting:
 
 
 def _pair(model: nn.Module, x: torch.Tensor, train: bool = True):
-    """Run ``model`` fused and a deep copy unfused on ``x``; return both results."""
+    """Run ``model`` fused and a deep copy unfused, its neurons on the reference (the oracle;
+    no second set of kernels to compile), on ``x``; return both results."""
     model.zero_grad(set_to_none=True)
     other = copy.deepcopy(model)
+    for m in other.modules():
+        if isinstance(m, BaseNeuron):
+            m.backend = "torch"
     results = []
     for net, ctx in ((model, None), (other, unfused())):
         net.train(train)
