@@ -101,7 +101,9 @@ def _affine(weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, eps: float)
 
 def _setup_block(x: Tensor, bn: list[Tensor], batch_stats: bool, eps: float, geo: list[int], pool_scale: float,
                  mean: Optional[Tensor] = None, var: Optional[Tensor] = None):
-    """The kernel's :class:`Block`, the statistics used and ``(invstd, a)`` per channel."""
+    """``(block, mean, var, invstd, a, batch)``: the kernel's :class:`Block`, the statistics it
+    normalises with, ``1 / sqrt(var + eps)`` and the scale ``a`` per channel, and the batch size
+    (the statistics are the given ones, else the batch's or the running ones)."""
     c, h, w, kh, kw = geo
     plane = h * w
     batch = x.shape[1] // (c * plane)

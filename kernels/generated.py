@@ -404,8 +404,7 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
         from spikelab.kernels import blocks
 
         out, new, stats = blocks.run(key, xs, flat[:ns], flat[ns:], options, block, shape)
-        return (out.view(steps, *out.shape[1:]).to(given_dtype), tuple(s.view(shape).to(given_dtype) for s in new),
-                stats)
+        return out.to(given_dtype), tuple(s.view(shape).to(given_dtype) for s in new), stats
     outputs = torch.ops.spikelab.spec_forward(key, xs, flat[:ns], flat[ns:], *options)
     out = outputs[0].view(x.shape).to(given_dtype)
     return out, tuple(s.view(shape).to(given_dtype) for s in outputs[1:])
