@@ -133,7 +133,8 @@ def resolve_block(family, backend: str, device: torch.device, smooth: bool = Fal
         impl = resolve(family, backend, device, smooth)
     except BackendUnavailableError:
         return None  # the unfused run raises the error, with its explanation
-    if impl is (_REFERENCE[family] if isinstance(family, str) else family.reference) or impl == getattr(family, "reference", None):
+    reference = _REFERENCE[family] if isinstance(family, str) else family.reference
+    if impl == reference:  # == : a spec's reference is a bound method, made anew on each access
         return None
     return impl
 

@@ -14,9 +14,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from spikelab.kernels.numba.common import typed
-
-CHUNK = 1024
+from spikelab.kernels.numba.common import CHUNK, typed
 
 
 @nb.njit(inline="always", cache=True)

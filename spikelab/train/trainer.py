@@ -79,10 +79,9 @@ class RateMonitor:
 
     def __init__(self, model: nn.Module) -> None:
         self.rates: dict[str, torch.Tensor] = {}
-        self.neurons = [m for m in model.modules() if isinstance(m, BaseNeuron)]
-        for name, m in model.named_modules():
-            if isinstance(m, BaseNeuron):
-                m.rate_sink = self._sink(name)
+        self.neurons = {name: m for name, m in model.named_modules() if isinstance(m, BaseNeuron)}
+        for name, m in self.neurons.items():
+            m.rate_sink = self._sink(name)
 
     def _sink(self, name: str) -> Callable:
         def sink(rate: torch.Tensor) -> None:
@@ -90,7 +89,7 @@ class RateMonitor:
         return sink
 
     def remove(self) -> None:
-        for m in self.neurons:
+        for m in self.neurons.values():
             m.rate_sink = None
 
 
