@@ -50,15 +50,31 @@ def check_values(t: torch.Tensor, name: str, *, low: float | None = None, high: 
     return t
 
 
-def as_batch_index(index, device: torch.device) -> torch.Tensor:
-    """An integer index tensor from indices or a boolean mask over the batch."""
+def as_batch_index(index, device: torch.device, size: int) -> torch.Tensor:
+    """The integer index of the samples to keep from a batch of ``size``.
+
+    Accepts exactly a 1-D boolean mask of length ``size`` or 1-D unique integer indices in
+    ``[0, size)``; anything else (a mask of another length, a ``(B, 1)`` mask, repeated or
+    out-of-range indices) would mix samples' states, so it is refused.
+    """
     index = torch.as_tensor(index, device=device)
+    expected = f"a 1-D boolean mask of length {size} or 1-D unique integer indices in [0, {size})"
+    if index.ndim != 1:
+        raise ValueError(f"index: expected {expected}, got shape {tuple(index.shape)}")
     if index.dtype == torch.bool:
+        if index.numel() != size:
+            raise ValueError(f"index: expected {expected}, got a boolean mask of length {index.numel()}")
         return index.nonzero().flatten()
-    if index.is_floating_point() or index.ndim != 1:
-        raise TypeError(f"index: expected a 1-D integer or boolean tensor, got dtype {index.dtype}, "
-                        f"shape {tuple(index.shape)}")
-    return index.long()
+    if index.is_floating_point() or index.is_complex():
+        raise TypeError(f"index: expected {expected}, got dtype {index.dtype}")
+    index = index.long()
+    if index.numel():
+        low, high = int(index.min()), int(index.max())
+        if low < 0 or high >= size:
+            raise ValueError(f"index: expected {expected}, got values from {low} to {high}")
+        if torch.unique(index).numel() != index.numel():
+            raise ValueError(f"index: expected {expected}, got repeated indices")
+    return index
 
 
 def finite_tensor(value: Any, name: str) -> torch.Tensor:

@@ -47,14 +47,24 @@ def _train(args: argparse.Namespace) -> int:
 
     tune_for_command()
     _init_distributed()
+    from spikelab.train.trainer import NonFiniteError
+
     try:
         trainer = trainer_from_config(args.config, out_dir=args.out, quiet=args.quiet)
     except ConfigError as err:
         print(f"spikelab train: {args.config}: {err}", file=sys.stderr)
         return 2
     if args.resume:
-        trainer.resume(args.resume, trust=args.trust)
-    history = trainer.fit()
+        try:
+            trainer.resume(args.resume, trust=args.trust)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"spikelab train: --resume {err}", file=sys.stderr)
+            return 2
+    try:
+        history = trainer.fit()
+    except NonFiniteError as err:
+        print(f"spikelab train: {err}", file=sys.stderr)
+        return 1
     if trainer.rank == 0 and history:
         last = history[-1]
         print(f"epoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f}, best {trainer.best:.4f}; "
@@ -64,7 +74,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from spikelab.data.collate import pad_collate
-    from spikelab.train import make_datasets, make_model
+    from spikelab.train import ConfigError, load_config, make_datasets, make_model
     from spikelab.train.trainer import Trainer
 
     from spikelab import files
@@ -74,13 +84,15 @@ def _eval(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"spikelab eval: {err}", file=sys.stderr)
         return 2
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        print(f"spikelab eval: {args.checkpoint}: not a spikelab training checkpoint (no config/model)",
-              file=sys.stderr)
+    try:
+        files.expect_keys(state, args.checkpoint, ("config", "model"), "a spikelab training checkpoint")
+        cfg = load_config(state["config"])
+        train, test, sensor, classes = make_datasets(cfg, quiet=True)
+        model = make_model(cfg, sensor, classes)
+    except (ValueError, FileNotFoundError) as err:  # ConfigError is a ValueError
+        print(f"spikelab eval: {args.checkpoint}: {err}" if isinstance(err, ConfigError) else
+              f"spikelab eval: {err}", file=sys.stderr)
         return 2
-    cfg = state["config"]
-    train, test, sensor, classes = make_datasets(cfg, quiet=True)
-    model = make_model(cfg, sensor, classes)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:

@@ -15,6 +15,10 @@ from typing import Any, Union
 import torch
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save(..., _use_new_zipfile_serialization=False)
+
+
 class UntrustedFileError(ValueError):
     """A file holds Python objects that only a trusted (code-running) load can rebuild."""
 
@@ -30,19 +34,50 @@ def load(path: Union[str, Path], *, trust: bool = False, map_location: Any = "cp
         what: what the file is, for error messages ("checkpoint", "model", ...).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such {what}")
+    if not path.is_file():
+        raise ValueError(f"{path}: expected a {what} file, got a folder, pipe or device")
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if not head.startswith(_ZIP_MAGIC) and not head.startswith(_LEGACY_MAGIC):
+        found = "an empty file" if not head else f"a file starting with bytes {head[:8].hex(' ')}"
+        raise ValueError(f"{path}: not a torch {what}: expected a file written by torch.save (a zip archive), "
+                         f"got {found}")
     try:
         return torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as err:
-        if trust:
-            raise ValueError(f"{path}: not a readable torch {what} ({str(err).splitlines()[0]})") from None
-        raise UntrustedFileError(
-            f"{path}: this {what} holds Python objects beyond tensors, numbers, strings and containers (e.g. a "
-            "whole pickled model); loading it would run code from the file. If you made it or trust its source, "
-            "load it with trust=True (command line: --trust)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable torch {what} ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        if not trust and "Unsupported global" in str(err):
+            raise UntrustedFileError(
+                f"{path}: this {what} holds Python objects beyond tensors, numbers, strings and containers (e.g. a "
+                "whole pickled model); loading it would run code from the file. If you made it or trust its "
+                "source, load it with trust=True (command line: --trust)") from None
+        raise ValueError(f"{path}: not a readable torch {what}: its contents are damaged ({_reason(err)})") from None
+    except Exception as err:  # a damaged archive fails in many ways (zip reader, unpickler, storage sizes)
+        raise ValueError(f"{path}: not a readable torch {what}: the file is truncated or damaged "
+                         f"({_reason(err)})") from None
 
 
-__all__ = ["load", "UntrustedFileError"]
+def _reason(err: BaseException) -> str:
+    text = str(err)
+    for line in text.splitlines():
+        if "Unsupported" in line or "error" in line.lower():
+            text = line
+            break
+    text = text.strip().split(". ")[0]
+    return f"{type(err).__name__}: {text[:160]}" if text else type(err).__name__
+
+
+def expect_keys(obj: Any, path: Union[str, Path], keys, expected: str) -> dict:
+    """``obj`` itself if it is a mapping holding every one of ``keys``; otherwise one line naming
+    the file, what it holds and what was expected."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected {expected}, got a file holding a {type(obj).__name__}")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        held = ", ".join(sorted(map(str, obj))[:8]) or "nothing"
+        raise ValueError(f"{path}: expected {expected}; it lacks {', '.join(missing)} (it holds {held})")
+    return obj
+
+
+__all__ = ["load", "expect_keys", "UntrustedFileError"]

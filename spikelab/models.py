@@ -20,6 +20,29 @@ from spikelab.neurons.base import BaseNeuron
 NeuronFactory = Callable[[], BaseNeuron]
 
 
+def _widths(name: str, values) -> list[int]:
+    """Layer widths: a sequence of positive integers (``hidden``, ``channels``, ``stages``)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name}: expected a list of positive integers, got {values!r}")
+    values = list(values)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name}: expected a list of positive integers, got {values!r}")
+    return values
+
+
+def _size(name: str, value, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def _dropout(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"dropout: expected a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
 def _default_neuron() -> BaseNeuron:
     return LIF(tau=2.0, detach_reset=True)
 
@@ -30,8 +53,9 @@ class SpikingMLP(L.Sequential):
     def __init__(self, in_features: int, classes: int, hidden: Sequence[int] = (256,),
                  neuron: Optional[NeuronFactory] = None, dropout: float = 0.0) -> None:
         neuron = neuron or _default_neuron
+        hidden, dropout = _widths("hidden", hidden), _dropout(dropout)
         mods: list[nn.Module] = [L.Flatten()]
-        width = in_features
+        width = _size("in_features", in_features)
         for h in hidden:
             mods += [L.Linear(width, h), neuron()]
             if dropout:
@@ -61,8 +85,9 @@ class SpikingCNN(L.Sequential):
                  channels: Sequence[int] = (16, 32), neuron: Optional[NeuronFactory] = None,
                  dropout: float = 0.0) -> None:
         neuron = neuron or _default_neuron
-        mods, size = _reduce_large_input(input_size)
-        width = in_channels
+        channels, dropout = _widths("channels", channels), _dropout(dropout)
+        mods, size = _reduce_large_input(_size("input_size", input_size, low=2 ** len(channels)))
+        width = _size("in_channels", in_channels)
         for c in channels:
             mods += _conv_block(width, c, neuron) + [L.AvgPool2d(2)]
             width, size = c, size // 2
@@ -102,8 +127,9 @@ class SEWResNet(L.Sequential):
     def __init__(self, in_channels: int = 2, classes: int = 10, input_size: int = 34,
                  stages: Sequence[int] = (16, 32), blocks: int = 1, neuron: Optional[NeuronFactory] = None) -> None:
         neuron = neuron or _default_neuron
-        mods, size = _reduce_large_input(input_size)
-        width = in_channels
+        stages, blocks = _widths("stages", stages), _size("blocks", blocks, low=0)
+        mods, size = _reduce_large_input(_size("input_size", input_size, low=2 ** len(stages)))
+        width = _size("in_channels", in_channels)
         for c in stages:
             mods += _conv_block(width, c, neuron) + [L.AvgPool2d(2)]
             size //= 2

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from spikelab._checks import check_float_tensor
+from spikelab._checks import as_batch_index, check_float_tensor
 from spikelab.export.errors import NIRImportError
 
 
@@ -103,7 +103,10 @@ class NIRNetwork(nn.Module):
                 m.reset()
 
     def select_batch(self, index) -> None:
-        self._previous = {k: v[index] for k, v in self._previous.items()}
+        if self._previous:
+            first = next(iter(self._previous.values()))
+            index = as_batch_index(index, first.device, first.shape[0])
+            self._previous = {k: v.index_select(0, index) for k, v in self._previous.items()}
         for m in self.layers.values():
             if getattr(m, "_spikelab_stateful", False):
                 m.select_batch(index)

@@ -48,7 +48,7 @@ class Dropout(nn.Module, SequenceModule):
 
     def select_batch(self, index: torch.Tensor) -> None:
         if self._mask is not None:
-            self._mask = self._mask.index_select(0, as_batch_index(index, self._mask.device))
+            self._mask = self._mask.index_select(0, as_batch_index(index, self._mask.device, self._mask.shape[0]))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

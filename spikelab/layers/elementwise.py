@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spikelab._checks import check_float_tensor, finite_tensor as _values
+from spikelab._checks import as_batch_index, check_float_tensor, finite_tensor as _values
 from spikelab.layers.temporal import SequenceModule
 
 
@@ -72,7 +72,9 @@ class Delay(nn.Module, SequenceModule):
         self._history = []
 
     def select_batch(self, index) -> None:
-        self._history = [h[index] for h in self._history]
+        if self._history:
+            index = as_batch_index(index, self._history[0].device, self._history[0].shape[0])
+            self._history = [h.index_select(0, index) for h in self._history]
 
 
 __all__ = ["Delay", "Scale", "Threshold"]

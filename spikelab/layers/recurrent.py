@@ -55,7 +55,7 @@ class Recurrent(nn.Module, SequenceModule):
     def select_batch(self, index: torch.Tensor) -> None:
         self.neuron.select_batch(index)
         if self._last is not None:
-            self._last = self._last.index_select(0, as_batch_index(index, self._last.device))
+            self._last = self._last.index_select(0, as_batch_index(index, self._last.device, self._last.shape[0]))
 
 
 __all__ = ["Recurrent"]

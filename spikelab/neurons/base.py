@@ -301,7 +301,7 @@ class BaseNeuron(nn.Module):
         """Keep only the samples ``index`` (dimension 0) of the streaming state."""
         if self._state is None:
             return
-        index = as_batch_index(index, self._state[0].device)
+        index = as_batch_index(index, self._state[0].device, self._state[0].shape[0])
         self._state = tuple(s.index_select(0, index) for s in self._state)
         if self._active is not None:
             self._active = self._active.index_select(0, index)

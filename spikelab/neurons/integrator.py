@@ -60,7 +60,7 @@ class LeakyIntegrator(nn.Module, SequenceModule):
 
     def select_batch(self, index) -> None:
         if self._v is not None:
-            self._v = self._v.index_select(0, as_batch_index(index, self._v.device))
+            self._v = self._v.index_select(0, as_batch_index(index, self._v.device, self._v.shape[0]))
 
     def extra_repr(self) -> str:
         b = self.beta

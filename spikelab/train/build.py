@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -46,8 +47,69 @@ def make_model(cfg: dict, sensor_size, classes: int) -> torch.nn.Module:
         if name == "mlp":
             return models.SpikingMLP(in_features=w * h * p, classes=classes, **spec)
         return models.build_model(name, in_channels=p, classes=classes, input_size=w, **spec)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"model: {err}") from None
+
+
+def output_folder(path) -> Path:
+    """The run's output folder, checked (not created) before anything runs: a path that is a
+    file, or under a file, or that cannot be created or written is a ConfigError."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"out: {path} exists and is not a folder; give a folder for checkpoints and logs")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"out: cannot create the output folder {path}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"out: cannot write the output folder {path}: {existing} is not writable")
+    return path
+
+
+def _memory_available(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def activations_per_step(model: torch.nn.Module, sample_shape: tuple) -> int:
+    """Values one sample produces in one time step: the input plus every leaf layer's output
+    (a probe of one step of one sample in eval mode, so batch-norm statistics are untouched)."""
+    counts = [0]
+
+    def count(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            counts[0] += output[0, 0].numel() if output.ndim >= 2 else output.numel()
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, *sample_shape))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return counts[0] + int(np.prod(sample_shape))
+
+
+def check_memory(cfg: dict, model: torch.nn.Module, sample_shape: tuple, device: torch.device) -> int:
+    """Refuse a ``time_bins`` x ``batch_size`` whose training step cannot fit in this machine's
+    memory (about two floats per value of every layer per step: forward and its gradient);
+    returns the estimate in bytes."""
+    per_step = activations_per_step(model, sample_shape)
+    T, B = cfg["data"]["time_bins"], cfg["train"]["batch_size"]
+    need = 2 * 4 * per_step * T * B
+    have = _memory_available(device)
+    if need > have:
+        raise ConfigError(
+            f"data.time_bins, train.batch_size: a training step at time_bins={T}, batch_size={B} needs about "
+            f"{need / 2 ** 30:.1f} GiB ({per_step} values per sample and step), more than the "
+            f"{have / 2 ** 30:.1f} GiB of this {device.type} device; lower time_bins or batch_size")
+    return need
 
 
 def trainer_from_config(source, out_dir: Optional[Path] = None, quiet: bool = False):
@@ -57,6 +119,10 @@ def trainer_from_config(source, out_dir: Optional[Path] = None, quiet: bool = Fa
     cfg = load_config(source)
     torch.manual_seed(cfg["train"]["seed"])
     np.random.seed(cfg["train"]["seed"])
+    out = output_folder(out_dir or cfg["out"])
     train, test, sensor, classes = make_datasets(cfg, quiet=quiet)
     model = make_model(cfg, sensor, classes)
-    return Trainer(model, train, test, cfg, pad_collate, out_dir=out_dir, quiet=quiet)
+    w, h, p = (int(v) for v in sensor)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    check_memory(cfg, model, (p, h, w), device)
+    return Trainer(model, train, test, cfg, pad_collate, out_dir=out, quiet=quiet)

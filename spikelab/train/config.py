@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ MODELS = ("mlp", "cnn", "sew_resnet")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step")
 LOSSES = ("rate_ce", "membrane_ce", "tet", "count_mse")
+NONFINITE = ("stop", "skip_batch")
 
 DEFAULTS: dict[str, Any] = {
     "model": {"name": "cnn"},
@@ -18,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {"epochs": 5, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0,
               "scheduler": "cosine", "step_size": 10, "gamma": 0.1, "loss": "rate_ce", "rate_reg": 0.0,
               "target_rate": 0.1, "grad_clip": None, "amp": False, "seed": 0, "checkpoint_every": 0,
-              "tensorboard": False},
+              "tensorboard": False, "nonfinite": "stop"},
     "out": "runs/experiment",
 }
 
@@ -45,15 +47,19 @@ def _merge(base: dict, override: dict, prefix: str = "") -> dict:
     return out
 
 
-def _number(cfg, section, key, positive=False, minimum=None, integer=False):
+def _number(cfg, section, key, positive=False, minimum=None, maximum=None, integer=False):
     value = cfg[section][key]
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"{section}.{key}: expected {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{section}.{key}: expected a finite number, got {value}")
     if positive and value <= 0:
         raise ConfigError(f"{section}.{key}: expected a positive value, got {value}")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{section}.{key}: expected >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{section}.{key}: expected <= {maximum}, got {value}")
 
 
 def _choice(cfg, section, key, choices):
@@ -114,7 +120,7 @@ def load_config(source) -> dict:
     _number(cfg, "train", "lr", positive=True)
     _number(cfg, "train", "weight_decay", minimum=0)
     _number(cfg, "train", "rate_reg", minimum=0)
-    _number(cfg, "train", "target_rate", minimum=0)
+    _number(cfg, "train", "target_rate", minimum=0, maximum=1)
     _number(cfg, "train", "seed", minimum=0, integer=True)
     _number(cfg, "train", "checkpoint_every", minimum=0, integer=True)
     _number(cfg, "train", "step_size", positive=True, integer=True)
@@ -124,6 +130,7 @@ def load_config(source) -> dict:
     _choice(cfg, "train", "optimizer", OPTIMIZERS)
     _choice(cfg, "train", "scheduler", SCHEDULERS)
     _choice(cfg, "train", "loss", LOSSES)
+    _choice(cfg, "train", "nonfinite", NONFINITE)
     if not isinstance(cfg["out"], str) or not cfg["out"]:
         raise ConfigError(f"out: expected an output folder path, got {cfg['out']!r}")
     return cfg

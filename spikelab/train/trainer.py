@@ -9,11 +9,14 @@ DDP averages the gradients: the same update as one process on the whole batch.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
+import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -93,6 +96,54 @@ class RateMonitor:
             m.rate_sink = None
 
 
+class NonFiniteError(FloatingPointError):
+    """Training met a NaN or infinite value; the message names the step and where it appeared."""
+
+
+def nonfinite_parameters(tensors: dict) -> list[str]:
+    """Names of the floating-point tensors in ``tensors`` that hold a NaN or infinite value."""
+    return [name for name, t in tensors.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+def _all_finite(tensors) -> bool:
+    """Every tensor free of NaN/inf, with one synchronisation."""
+    flags = [torch.isfinite(t).all() for t in tensors]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _finite(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, (tuple, list)):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def first_nonfinite_layer(model: nn.Module, x: torch.Tensor) -> Optional[str]:
+    """The first module (in execution order) that turns finite inputs into a NaN or infinite
+    output, run on a copy of ``model`` so that its state (batch-norm statistics) is untouched;
+    None when the values only come in with the input."""
+    probe = copy.deepcopy(model)
+    found: list[str] = []
+
+    def hook(name):
+        def check(module, inputs, output):
+            if not found and _finite(inputs) and not _finite(output):
+                found.append(f"{name} ({type(module).__name__})")
+        return check
+
+    for name, module in probe.named_modules():
+        if name and not any(True for _ in module.children()):
+            module.register_forward_hook(hook(name))
+    with torch.no_grad():
+        probe(x)
+    return found[0] if found else None
+
+
+_EPOCH_PROGRESS = {"seen": 0, "loss_sum": 0.0, "correct": 0.0, "rate_sum": {}, "seconds": 0.0, "skipped": 0}
+
+
 def capture_rng() -> dict:
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     # numpy's key array as a tensor: the checkpoint then loads without unpickling arbitrary objects
@@ -148,23 +199,34 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best = -1.0
         self.history: list[dict] = []
+        self.progress = copy.deepcopy(_EPOCH_PROGRESS)  # sums of the epoch in progress (saved for resume)
 
     # ----- checkpoints ----------------------------------------------------------------------------
+    CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step_in_epoch",
+                       "global_step", "best", "history", "config")
+
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict() if self.sched else None, "scaler":
                 self.scaler.state_dict() if self.scaler else None, "rng": capture_rng(), "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch, "global_step": self.global_step, "best": self.best,
-                "history": self.history, "config": self.cfg}
+                "history": self.history, "config": self.cfg, "progress": self.progress}
 
     def save(self, name: str) -> Optional[Path]:
+        """Write a checkpoint atomically; refuses (NonFiniteError) to write non-finite weights, so
+        a good checkpoint is never replaced by a broken one."""
         if self.rank != 0:
             return None
+        state = self.state()
+        bad = nonfinite_parameters(state["model"])
+        if bad:
+            raise NonFiniteError(f"{self.out / name} not written: the weights {', '.join(bad[:5])} hold NaN or "
+                                 "infinite values (the last good checkpoint is kept)")
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / name
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
         return path
 
     def resume(self, path, trust: bool = False) -> None:
@@ -172,11 +234,16 @@ class Trainer:
         from spikelab import files
 
         state = files.load(path, trust=trust, map_location=self.device, what="checkpoint")
+        files.expect_keys(state, path, self.CHECKPOINT_KEYS, "a spikelab training checkpoint (last.pt or best.pt)")
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError as err:
-            raise ValueError(f"{path}: the checkpoint does not fit this model ({err})") from None
-        self.opt.load_state_dict(state["optimizer"])
+            self.opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ValueError(f"{path}: the checkpoint does not fit this model and optimiser "
+                             f"({str(err).splitlines()[0]})") from None
+        bad = nonfinite_parameters(state["model"])
+        if bad:
+            raise ValueError(f"{path}: the weights {', '.join(bad[:5])} hold NaN or infinite values")
         if self.sched and state["scheduler"]:
             self.sched.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]:
@@ -184,6 +251,9 @@ class Trainer:
         restore_rng(state["rng"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         self.best, self.history = state["best"], state["history"]
+        progress = state.get("progress")  # absent in checkpoints of older versions
+        self.progress = copy.deepcopy(progress) if isinstance(progress, dict) and self.step_in_epoch else \
+            copy.deepcopy(_EPOCH_PROGRESS)
 
     # ----- training -------------------------------------------------------------------------------
     def _loader(self, dataset, epoch: int, skip: int, shuffle: bool):
@@ -194,8 +264,10 @@ class Trainer:
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collate,
                                            num_workers=self.cfg["data"]["num_workers"], generator=generator)
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, monitor: RateMonitor) -> tuple[float, float, dict]:
+    def _step(self, x: torch.Tensor, y: torch.Tensor, monitor: RateMonitor) -> Optional[tuple[float, float, dict]]:
+        """One optimiser step; None when a non-finite batch was skipped (``train.nonfinite: skip_batch``)."""
         x, y = x.to(self.device), y.to(self.device)
+        bad_input = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
         with torch.autocast(self.device.type, enabled=self.amp):
             out = self.net(x)
             loss = self.loss_fn(out.float(), y)
@@ -208,6 +280,18 @@ class Trainer:
             self.scaler.unscale_(self.opt)
         else:
             loss.backward()
+        loss_value = loss.item()
+        # under AMP the scaler skips steps with overflowing gradients itself (and lowers its scale)
+        bad = bool(bad_input) or not math.isfinite(loss_value) or (not self.scaler and not _all_finite(
+            p.grad for p in self.model.parameters() if p.grad is not None))
+        if self.world > 1:  # every process must take the same decision (DDP steps together)
+            flag = torch.tensor([float(bad)], device=self.device)
+            _dist().all_reduce(flag, op=_dist().ReduceOp.MAX)
+            bad = bool(flag.item())
+        if bad:
+            self.opt.zero_grad(set_to_none=True)
+            self._nonfinite(x, bad_input, loss_value)
+            return None
         if self.t["grad_clip"]:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.t["grad_clip"])
         if self.scaler:
@@ -215,8 +299,44 @@ class Trainer:
             self.scaler.update()
         else:
             self.opt.step()
+        if not _all_finite(self.model.parameters()):
+            bad_weights = nonfinite_parameters(dict(self.model.named_parameters()))
+            raise NonFiniteError(
+                f"training stopped at {self._where()}: the optimiser step made {', '.join(bad_weights[:5])} "
+                "non-finite (finite gradients, so the update overflowed: lower train.lr). The last checkpoint "
+                "written holds the last good weights")
         correct = (out.detach().mean(0).argmax(1) == y).float().sum().item()
-        return loss.item() * len(y), correct, {k: v.item() for k, v in monitor.rates.items()}
+        return loss_value * len(y), correct, {k: v.item() for k, v in monitor.rates.items()}
+
+    def _where(self) -> str:
+        return (f"epoch {self.epoch + 1}, batch {self.step_in_epoch + 1} (global step {self.global_step + 1}, "
+                f"process {self.rank})")
+
+    def _nonfinite(self, x: torch.Tensor, bad_input: int, loss_value: float) -> None:
+        """Skip the batch (``nonfinite: skip_batch``) or stop with an error naming where the
+        NaN/inf first appeared; the weights have not been touched either way."""
+        if self.t["nonfinite"] == "skip_batch":
+            self.progress["skipped"] += 1
+            return
+        causes = []
+        if bad_input:
+            causes.append(f"the input batch holds {bad_input} NaN/inf values")
+        layer = first_nonfinite_layer(self.model, x)
+        if layer:
+            causes.append(f"the first layer to turn finite inputs into NaN/inf is {layer}")
+        if not math.isfinite(loss_value):
+            causes.append(f"the loss is {loss_value}")
+        grads = {n: p.grad for n, p in self.model.named_parameters() if p.grad is not None}
+        bad_grads = nonfinite_parameters(grads)
+        if bad_grads:
+            causes.append(f"the gradient of {bad_grads[0]} is non-finite"
+                          + (f" ({len(bad_grads)} parameters in all)" if len(bad_grads) > 1 else ""))
+        if not causes:
+            causes.append("another process met a non-finite value")
+        raise NonFiniteError(
+            f"training stopped at {self._where()}: {'; '.join(causes)}. No weight was updated with it and no "
+            "checkpoint was written from it. Check the data, lower train.lr or set train.grad_clip; "
+            "train.nonfinite: skip_batch skips such batches instead")
 
     @torch.no_grad()
     def evaluate(self, dataset=None) -> dict:
@@ -249,20 +369,24 @@ class Trainer:
             self.model.train()
             monitor = RateMonitor(self.model)
             loader = self._loader(self.train_set, self.epoch, self.step_in_epoch, shuffle=True)
-            seen, loss_sum, correct, rate_sum = 0, 0.0, 0.0, {}
-            start = time.perf_counter()
+            p = self.progress  # carries the sums of an epoch resumed mid-way
+            start = time.perf_counter() - p["seconds"]
             bar = tqdm(loader, desc=f"epoch {self.epoch + 1}/{self.t['epochs']}", leave=False,
                        disable=self.quiet or self.rank != 0)
             for x, y, _ in bar:
-                loss, right, rates = self._step(x, y, monitor)
-                seen += len(y)
-                loss_sum += loss
-                correct += right
-                for k, v in rates.items():
-                    rate_sum[k] = rate_sum.get(k, 0.0) + v * len(y)
+                result = self._step(x, y, monitor)
+                if result is not None:
+                    loss, right, rates = result
+                    p["seen"] += len(y)
+                    p["loss_sum"] += loss
+                    p["correct"] += right
+                    for k, v in rates.items():
+                        p["rate_sum"][k] = p["rate_sum"].get(k, 0.0) + v * len(y)
                 self.step_in_epoch += 1
                 self.global_step += 1
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+                p["seconds"] = time.perf_counter() - start
+                seen = max(p["seen"], 1)
+                bar.set_postfix(loss=f"{p['loss_sum'] / seen:.3f}", acc=f"{p['correct'] / seen:.3f}")
                 if self.t["checkpoint_every"] and self.global_step % self.t["checkpoint_every"] == 0:
                     self.save("last.pt")
                 if max_steps is not None and self.global_step >= max_steps:
@@ -270,17 +394,24 @@ class Trainer:
                     self.save("last.pt")
                     return self.history
             monitor.remove()
+            if p["skipped"] and self.rank == 0:
+                warnings.warn(f"epoch {self.epoch + 1}: skipped {p['skipped']} batches with NaN/inf values "
+                              "(train.nonfinite: skip_batch)", RuntimeWarning, stacklevel=2)
             if self.sched:
-                self.sched.step()
+                with warnings.catch_warnings():  # a run resumed at an epoch's end steps the schedule first
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+                    self.sched.step()
             test = self.evaluate()
+            seen = max(p["seen"], 1)
             record = {"epoch": self.epoch + 1, "step": self.global_step,
-                      "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                      "train_loss": p["loss_sum"] / seen, "train_accuracy": p["correct"] / seen,
                       "test_loss": test["loss"], "test_accuracy": test["accuracy"],
                       "lr": self.opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - start, 2),
-                      **{f"rate/{k}": v / max(seen, 1) for k, v in rate_sum.items()}}
+                      "skipped_batches": p["skipped"], **{f"rate/{k}": v / seen for k, v in p["rate_sum"].items()}}
             self.history.append(record)
             self.epoch += 1
             self.step_in_epoch = 0
+            self.progress = copy.deepcopy(_EPOCH_PROGRESS)
             self._log(record, writer)
             if test["accuracy"] > self.best:
                 self.best = test["accuracy"]
@@ -298,16 +429,22 @@ class Trainer:
         return SummaryWriter(str(self.out / "tensorboard"))
 
     def _log(self, record: dict, writer) -> None:
+        """Rewrite ``log.csv`` and ``history.json`` from the whole history (atomically), so a
+        resumed run's logs hold every epoch once, as the uninterrupted run's would."""
         if self.rank != 0:
             return
-        path = self.out / "log.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(record))
-            if new:
-                w.writeheader()
-            w.writerow(record)
-        (self.out / "history.json").write_text(json.dumps(self.history, indent=2))
+        fields: list[str] = []
+        for row in self.history:
+            fields += [k for k in row if k not in fields]
+        tmp = self.out / f".log.csv.tmp{os.getpid()}"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(self.history)
+        os.replace(tmp, self.out / "log.csv")
+        tmp = self.out / f".history.json.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(self.history, indent=2))
+        os.replace(tmp, self.out / "history.json")
         if writer:
             for k, v in record.items():
                 if k not in ("epoch",):
