@@ -47,7 +47,7 @@ def load(path: Union[str, Path], *, trust: bool = False, map_location: Any = "cp
     try:
         return torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as err:
-        if not trust and "Unsupported global" in str(err):
+        if not trust and "global" in str(err).lower():  # torch names the class or function it refused
             raise UntrustedFileError(
                 f"{path}: this {what} holds Python objects beyond tensors, numbers, strings and containers (e.g. a "
                 "whole pickled model); loading it would run code from the file. If you made it or trust its "

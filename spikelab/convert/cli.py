@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         timesteps = [int(t) for t in args.timesteps.split(",")]
         ann = load_ann(args.weights, arch=args.model, trust=args.trust)
         calib, _ = _tensors(args.calibration, "train")
+        x, y = _tensors(args.test, "test") if args.test else (None, None)  # every file read before any work
+        if args.test and y is None:
+            raise ValueError(f"--test {args.test}: needs labels (a dict with 'x' and 'y')")
         snn = convert(ann, calib, method=args.method, percentile=args.percentile, per_channel=args.per_channel,
                       maxpool=args.maxpool, start=args.start, spike_fed_start=args.spike_fed_start)
     except (ConversionError, ValueError, FileNotFoundError) as err:
@@ -69,10 +72,6 @@ def run(args: argparse.Namespace) -> int:
     torch.save(snn, out / "snn.pt")
     print(f"converted: {snn.report['sites']} neuron sites ({args.method}); saved {out / 'snn.pt'}")
     if args.test:
-        x, y = _tensors(args.test, "test")
-        if y is None:
-            print("spikelab convert: --test needs labels (a dict with 'x' and 'y')", file=sys.stderr)
-            return 2
         report = evaluate(snn, [(x[i:i + 256], y[i:i + 256]) for i in range(0, len(x), 256)], timesteps, ann=ann,
                           out_dir=out)
         print(f"ANN accuracy {report['ann_accuracy']:.4f}")
