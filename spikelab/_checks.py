@@ -19,6 +19,15 @@ def check_float_tensor(x: Any, name: str, min_ndim: int, layout: str) -> torch.T
     return x
 
 
+def check_time_steps(x_seq: torch.Tensor, name: str = "x_seq") -> torch.Tensor:
+    """A sequence ``[T, B, ...]`` needs at least one step: a state cannot evolve over none, and
+    its rates and time means would be NaN."""
+    if x_seq.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one time step (shape [T, B, ...] with T >= 1), "
+                         f"got shape {tuple(x_seq.shape)}")
+    return x_seq
+
+
 def check_number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, high_open: bool = False) -> float:
     """A finite real number within ``[low, high]`` (ends open when asked)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spikelab._checks import check_float_tensor
+from spikelab._checks import check_float_tensor, check_time_steps
 from spikelab.layers import fusion
 from spikelab.layers.temporal import SequenceModule
 from spikelab.neurons.base import BaseNeuron
@@ -43,7 +43,7 @@ class Sequential(nn.Sequential, SequenceModule):
                 _refuse_hidden_neurons(layer, f"layer {i}")
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]")
+        check_time_steps(check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]"))
         layers = list(self)
         i = 0
         while i < len(layers):

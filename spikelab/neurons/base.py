@@ -9,7 +9,7 @@ from torch import nn
 
 from spikelab import backends
 from spikelab import surrogate as surrogates
-from spikelab._checks import as_batch_index, check_float_tensor, check_number, check_values
+from spikelab._checks import as_batch_index, check_float_tensor, check_number, check_time_steps, check_values
 
 ResetLike = Union[str, float, int]
 ParamLike = Union[float, int, Sequence[float], torch.Tensor]
@@ -202,7 +202,7 @@ class BaseNeuron(nn.Module):
     # ----- public API ---------------------------------------------------------------------------
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """Run ``x_seq`` ``[T, B, ...]`` from a fresh state; return the spikes ``[T, B, ...]``."""
-        check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]")
+        check_time_steps(check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]"))
         self._check_channels(x_seq.shape[1:], "x_seq")
         self._check_device(x_seq, "x_seq")
         out, state = self._run(x_seq, self._fresh_state(x_seq.shape[1:], x_seq), record=True)
@@ -227,7 +227,7 @@ class BaseNeuron(nn.Module):
                                       smooth=self.uses_surrogate and self.surrogate.smooth_forward)
         if impl is None:
             return None
-        check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]")
+        check_time_steps(check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]"))
         self._check_channels(x_seq.shape[1:], "x_seq")
         self._check_device(x_seq, "x_seq")
         self._check_kernel_input(x_seq)

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from spikelab._checks import as_batch_index, check_float_tensor, finite_tensor as _param
+from spikelab._checks import as_batch_index, check_float_tensor, check_time_steps, finite_tensor as _param
 from spikelab.sequence import SequenceModule
 
 
@@ -37,7 +37,7 @@ class LeakyIntegrator(nn.Module, SequenceModule):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """Run ``[T, B, ...]`` from ``v = 0``; return the membrane at every step."""
-        check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]")
+        check_time_steps(check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]"))
         v = torch.zeros_like(x_seq[0])
         outs = []
         for t in range(x_seq.shape[0]):
