@@ -141,6 +141,21 @@ def first_nonfinite_layer(model: nn.Module, x: torch.Tensor) -> Optional[str]:
     return found[0] if found else None
 
 
+def _remove_orphans(folder: Path, prefix: str) -> None:
+    """Delete ``<prefix><pid>`` temporary files left by processes that no longer run (killed
+    while writing)."""
+    for tmp in folder.glob(f"{prefix}*"):
+        pid = tmp.name[len(prefix):]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 _EPOCH_PROGRESS = {"seen": 0, "loss_sum": 0.0, "correct": 0.0, "rate_sum": {}, "seconds": 0.0, "skipped": 0}
 
 
@@ -224,9 +239,13 @@ class Trainer:
                                  "infinite values (the last good checkpoint is kept)")
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / name
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        _remove_orphans(self.out, f".{name}.tmp")
+        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
         return path
 
     def resume(self, path, trust: bool = False) -> None:
