@@ -18,6 +18,7 @@ from torch import nn
 
 from spikelab import layers as L
 from spikelab.export.errors import NIRImportError
+from spikelab.export.nir_checks import check_graph, unsupported_message
 from spikelab.export.semantics import decay_from_tau, our_threshold
 from spikelab.export.network import NIRNetwork
 from spikelab.neurons import IF, CurrentLIF, LeakyIntegrator, LIF
@@ -90,6 +91,11 @@ def _no_leak_potential(name: str, node) -> None:
 
 
 def _threshold(name: str, node) -> Union[float, torch.Tensor]:
+    v = np.asarray(node.v_threshold, dtype=np.float64)
+    if (v < 0).any():
+        raise NIRImportError(f"node {name!r}: v_threshold has {int((v < 0).sum())} negative value(s) "
+                             f"(min {v.min():.3g}); spikelab neurons take thresholds >= 0 (NIR's v > 0 fires as "
+                             "spikelab's smallest positive threshold)")
     t = _neuron_param(name, "v_threshold", node.v_threshold)
     return float(our_threshold(np.float32(t))) if isinstance(t, float) else _t(our_threshold(t.numpy()))
 
@@ -241,9 +247,7 @@ def node_module(name: str, node: nir.NIRNode, dt: float) -> Optional[nn.Module]:
     """The spikelab module of one NIR node (``None`` for Input/Output/Identity)."""
     importer = NODE_IMPORTERS.get(type(node))
     if importer is None:
-        raise NIRImportError(f"node {name!r}: NIR node type {type(node).__name__} is not supported; "
-                             f"supported: {', '.join(sorted(t.__name__ for t in NODE_IMPORTERS))} "
-                             "(spikelab.export.register_node adds more)")
+        raise NIRImportError(unsupported_message(name, node, NODE_IMPORTERS))
     return importer(name, node, dt)
 
 
@@ -260,7 +264,9 @@ def from_nir(graph: Union[nir.NIRGraph, str, Path], dt: float) -> NIRNetwork:
     """Build a spikelab network from a NIR graph (or a ``.nir`` file) for time step ``dt`` (seconds).
 
     The network's ``forward`` takes ``[T, B, ...]`` and returns ``[T, B, ...]``; ``step`` runs one
-    step. Unsupported nodes or parameters raise :class:`NIRImportError` naming the node.
+    step. The whole graph is checked first (finite parameters, positive time constants, shapes
+    along every edge, a runnable structure; :mod:`spikelab.export.nir_checks`); unsupported nodes
+    or parameters raise :class:`NIRImportError` naming the node.
     """
     if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not dt > 0:
         raise ValueError(f"dt: expected a positive time step in seconds, got {dt!r}")
@@ -282,6 +288,7 @@ def from_nir(graph: Union[nir.NIRGraph, str, Path], dt: float) -> NIRNetwork:
     if recorded is not None and not np.isclose(float(recorded), dt):
         warnings.warn(f"from_nir: the graph was exported for dt = {float(recorded)} s and is read with dt = {dt} s; "
                       "time constants are kept, so decays per step change", stacklevel=2)
+    check_graph(graph, NODE_IMPORTERS)  # every node and edge, before any module is built
     return _network(graph, float(dt))
 
 
