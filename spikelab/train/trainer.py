@@ -144,16 +144,12 @@ def first_nonfinite_layer(model: nn.Module, x: torch.Tensor) -> Optional[str]:
 def _remove_orphans(folder: Path, prefix: str) -> None:
     """Delete ``<prefix><pid>`` temporary files left by processes that no longer run (killed
     while writing)."""
+    from spikelab.data.locks import pid_alive
+
     for tmp in folder.glob(f"{prefix}*"):
         pid = tmp.name[len(prefix):]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if pid.isdigit() and not pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
-        except PermissionError:  # alive, another user's
-            pass
 
 
 _EPOCH_PROGRESS = {"seen": 0, "loss_sum": 0.0, "correct": 0.0, "rate_sum": {}, "seconds": 0.0, "skipped": 0}

@@ -41,10 +41,13 @@ class EventDataset:
         self._index()
         self._cache: Optional[SplitCache] = None
         if cache:
-            key = fingerprint(self.sources, {"dataset": self.name, "split": split, **self._cache_params()})
-            folder = Path(cache_dir) if cache_dir else default_cache_root()
+            params = self._cache_params()
+            key = fingerprint(self.sources, {"dataset": self.name, "split": split, **params})
+            folder = Path(cache_dir).expanduser() if cache_dir else default_cache_root()
+            # a cache of the same identity under another key is superseded (its sources changed)
+            identity = {"dataset": self.name, "split": split, "root": str(self.root.resolve()), "params": params}
             self._cache = SplitCache(folder / f"{self.name}-{split}-{key[:16]}", key, len(self.samples), self._load,
-                                     progress=f"{self.name} {split}: decoding into the cache")
+                                     progress=f"{self.name} {split}: decoding into the cache", identity=identity)
 
     # ----- subclass hooks ------------------------------------------------------------------
     def _index(self) -> None:

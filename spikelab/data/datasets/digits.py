@@ -11,6 +11,7 @@ Generation is deterministic (one seed per image) and takes about half a minute o
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from spikelab.data.cache import default_cache_root
 from spikelab.data.datasets.nmnist import NMNIST
 from spikelab.data.emulator import emulate_saccades
 from spikelab.data.formats.atis import write_atis_bin
+from spikelab.data.locks import FileLock
 
 VERSION = 1
 PARAMS = {"version": VERSION, "scale": 3, "duration_us": 300_000, "frame_us": 2000, "contrast": 0.3,
@@ -27,23 +29,45 @@ PARAMS = {"version": VERSION, "scale": 3, "duration_us": 300_000, "frame_us": 20
 
 
 def build_digits_dvs(root, quiet: bool = False) -> Path:
-    """Generate the dataset into ``root`` (skipped when ``root`` already holds this version)."""
+    """Generate the dataset into ``root`` (skipped when ``root`` already holds this version).
+
+    Safe when several processes (DDP ranks) start at once: one generates under a lock on
+    ``<root>.lock`` while the others wait; ``spikelab_digits.json`` is written last, so a
+    generation killed mid-way is redone by the next call.
+    """
     from sklearn.datasets import load_digits
 
     root = Path(root)
     meta = root / "spikelab_digits.json"
-    if meta.exists() and json.loads(meta.read_text()) == PARAMS:
+    if _generated(meta):
         return root
-    digits = load_digits()
-    for i in tqdm(range(len(digits.images)), desc="DigitsDVS: emulating the event camera", disable=quiet):
-        image = np.kron(digits.images[i] / 16.0, np.ones((PARAMS["scale"], PARAMS["scale"])))
-        events = emulate_saccades(image, PARAMS["sensor"], PARAMS["duration_us"], PARAMS["frame_us"],
-                                  PARAMS["contrast"], PARAMS["noise_rate"], rng=np.random.default_rng(i))
-        folder = root / ("Test" if i % 5 == 4 else "Train") / str(int(digits.target[i]))
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atis_bin(folder / f"{i:05d}.bin", events)
-    meta.write_text(json.dumps(PARAMS))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(root.with_name(root.name + ".lock"), what=f"DigitsDVS {root}"):
+        if _generated(meta):  # another process generated it while this one waited
+            return root
+        for orphan in root.glob("**/.*.tmp*"):  # left by a generation that was killed
+            orphan.unlink(missing_ok=True)
+        digits = load_digits()
+        for i in tqdm(range(len(digits.images)), desc="DigitsDVS: emulating the event camera", disable=quiet):
+            image = np.kron(digits.images[i] / 16.0, np.ones((PARAMS["scale"], PARAMS["scale"])))
+            events = emulate_saccades(image, PARAMS["sensor"], PARAMS["duration_us"], PARAMS["frame_us"],
+                                      PARAMS["contrast"], PARAMS["noise_rate"], rng=np.random.default_rng(i))
+            folder = root / ("Test" if i % 5 == 4 else "Train") / str(int(digits.target[i]))
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{i:05d}.bin.tmp{os.getpid()}"
+            write_atis_bin(tmp, events)
+            os.replace(tmp, folder / f"{i:05d}.bin")  # never a half-written recording under its name
+        tmp = meta.with_name(f".{meta.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(PARAMS))
+        os.replace(tmp, meta)
     return root
+
+
+def _generated(meta: Path) -> bool:
+    try:
+        return json.loads(meta.read_text()) == PARAMS
+    except (OSError, ValueError):
+        return False
 
 
 class DigitsDVS(NMNIST):

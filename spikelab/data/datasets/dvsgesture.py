@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from spikelab.data.formats.aedat3 import read_aedat3
 
 TRAIN_USERS = range(1, 24)
 TEST_USERS = range(24, 30)
+RECORDING = re.compile(r"user(\d\d)_(\w+)\.aedat")  # userNN_<lighting>.aedat
 
 
 class DVSGesture(EventDataset):
@@ -36,7 +38,15 @@ class DVSGesture(EventDataset):
         if not folder.is_dir():
             raise self._missing("no 'DvsGesture' folder")
         users = TRAIN_USERS if self.split == "train" else TEST_USERS
-        recordings = sorted(p for p in folder.glob("user*.aedat") if int(p.name[4:6]) in users)
+        recordings = []
+        for path in sorted(folder.glob("user*.aedat")):
+            match = RECORDING.fullmatch(path.name)
+            if match is None:  # looks like a recording, cannot be placed in a split
+                raise EventFormatError(path, "not a DVS Gesture recording name: expected userNN_<lighting>.aedat "
+                                             "(NN = the user, 01-29), as in user01_fluorescent.aedat; move or "
+                                             "rename it")
+            if int(match.group(1)) in users:
+                recordings.append(path)
         if not recordings:
             raise self._missing(f"no recordings of users {users.start}-{users.stop - 1} (userNN_*.aedat)")
         for rec in recordings:

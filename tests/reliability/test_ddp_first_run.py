@@ -1,0 +1,40 @@
+"""The first data-parallel run on an empty cache: both ranks open the same dataset at once; one
+builds the cache while the other waits on its lock, then both train. Run several times, each
+on a fresh cache folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from spikelab.data.datasets.digits import VERSION, build_digits_dvs
+from spikelab.data.cache import default_cache_root
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed next to this Python")
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_first_torchrun_on_an_empty_cache_succeeds(tmp_path):
+    root = build_digits_dvs(default_cache_root() / f"digits-dvs-v{VERSION}", quiet=True)  # the recordings, made once
+    for run in range(3):
+        cache = tmp_path / f"cache{run}"
+        cfg = tmp_path / f"cfg{run}.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "model": {"name": "mlp", "hidden": [16]}, "data": {"root": str(root), "time_bins": 4},
+            "train": {"epochs": 1, "batch_size": 128, "scheduler": "none"}, "out": str(tmp_path / f"run{run}")}))
+        env = {**os.environ, "SPIKELAB_CACHE": str(cache), "OMP_NUM_THREADS": "1", "SPIKELAB_TUNE_ALLOCATOR": "0"}
+        done = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "spikelab.cli", "train",
+                               str(cfg), "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (tmp_path / f"run{run}" / "last.pt").exists()
+        built = sorted(p.name for p in cache.iterdir() if p.is_dir())
+        assert len(built) == 2 and all(n.startswith(("DigitsDVS-train-", "DigitsDVS-test-")) for n in built), built
+        shutil.rmtree(cache)
