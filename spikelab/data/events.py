@@ -39,29 +39,45 @@ def make_events(x, y, t, p) -> np.ndarray:
 
 
 def check_events(events: np.ndarray, path: Optional[PathLike] = None, sensor_size=None,
-                 offsets: Optional[np.ndarray] = None, allow_unsorted: bool = False) -> np.ndarray:
-    """Refuse out-of-range coordinates and decreasing timestamps (naming the byte offset of the
-    first bad event when ``offsets`` gives each event's position in the file).
+                 offsets: Optional[np.ndarray] = None, allow_unsorted: bool = False, *, first: int = 0,
+                 prev_t: Optional[int] = None) -> np.ndarray:
+    """Refuse out-of-range coordinates and decreasing timestamps, naming the first bad event in
+    file order (and its byte offset when ``offsets`` gives each event's position in the file).
 
+    ``first`` is the index of ``events[0]`` in the recording and ``prev_t`` the time of the event
+    before it, so that a recording checked piece by piece gives the same error as checked whole.
     With ``allow_unsorted=True``, decreasing timestamps are repaired by a stable sort on ``t``.
     """
-    def where(i: int) -> Optional[int]:
-        return None if offsets is None else int(offsets[i])
-
-    if sensor_size is not None and len(events):
+    n = len(events)
+    if not n:
+        return events
+    bad_xy = None
+    if sensor_size is not None:
         w, h = int(sensor_size[0]), int(sensor_size[1])
-        bad = np.flatnonzero((events["x"] < 0) | (events["x"] >= w) | (events["y"] < 0) | (events["y"] >= h))
-        if bad.size:
-            i = int(bad[0])
-            raise EventFormatError(path, f"event {i} at (x={events['x'][i]}, y={events['y'][i]}) is outside the "
-                                         f"{w}x{h} sensor ({bad.size} such events)", where(i))
-    if len(events) > 1:
-        down = np.flatnonzero(np.diff(events["t"]) < 0)
-        if down.size:
-            if allow_unsorted:
-                return events[np.argsort(events["t"], kind="stable")]
-            i = int(down[0]) + 1
-            raise EventFormatError(path, f"timestamps decrease at event {i} ({events['t'][i - 1]} -> "
-                                         f"{events['t'][i]} us; {down.size} such places); pass "
-                                         "allow_unsorted=True to sort them", where(i))
+        x, y = events["x"], events["y"]
+        mask = (x < 0) | (x >= w) | (y < 0) | (y >= h)
+        if mask.any():
+            bad_xy = int(mask.argmax())
+    t = events["t"]
+    bad_t = None
+    if allow_unsorted:
+        if bad_xy is None and n > 1 and (t[1:] < t[:-1]).any():
+            return events[np.argsort(t, kind="stable")]
+    elif prev_t is not None and t[0] < prev_t:
+        bad_t = 0
+    elif n > 1:
+        down = t[1:] < t[:-1]
+        if down.any():
+            bad_t = int(down.argmax()) + 1
+    if bad_xy is not None and (bad_t is None or bad_xy <= bad_t):
+        i = bad_xy
+        raise EventFormatError(path, f"event {first + i} at (x={events['x'][i]}, y={events['y'][i]}) is outside the "
+                                     f"{w}x{h} sensor (expected 0 <= x < {w}, 0 <= y < {h})",
+                               None if offsets is None else int(offsets[i]))
+    if bad_t is not None:
+        i = bad_t
+        before = prev_t if i == 0 else int(t[i - 1])
+        raise EventFormatError(path, f"timestamps decrease at event {first + i} ({before} -> {int(t[i])} us); "
+                                     "pass allow_unsorted=True to sort them",
+                               None if offsets is None else int(offsets[i]))
     return events

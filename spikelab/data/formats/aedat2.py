@@ -11,10 +11,12 @@ Address layouts (``camera``):
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
-from spikelab.data.events import EventFormatError, check_events, make_events
-from spikelab.data.formats._header import read_bytes, split_header
+from spikelab.data.events import EventFormatError, make_events
+from spikelab.data.formats._source import Source, decode, read, read_header, records
 
 RECORD = 8
 CAMERAS = {"dvs128": (128, 128), "davis240": (240, 180), "davis346": (346, 260)}
@@ -37,26 +39,33 @@ def _decode_addresses(address: np.ndarray, camera: str):
     return keep, x, y, p
 
 
-def decode_aedat2(data: bytes, path=None, camera: str = "dvs128", allow_unsorted: bool = False) -> np.ndarray:
+def pieces(src: Source, chunk_bytes: Optional[int], camera: str = "dvs128", sensor_size=None) -> tuple:
+    """The sensor size (the camera's unless given) and the ``(events, byte offsets)`` pieces."""
     if camera not in CAMERAS:
         raise ValueError(f"camera: expected one of {sorted(CAMERAS)}, got {camera!r}")
-    lines, start = split_header(data, b"#", path)
+    lines, start = read_header(src, b"#")
     if not lines or not lines[0].startswith("#!AER-DAT2"):
-        raise EventFormatError(path, "not an AEDAT 2.0 file: expected a first line '#!AER-DAT2.0'", 0)
-    body = len(data) - start
-    if body % RECORD:
-        raise EventFormatError(path, f"data size {body} is not a multiple of {RECORD} bytes: the last event is "
-                                     "truncated", start + body - body % RECORD)
-    pairs = np.frombuffer(data, dtype=_PAIR, offset=start)
-    keep, x, y, p = _decode_addresses(pairs["address"], camera)
-    offsets = start + RECORD * np.flatnonzero(keep)
-    events = make_events(x[keep], y[keep], pairs["t"][keep].astype(np.int64), p[keep])
-    return check_events(events, path, CAMERAS[camera], offsets, allow_unsorted)
+        raise EventFormatError(src.path, "not an AEDAT 2.0 file: expected a first line '#!AER-DAT2.0'", 0)
+
+    def gen():
+        for block, pos in records(src, start, RECORD, chunk_bytes):
+            pairs = np.frombuffer(block, dtype=_PAIR)
+            keep, x, y, p = _decode_addresses(pairs["address"], camera)
+            yield (make_events(x[keep], y[keep], pairs["t"][keep].astype(np.int64), p[keep]),
+                   pos + RECORD * np.flatnonzero(keep))
+
+    return (sensor_size or CAMERAS[camera]), gen()
 
 
-def read_aedat2(path, camera: str = "dvs128", allow_unsorted: bool = False) -> np.ndarray:
+def decode_aedat2(data: bytes, path=None, camera: str = "dvs128", allow_unsorted: bool = False,
+                  sensor_size=None) -> np.ndarray:
+    """Events of an AEDAT 2.0 recording held in memory."""
+    return decode(pieces, data, path, allow_unsorted, camera=camera, sensor_size=sensor_size)
+
+
+def read_aedat2(path, camera: str = "dvs128", allow_unsorted: bool = False, sensor_size=None) -> np.ndarray:
     """Events of a jAER AEDAT 2.0 recording."""
-    return decode_aedat2(read_bytes(path), path, camera, allow_unsorted)
+    return read(pieces, path, allow_unsorted, camera=camera, sensor_size=sensor_size)
 
 
 def write_aedat2(path, events: np.ndarray, camera: str = "dvs128") -> None:

@@ -9,10 +9,12 @@ not match the 23-bit field; no N-MNIST or N-Caltech101 recording is long enough 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
-from spikelab.data.events import EventFormatError, check_events, make_events
-from spikelab.data.formats._header import read_bytes
+from spikelab.data.events import make_events
+from spikelab.data.formats._source import Source, decode, read, records
 
 RECORD = 5
 OVERFLOW_Y = 240
@@ -35,18 +37,25 @@ def decode_records(body: bytes, base: int = 0, wraps: int = 0):
     return events, base + np.flatnonzero(keep) * RECORD, int(epochs[-1]) if len(epochs) else wraps
 
 
+def pieces(src: Source, chunk_bytes: Optional[int], sensor_size=None) -> tuple:
+    """The sensor size and the ``(events, byte offsets)`` pieces of an ATIS recording."""
+    def gen():
+        wraps = 0
+        for block, pos in records(src, 0, RECORD, chunk_bytes):
+            events, offsets, wraps = decode_records(block, pos, wraps)
+            yield events, offsets
+
+    return sensor_size, gen()
+
+
 def decode_atis(data: bytes, path=None, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
-    if len(data) % RECORD:
-        whole = len(data) - len(data) % RECORD
-        raise EventFormatError(path, f"file size {len(data)} is not a multiple of {RECORD} bytes: the last "
-                                     f"event is truncated", whole)
-    events, offsets, _ = decode_records(data)
-    return check_events(events, path, sensor_size, offsets, allow_unsorted)
+    """Events of an ATIS recording held in memory."""
+    return decode(pieces, data, path, allow_unsorted, sensor_size=sensor_size)
 
 
 def read_atis_bin(path, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
     """Events of an N-MNIST / N-Caltech101 ``.bin`` recording."""
-    return decode_atis(read_bytes(path), path, sensor_size, allow_unsorted)
+    return read(pieces, path, allow_unsorted, sensor_size=sensor_size)
 
 
 def write_atis_bin(path, events: np.ndarray) -> None:

@@ -15,11 +15,12 @@ All start with ``%`` header lines (``% end`` closes the header of recent RAW fil
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 import numpy as np
 
-from spikelab.data.events import EventFormatError, check_events, make_events
-from spikelab.data.formats._header import read_bytes, split_header
+from spikelab.data.events import EventFormatError, make_events
+from spikelab.data.formats._source import Source, decode, read, read_header, records
 
 
 def _sensor_from_header(lines, default=None):
@@ -33,9 +34,9 @@ def _sensor_from_header(lines, default=None):
     return default
 
 
-def _raw_header(data: bytes, path):
-    lines, start = split_header(data, b"%", path)
-    return lines, start
+def _raw_header(src: Source):
+    """Header lines and data offset of a RAW file (``% end`` closes the header when present)."""
+    return read_header(src, b"%", end_line=b"% end")
 
 
 # ----- DAT -------------------------------------------------------------------------------------
@@ -43,33 +44,38 @@ def _raw_header(data: bytes, path):
 _DAT_EVENT = np.dtype([("t", "<u4"), ("data", "<u4")])
 
 
-def decode_dat(data: bytes, path=None, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
-    lines, start = _raw_header(data, path)
+def dat_pieces(src: Source, chunk_bytes: Optional[int], sensor_size=None) -> tuple:
+    """The sensor size and the ``(events, byte offsets)`` pieces of a DAT recording."""
+    lines, start = read_header(src, b"%")
     version = dat_version(lines)
-    if start + 2 > len(data):
-        raise EventFormatError(path, "truncated before the event type and size bytes", start)
-    size = data[start + 1]
+    if start + 2 > src.size:
+        raise EventFormatError(src.path, "truncated before the event type and size bytes", start)
+    size = bytes(src.read(start + 1, 1))[0]
     if size != 8:
-        raise EventFormatError(path, f"event size byte is {size}, expected 8", start + 1)
+        raise EventFormatError(src.path, f"event size byte is {size}, expected 8", start + 1)
     body = start + 2
-    if (len(data) - body) % 8:
-        raise EventFormatError(path, "the last event is truncated", len(data) - (len(data) - body) % 8)
-    events, offsets = decode_dat_records(data[body:], version, body, path)
-    return check_events(events, path, sensor_size, offsets, allow_unsorted)
+
+    def gen():
+        for block, pos in records(src, body, 8, chunk_bytes):
+            raw = np.frombuffer(block, _DAT_EVENT)
+            d = raw["data"].astype(np.int64)
+            if version >= 2:
+                x, y, p = d & 0x3FFF, (d >> 14) & 0x3FFF, (d >> 28) & 0xF
+            else:
+                x, y, p = d & 0x1FF, (d >> 9) & 0xFF, (d >> 17) & 1
+            n = int(np.argmax(p > 1)) if len(p) and p.max() > 1 else len(raw)
+            # the events before a bad polarity go out (and are checked) first: they may hold an earlier error
+            yield make_events(x[:n], y[:n], raw["t"][:n], p[:n]), pos + 8 * np.arange(n, dtype=np.int64)
+            if n < len(raw):
+                raise EventFormatError(src.path, f"polarity value {int(p[n])} in event {(pos - body) // 8 + n}, "
+                                                 "expected 0 or 1", pos + 8 * n)
+
+    return sensor_size, gen()
 
 
-def decode_dat_records(body: bytes, version: int, base: int = 0, path=None):
-    """Decode whole 8-byte DAT records: ``(events, byte offsets)``."""
-    raw = np.frombuffer(body, _DAT_EVENT)
-    d = raw["data"].astype(np.int64)
-    if version >= 2:
-        x, y, p = d & 0x3FFF, (d >> 14) & 0x3FFF, (d >> 28) & 0xF
-    else:
-        x, y, p = d & 0x1FF, (d >> 9) & 0xFF, (d >> 17) & 1
-    if len(p) and p.max() > 1:
-        i = int(np.argmax(p > 1))
-        raise EventFormatError(path, f"polarity value {int(p[i])} in event {i}, expected 0 or 1", base + 8 * i)
-    return make_events(x, y, raw["t"].astype(np.int64), p), base + 8 * np.arange(len(raw))
+def decode_dat(data: bytes, path=None, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
+    """Events of a DAT recording held in memory."""
+    return decode(dat_pieces, data, path, allow_unsorted, sensor_size=sensor_size)
 
 
 def dat_version(lines) -> int:
@@ -82,7 +88,7 @@ def dat_version(lines) -> int:
 
 def read_dat(path, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
     """Events of a Prophesee DAT recording (N-CARS, ATIS datasets)."""
-    return decode_dat(read_bytes(path), path, sensor_size, allow_unsorted)
+    return read(dat_pieces, path, allow_unsorted, sensor_size=sensor_size)
 
 
 # ----- EVT 2.0 ---------------------------------------------------------------------------------
@@ -90,23 +96,32 @@ def read_dat(path, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray
 EVT2_CD_OFF, EVT2_CD_ON, EVT2_TIME_HIGH = 0x0, 0x1, 0x8
 
 
+def evt2_pieces(src: Source, chunk_bytes: Optional[int], sensor_size=None) -> tuple:
+    """The sensor size (the header's unless given) and the ``(events, byte offsets)`` pieces of
+    an EVT 2.0 recording; the time high carries from block to block."""
+    lines, start = _raw_header(src)
+
+    def gen():
+        high_state = 0
+        for block, pos in records(src, start, 4, chunk_bytes, "32-bit word"):
+            words = np.frombuffer(block, "<u4").astype(np.int64)
+            kind = words >> 28
+            # the time high in force at each word: that of the last TIME_HIGH word before it
+            last = np.maximum.accumulate(np.where(kind == EVT2_TIME_HIGH, np.arange(len(words)), -1))
+            high = np.where(last >= 0, words[np.maximum(last, 0)] & 0x0FFFFFFF, high_state)
+            if len(words):
+                high_state = int(high[-1])
+            cd = (kind == EVT2_CD_OFF) | (kind == EVT2_CD_ON)
+            w = words[cd]
+            yield (make_events((w >> 11) & 0x7FF, w & 0x7FF, (high[cd] << 6) | ((w >> 22) & 0x3F), kind[cd]),
+                   pos + 4 * np.flatnonzero(cd))
+
+    return (sensor_size or _sensor_from_header(lines)), gen()
+
+
 def decode_evt2(data: bytes, path=None, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
-    lines, start = _raw_header(data, path)
-    if (len(data) - start) % 4:
-        raise EventFormatError(path, "data is not a whole number of 32-bit words (truncated?)",
-                               len(data) - (len(data) - start) % 4)
-    words = np.frombuffer(data, "<u4", offset=start).astype(np.int64)
-    kind = words >> 28
-    is_high = kind == EVT2_TIME_HIGH
-    # the time high in force at each word: that of the last TIME_HIGH word before it
-    last_high = np.maximum.accumulate(np.where(is_high, np.arange(len(words)), -1))
-    high = np.where(last_high >= 0, words[np.maximum(last_high, 0)] & 0x0FFFFFFF, 0)
-    cd = (kind == EVT2_CD_OFF) | (kind == EVT2_CD_ON)
-    w = words[cd]
-    t = (high[cd] << 6) | ((w >> 22) & 0x3F)
-    events = make_events((w >> 11) & 0x7FF, w & 0x7FF, t, kind[cd])
-    sensor = sensor_size or _sensor_from_header(lines)
-    return check_events(events, path, sensor, start + 4 * np.flatnonzero(cd), allow_unsorted)
+    """Events of an EVT 2.0 RAW recording held in memory."""
+    return decode(evt2_pieces, data, path, allow_unsorted, sensor_size=sensor_size)
 
 
 def write_evt2(path, events: np.ndarray, sensor_size=(640, 480, 2)) -> None:
@@ -129,20 +144,29 @@ def write_evt2(path, events: np.ndarray, sensor_size=(640, 480, 2)) -> None:
 
 # ----- EVT 3.0 ---------------------------------------------------------------------------------
 
-def decode_evt3(data: bytes, path=None, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
+def evt3_pieces(src: Source, chunk_bytes: Optional[int], sensor_size=None) -> tuple:
+    """The sensor size (the header's unless given) and the ``(events, byte offsets)`` pieces of
+    an EVT 3.0 recording; the decoder state carries from block to block."""
     from spikelab.kernels.numba.events import evt3_decode
 
-    lines, start = _raw_header(data, path)
-    if (len(data) - start) % 2:
-        raise EventFormatError(path, "data is not a whole number of 16-bit words (truncated?)", len(data) - 1)
-    words = np.frombuffer(data, "<u2", offset=start)
-    state = np.zeros(6, np.int64)
-    empty = np.zeros(0, np.int64)
-    n = evt3_decode(words, empty, empty, empty, empty, empty, False, state.copy())
-    x, y, t, p, word = (np.empty(n, np.int64) for _ in range(5))
-    evt3_decode(words, x, y, t, p, word, True, state)
-    sensor = sensor_size or _sensor_from_header(lines)
-    return check_events(make_events(x, y, t, p), path, sensor, start + 2 * word, allow_unsorted)
+    lines, start = _raw_header(src)
+
+    def gen():
+        state = np.zeros(6, np.int64)
+        empty = np.zeros(0, np.int64)
+        for block, pos in records(src, start, 2, chunk_bytes, "16-bit word"):
+            words = np.frombuffer(block, "<u2")
+            n = evt3_decode(words, empty, empty, empty, empty, empty, False, state.copy())
+            x, y, t, p, word = (np.empty(n, np.int64) for _ in range(5))
+            evt3_decode(words, x, y, t, p, word, True, state)
+            yield make_events(x, y, t, p), pos + 2 * word
+
+    return (sensor_size or _sensor_from_header(lines)), gen()
+
+
+def decode_evt3(data: bytes, path=None, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
+    """Events of an EVT 3.0 RAW recording held in memory."""
+    return decode(evt3_pieces, data, path, allow_unsorted, sensor_size=sensor_size)
 
 
 def write_evt3(path, events: np.ndarray, sensor_size=(1280, 720, 2)) -> None:
@@ -163,22 +187,26 @@ def write_evt3(path, events: np.ndarray, sensor_size=(1280, 720, 2)) -> None:
         f.write(words.reshape(-1).astype("<u2").tobytes())
 
 
-def read_prophesee_raw(path, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
-    """Events of a Prophesee RAW recording; EVT 2.0 or 3.0 from its ``% evt`` header line."""
-    data = read_bytes(path)
-    lines, _ = _raw_header(data, path)
+def raw_pieces(src: Source, chunk_bytes: Optional[int], sensor_size=None) -> tuple:
+    """EVT 2.0 or 3.0 pieces, from the RAW header's ``% evt`` (or ``format``) line."""
+    lines, _ = _raw_header(src)
     for line in lines:
         m = re.match(r"%\s*evt\s+([\d.]+)", line)
         if m:
             version = m.group(1)
             if version.startswith("2"):
-                return decode_evt2(data, path, sensor_size, allow_unsorted)
+                return evt2_pieces(src, chunk_bytes, sensor_size)
             if version.startswith("3"):
-                return decode_evt3(data, path, sensor_size, allow_unsorted)
-            raise EventFormatError(path, f"EVT {version} is not supported (EVT 2.0 and 3.0 are)", 0)
-    fmt = next((l for l in lines if "format" in l), "")
+                return evt3_pieces(src, chunk_bytes, sensor_size)
+            raise EventFormatError(src.path, f"EVT {version} is not supported (EVT 2.0 and 3.0 are)", 0)
+    fmt = next((line for line in lines if "format" in line), "")
     if "EVT3" in fmt:
-        return decode_evt3(data, path, sensor_size, allow_unsorted)
+        return evt3_pieces(src, chunk_bytes, sensor_size)
     if "EVT2" in fmt:
-        return decode_evt2(data, path, sensor_size, allow_unsorted)
-    raise EventFormatError(path, "RAW header names no encoding ('% evt 2.0' or '% evt 3.0' expected)", 0)
+        return evt2_pieces(src, chunk_bytes, sensor_size)
+    raise EventFormatError(src.path, "RAW header names no encoding ('% evt 2.0' or '% evt 3.0' expected)", 0)
+
+
+def read_prophesee_raw(path, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
+    """Events of a Prophesee RAW recording; EVT 2.0 or 3.0 from its ``% evt`` header line."""
+    return read(raw_pieces, path, allow_unsorted, sensor_size=sensor_size)

@@ -8,9 +8,13 @@ array per sample, the input channel 0..699) and ``labels``. A sample becomes eve
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 
 from spikelab.data.events import EventFormatError, check_events, make_events
+from spikelab.data.formats._source import not_regular
 
 SENSOR_SIZE = (700, 1, 1)
 _REQUIRED = ("spikes/times", "spikes/units", "labels")
@@ -19,6 +23,12 @@ _REQUIRED = ("spikes/times", "spikes/units", "labels")
 def _open(path):
     import h5py
 
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such HDF5 file") from None
+    if not stat.S_ISREG(mode):
+        raise not_regular(path, mode)
     try:
         f = h5py.File(path, "r")
     except FileNotFoundError:
@@ -35,14 +45,50 @@ def _open(path):
     return f
 
 
+_MAX_SECONDS = float(2 ** 63 - 1) / 1e6  # the latest time in int64 microseconds
+
+
+def _units(f, index: int, path, sensor_size) -> np.ndarray:
+    """Sample ``index``'s units as int64, refusing what int16 ``x`` cannot hold faithfully."""
+    units = np.asarray(f["spikes/units"][index])
+    top = (int(sensor_size[0]) if sensor_size is not None else 2 ** 15) - 1
+    if units.dtype.kind not in "iuf":
+        raise EventFormatError(path, f"spikes/units of sample {index}: dtype {units.dtype}, expected integers")
+    if units.size:
+        with np.errstate(all="ignore"):
+            ok = (units >= 0) & (units <= top)
+            if units.dtype.kind == "f":
+                ok &= np.floor(units) == units
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise EventFormatError(path, f"spikes/units of sample {index}, spike {i}: value {units[i].item()!r}, "
+                                         f"expected an integer unit in 0..{top}")
+    return units.astype(np.int64)
+
+
+def _times_us(f, index: int, path) -> np.ndarray:
+    """Sample ``index``'s spike times in int64 microseconds, refusing what would not fit."""
+    times = np.asarray(f["spikes/times"][index])
+    if times.dtype.kind not in "iuf":
+        raise EventFormatError(path, f"spikes/times of sample {index}: dtype {times.dtype}, expected seconds")
+    times = times.astype(np.float64)
+    with np.errstate(all="ignore"):
+        us = np.round(times * 1e6)
+        ok = np.isfinite(us) & (times >= 0) & (us < 2.0 ** 63)
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise EventFormatError(path, f"spikes/times of sample {index}, spike {i}: value {times[i].item()!r} s, "
+                                     f"expected finite, non-negative seconds below {_MAX_SECONDS:.6g} (int64 "
+                                     "microseconds)")
+    return us.astype(np.int64)
+
+
 def _sample(f, index: int, path, sensor_size, allow_unsorted: bool) -> np.ndarray:
-    times = np.asarray(f["spikes/times"][index], dtype=np.float64)
-    units = np.asarray(f["spikes/units"][index], dtype=np.int64)
+    units = _units(f, index, path, sensor_size)
+    times = _times_us(f, index, path)
     if times.shape != units.shape:
-        raise EventFormatError(path, f"sample {index}: {times.size} times but {units.size} units")
-    if times.size and (not np.isfinite(times).all() or times.min() < 0):
-        raise EventFormatError(path, f"sample {index}: spike times must be finite and non-negative seconds")
-    events = make_events(units, np.zeros_like(units), np.round(times * 1e6).astype(np.int64), np.ones_like(units))
+        raise EventFormatError(path, f"sample {index}: {times.size} spikes/times but {units.size} spikes/units")
+    events = make_events(units, np.zeros_like(units), times, np.ones_like(units))
     try:
         return check_events(events, path, sensor_size, None, allow_unsorted)
     except EventFormatError as err:
