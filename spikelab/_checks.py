@@ -67,6 +67,18 @@ def as_batch_index(index, device: torch.device, size: int) -> torch.Tensor:
     out-of-range indices) would mix samples' states, so it is refused.
     """
     index = torch.as_tensor(index, device=device)
+    last = _LAST_INDEX[0]  # one tuple, replaced whole: safe to read from several threads
+    if last is not None and last[0] is index and last[1] == index._version and last[2] == size:
+        return last[3]  # the same index, just checked for the previous layer of the model
+    result = _checked_index(index, size)
+    _LAST_INDEX[0] = (index, index._version, size, result)
+    return result
+
+
+_LAST_INDEX: list = [None]
+
+
+def _checked_index(index: torch.Tensor, size: int) -> torch.Tensor:
     expected = f"a 1-D boolean mask of length {size} or 1-D unique integer indices in [0, {size})"
     if index.ndim != 1:
         raise ValueError(f"index: expected {expected}, got shape {tuple(index.shape)}")

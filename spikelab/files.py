@@ -16,7 +16,8 @@ import torch
 
 
 _ZIP_MAGIC = b"PK\x03\x04"
-_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save(..., _use_new_zipfile_serialization=False)
+# the pickled magic number that opens files of torch.save(..., _use_new_zipfile_serialization=False)
+_LEGACY_MAGIC = b"\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
 
 
 class UntrustedFileError(ValueError):
@@ -39,32 +40,40 @@ def load(path: Union[str, Path], *, trust: bool = False, map_location: Any = "cp
     if not path.is_file():
         raise ValueError(f"{path}: expected a {what} file, got a folder, pipe or device")
     with open(path, "rb") as f:
-        head = f.read(len(_LEGACY_MAGIC))
-    if not head.startswith(_ZIP_MAGIC) and not head.startswith(_LEGACY_MAGIC):
+        head = f.read(32)
+    if not head.startswith(_ZIP_MAGIC) and not (head.startswith(b"\x80") and _LEGACY_MAGIC in head):
         found = "an empty file" if not head else f"a file starting with bytes {head[:8].hex(' ')}"
         raise ValueError(f"{path}: not a torch {what}: expected a file written by torch.save (a zip archive), "
                          f"got {found}")
     try:
         return torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as err:
-        if not trust and "global" in str(err).lower():  # torch names the class or function it refused
+        if trust:
+            raise ValueError(f"{path}: not a readable torch {what}: its contents are damaged ({_reason(err)})") \
+                from None
+        if "global" in str(err).lower():  # torch names the class or function it refused
             raise UntrustedFileError(
                 f"{path}: this {what} holds Python objects beyond tensors, numbers, strings and containers (e.g. a "
                 "whole pickled model); loading it would run code from the file. If you made it or trust its "
                 "source, load it with trust=True (command line: --trust)") from None
-        raise ValueError(f"{path}: not a readable torch {what}: its contents are damaged ({_reason(err)})") from None
+        raise UntrustedFileError(
+            f"{path}: this {what} cannot be read as plain data ({_reason(err)}): it is damaged, or written with "
+            "pickle features that only a full (code-running) load reads. If you made it or trust its source, load "
+            "it with trust=True (command line: --trust)") from None
     except Exception as err:  # a damaged archive fails in many ways (zip reader, unpickler, storage sizes)
+        if "TorchScript" in str(err):
+            raise ValueError(f"{path}: a TorchScript archive, not a torch.save {what}; load it with "
+                             "torch.jit.load, or save the model's state_dict") from None
         raise ValueError(f"{path}: not a readable torch {what}: the file is truncated or damaged "
                          f"({_reason(err)})") from None
 
 
 def _reason(err: BaseException) -> str:
-    text = str(err)
-    for line in text.splitlines():
-        if "Unsupported" in line or "error" in line.lower():
-            text = line
-            break
-    text = text.strip().split(". ")[0]
+    """The informative line of a torch error (its messages run to several paragraphs)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    picked = [line for line in lines if "unsupported" in line.lower()] or \
+        [line for line in lines if "error" in line.lower() and "please" not in line.lower()] or lines[:1]
+    text = picked[0].split(". ")[0] if picked else ""
     return f"{type(err).__name__}: {text[:160]}" if text else type(err).__name__
 
 

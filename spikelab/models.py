@@ -65,9 +65,15 @@ class SpikingMLP(L.Sequential):
         super().__init__(*mods)
 
 
-def _reduce_large_input(input_size: int) -> tuple[list[nn.Module], int]:
-    """A 4x4 sum-pool for inputs larger than 64 pixels (DVS128), and the size after it."""
-    return ([L.SumPool2d(4)], input_size // 4) if input_size > 64 else ([], input_size)
+def _reduce_large_input(input_size: int, halvings: int = 0) -> tuple[list[nn.Module], int]:
+    """A 4x4 sum-pool for inputs larger than 64 pixels (DVS128), and the size after it; refuses
+    an input too small for ``halvings`` 2x2 poolings after that."""
+    _size("input_size", input_size)
+    mods, size = ([L.SumPool2d(4)], input_size // 4) if input_size > 64 else ([], input_size)
+    if size < 2 ** halvings:
+        raise ValueError(f"input_size: {input_size} pixels ({size} after the input pooling) is too small for "
+                         f"{halvings} 2x2 poolings, which need at least {2 ** halvings}")
+    return mods, size
 
 
 def _conv_block(cin: int, cout: int, neuron: NeuronFactory) -> list[nn.Module]:
@@ -86,7 +92,7 @@ class SpikingCNN(L.Sequential):
                  dropout: float = 0.0) -> None:
         neuron = neuron or _default_neuron
         channels, dropout = _widths("channels", channels), _dropout(dropout)
-        mods, size = _reduce_large_input(_size("input_size", input_size, low=2 ** len(channels)))
+        mods, size = _reduce_large_input(input_size, len(channels))
         width = _size("in_channels", in_channels)
         for c in channels:
             mods += _conv_block(width, c, neuron) + [L.AvgPool2d(2)]
@@ -128,7 +134,7 @@ class SEWResNet(L.Sequential):
                  stages: Sequence[int] = (16, 32), blocks: int = 1, neuron: Optional[NeuronFactory] = None) -> None:
         neuron = neuron or _default_neuron
         stages, blocks = _widths("stages", stages), _size("blocks", blocks, low=0)
-        mods, size = _reduce_large_input(_size("input_size", input_size, low=2 ** len(stages)))
+        mods, size = _reduce_large_input(input_size, len(stages))
         width = _size("in_channels", in_channels)
         for c in stages:
             mods += _conv_block(width, c, neuron) + [L.AvgPool2d(2)]

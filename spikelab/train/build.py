@@ -73,9 +73,10 @@ def _memory_available(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def activations_per_step(model: torch.nn.Module, sample_shape: tuple) -> int:
+def activations_per_step(model: torch.nn.Module, sample_shape: tuple, device: torch.device) -> int:
     """Values one sample produces in one time step: the input plus every leaf layer's output
-    (a probe of one step of one sample in eval mode, so batch-norm statistics are untouched)."""
+    (a probe of one step of one sample on ``device``, in eval mode, so batch-norm statistics are
+    untouched)."""
     counts = [0]
 
     def count(_module, _inputs, output):
@@ -88,7 +89,7 @@ def activations_per_step(model: torch.nn.Module, sample_shape: tuple) -> int:
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 1, *sample_shape))
+            model(torch.zeros(1, 1, *sample_shape, device=device))
     finally:
         model.train(was_training)
         for h in hooks:
@@ -96,19 +97,27 @@ def activations_per_step(model: torch.nn.Module, sample_shape: tuple) -> int:
     return counts[0] + int(np.prod(sample_shape))
 
 
-def check_memory(cfg: dict, model: torch.nn.Module, sample_shape: tuple, device: torch.device) -> int:
+def check_memory(cfg: dict, model: torch.nn.Module, sample_shape: tuple, device: torch.device,
+                 world: int = 1) -> int:
     """Refuse a ``time_bins`` x ``batch_size`` whose training step cannot fit in this machine's
-    memory (about two floats per value of every layer per step: forward and its gradient);
-    returns the estimate in bytes."""
-    per_step = activations_per_step(model, sample_shape)
-    T, B = cfg["data"]["time_bins"], cfg["train"]["batch_size"]
+    memory (about two floats per value of every layer per step: forward and its gradient; each
+    of ``world`` processes holds its share of the batch); returns the estimate in bytes. A
+    model that cannot run on the data's sample shape is a ConfigError too."""
+    try:
+        per_step = activations_per_step(model, sample_shape, device)
+    except Exception as err:  # the model does not fit the data, or its backend cannot run here
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError(f"model: cannot run {cfg['model'].get('name')} on samples of shape {tuple(sample_shape)} "
+                          f"from {cfg['data']['name']} on {device.type} ({type(err).__name__}: {first})") from None
+    T, B = cfg["data"]["time_bins"], max(cfg["train"]["batch_size"] // max(world, 1), 1)
     need = 2 * 4 * per_step * T * B
     have = _memory_available(device)
     if need > have:
         raise ConfigError(
-            f"data.time_bins, train.batch_size: a training step at time_bins={T}, batch_size={B} needs about "
-            f"{need / 2 ** 30:.1f} GiB ({per_step} values per sample and step), more than the "
-            f"{have / 2 ** 30:.1f} GiB of this {device.type} device; lower time_bins or batch_size")
+            f"data.time_bins, train.batch_size: a training step at time_bins={T}, batch_size={B}"
+            f"{' per process' if world > 1 else ''} needs about {need / 2 ** 30:.1f} GiB ({per_step} values per "
+            f"sample and step), more than the {have / 2 ** 30:.1f} GiB of this {device.type} device; lower "
+            "time_bins or batch_size")
     return need
 
 
@@ -124,5 +133,7 @@ def trainer_from_config(source, out_dir: Optional[Path] = None, quiet: bool = Fa
     model = make_model(cfg, sensor, classes)
     w, h, p = (int(v) for v in sensor)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    check_memory(cfg, model, (p, h, w), device)
+    from spikelab.train.trainer import rank_and_world
+
+    check_memory(cfg, model.to(device), (p, h, w), device, world=rank_and_world()[1])
     return Trainer(model, train, test, cfg, pad_collate, out_dir=out, quiet=quiet)

@@ -52,7 +52,7 @@ def _number(cfg, section, key, positive=False, minimum=None, maximum=None, integ
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"{section}.{key}: expected {'an integer' if integer else 'a number'}, got {value!r}")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{section}.{key}: expected a finite number, got {value}")
     if positive and value <= 0:
         raise ConfigError(f"{section}.{key}: expected a positive value, got {value}")
@@ -113,17 +113,17 @@ def load_config(source) -> dict:
     _choice(cfg, "data", "name", DATASETS)
     if cfg["data"]["name"] != "digits_dvs" and not cfg["data"]["root"]:
         raise ConfigError(f"data.root: the {cfg['data']['name']} dataset needs the folder that holds it")
-    _number(cfg, "data", "time_bins", positive=True, integer=True)
-    _number(cfg, "data", "num_workers", minimum=0, integer=True)
-    _number(cfg, "train", "epochs", positive=True, integer=True)
-    _number(cfg, "train", "batch_size", positive=True, integer=True)
+    _number(cfg, "data", "time_bins", positive=True, integer=True, maximum=2 ** 31 - 1)
+    _number(cfg, "data", "num_workers", minimum=0, maximum=1024, integer=True)
+    _number(cfg, "train", "epochs", positive=True, integer=True, maximum=2 ** 31 - 1)
+    _number(cfg, "train", "batch_size", positive=True, integer=True, maximum=2 ** 31 - 1)
     _number(cfg, "train", "lr", positive=True)
     _number(cfg, "train", "weight_decay", minimum=0)
     _number(cfg, "train", "rate_reg", minimum=0)
     _number(cfg, "train", "target_rate", minimum=0, maximum=1)
-    _number(cfg, "train", "seed", minimum=0, integer=True)
-    _number(cfg, "train", "checkpoint_every", minimum=0, integer=True)
-    _number(cfg, "train", "step_size", positive=True, integer=True)
+    _number(cfg, "train", "seed", minimum=0, maximum=2 ** 32 - 1, integer=True)
+    _number(cfg, "train", "checkpoint_every", minimum=0, integer=True, maximum=2 ** 31 - 1)
+    _number(cfg, "train", "step_size", positive=True, integer=True, maximum=2 ** 31 - 1)
     _number(cfg, "train", "gamma", positive=True)
     if cfg["train"]["grad_clip"] is not None:
         _number(cfg, "train", "grad_clip", positive=True)

@@ -120,7 +120,7 @@ def _finite(value) -> bool:
     return True
 
 
-def first_nonfinite_layer(model: nn.Module, x: torch.Tensor) -> Optional[str]:
+def first_nonfinite_layer(model: nn.Module, x: torch.Tensor, amp: bool = False) -> Optional[str]:
     """The first module (in execution order) that turns finite inputs into a NaN or infinite
     output, run on a copy of ``model`` so that its state (batch-norm statistics) is untouched;
     None when the values only come in with the input."""
@@ -136,7 +136,7 @@ def first_nonfinite_layer(model: nn.Module, x: torch.Tensor) -> Optional[str]:
     for name, module in probe.named_modules():
         if name and not any(True for _ in module.children()):
             module.register_forward_hook(hook(name))
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=amp):
         probe(x)
     return found[0] if found else None
 
@@ -211,6 +211,7 @@ class Trainer:
         self.best = -1.0
         self.history: list[dict] = []
         self.progress = copy.deepcopy(_EPOCH_PROGRESS)  # sums of the epoch in progress (saved for resume)
+        self._amp_skips, self._amp_scale = 0, float("inf")
 
     # ----- checkpoints ----------------------------------------------------------------------------
     CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step_in_epoch",
@@ -224,21 +225,26 @@ class Trainer:
                 "history": self.history, "config": self.cfg, "progress": self.progress}
 
     def save(self, name: str) -> Optional[Path]:
-        """Write a checkpoint atomically; refuses (NonFiniteError) to write non-finite weights, so
-        a good checkpoint is never replaced by a broken one."""
-        if self.rank != 0:
-            return None
-        state = self.state()
-        bad = nonfinite_parameters(state["model"])
+        """Write a checkpoint atomically (on process 0); refuses (NonFiniteError, on every process
+        together) weights or buffers that hold NaN/inf, so a good checkpoint is never replaced by
+        a broken one."""
+        bad = nonfinite_parameters(self.model.state_dict())
+        if self.world > 1:  # batch-norm statistics may differ between processes: refuse together
+            flag = torch.tensor([float(bool(bad))], device=self.device)
+            _dist().all_reduce(flag, op=_dist().ReduceOp.MAX)
+            if flag.item() and not bad:
+                bad = ["(on another process)"]
         if bad:
             raise NonFiniteError(f"{self.out / name} not written: the weights {', '.join(bad[:5])} hold NaN or "
                                  "infinite values (the last good checkpoint is kept)")
+        if self.rank != 0:
+            return None
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / name
         _remove_orphans(self.out, f".{name}.tmp")
         tmp = path.with_name(f".{name}.tmp{os.getpid()}")
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            torch.save(self.state(), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # readers see the old file or the new one, never half of one
@@ -248,17 +254,20 @@ class Trainer:
         """Continue exactly where the checkpoint ``path`` left off (``trust``: see :func:`spikelab.files.load`)."""
         from spikelab import files
 
-        state = files.load(path, trust=trust, map_location=self.device, what="checkpoint")
+        # on the CPU: the RNG states must stay there; load_state_dict moves the rest to the model's device
+        state = files.load(path, trust=trust, map_location="cpu", what="checkpoint")
         files.expect_keys(state, path, self.CHECKPOINT_KEYS, "a spikelab training checkpoint (last.pt or best.pt)")
-        try:
-            self.model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise ValueError(f"{path}: the checkpoint does not fit this model and optimiser "
-                             f"({str(err).splitlines()[0]})") from None
+        if not isinstance(state["model"], dict):
+            raise ValueError(f"{path}: 'model' holds a {type(state['model']).__name__}, expected a state_dict")
         bad = nonfinite_parameters(state["model"])
         if bad:
             raise ValueError(f"{path}: the weights {', '.join(bad[:5])} hold NaN or infinite values")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: the checkpoint does not fit this model and optimiser "
+                             f"({str(err).splitlines()[0]})") from None
         if self.sched and state["scheduler"]:
             self.sched.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]:
@@ -280,9 +289,16 @@ class Trainer:
                                            num_workers=self.cfg["data"]["num_workers"], generator=generator)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, monitor: RateMonitor) -> Optional[tuple[float, float, dict]]:
-        """One optimiser step; None when a non-finite batch was skipped (``train.nonfinite: skip_batch``)."""
+        """One optimiser step; None when a non-finite batch was skipped (``train.nonfinite: skip_batch``).
+
+        The input, the loss and the gradients are checked with one synchronisation (and one
+        all-reduce under DDP, so every process takes the same branch). A skipped batch leaves
+        no trace: the buffers its forward pass moved (batch-norm statistics) are put back.
+        """
         x, y = x.to(self.device), y.to(self.device)
-        bad_input = int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0
+        skip_mode = self.t["nonfinite"] == "skip_batch"
+        saved = [b.clone() for b in self.model.buffers()] if skip_mode else None
+        bad_input = (~torch.isfinite(x)).sum() if x.is_floating_point() else torch.zeros((), device=x.device)
         with torch.autocast(self.device.type, enabled=self.amp):
             out = self.net(x)
             loss = self.loss_fn(out.float(), y)
@@ -295,48 +311,69 @@ class Trainer:
             self.scaler.unscale_(self.opt)
         else:
             loss.backward()
-        loss_value = loss.item()
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=x.device)
         # under AMP the scaler skips steps with overflowing gradients itself (and lowers its scale)
-        bad = bool(bad_input) or not math.isfinite(loss_value) or (not self.scaler and not _all_finite(
-            p.grad for p in self.model.parameters() if p.grad is not None))
+        grads_bad = torch.zeros((), dtype=torch.bool, device=x.device) if self.scaler else ~torch.isfinite(norm)
+        flag = ((bad_input > 0) | ~torch.isfinite(loss.detach()) | grads_bad).float().reshape(1)
         if self.world > 1:  # every process must take the same decision (DDP steps together)
-            flag = torch.tensor([float(bad)], device=self.device)
             _dist().all_reduce(flag, op=_dist().ReduceOp.MAX)
-            bad = bool(flag.item())
+        n_bad, loss_value, bad = torch.cat([bad_input.float().reshape(1), loss.detach().float().reshape(1),
+                                            flag.to(x.device)]).tolist()
         if bad:
-            self.opt.zero_grad(set_to_none=True)
-            self._nonfinite(x, bad_input, loss_value)
-            return None
+            if skip_mode and _all_finite(self.model.parameters()):
+                with torch.no_grad():
+                    for b, old in zip(self.model.buffers(), saved):
+                        b.copy_(old)
+                self.opt.zero_grad(set_to_none=True)
+                if self.scaler:
+                    self.scaler.update()  # closes this step's unscale_ (and lowers the scale on overflow)
+                self.progress["skipped"] += 1
+                return None
+            self._stop(x, int(n_bad), loss_value)
         if self.t["grad_clip"]:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.t["grad_clip"])
+            nn.utils.clip_grads_with_norm_(self.model.parameters(), self.t["grad_clip"], norm)
         if self.scaler:
             self.scaler.step(self.opt)
             self.scaler.update()
+            self._watch_scaler()
         else:
             self.opt.step()
-        if not _all_finite(self.model.parameters()):
-            bad_weights = nonfinite_parameters(dict(self.model.named_parameters()))
-            raise NonFiniteError(
-                f"training stopped at {self._where()}: the optimiser step made {', '.join(bad_weights[:5])} "
-                "non-finite (finite gradients, so the update overflowed: lower train.lr). The last checkpoint "
-                "written holds the last good weights")
         correct = (out.detach().mean(0).argmax(1) == y).float().sum().item()
         return loss_value * len(y), correct, {k: v.item() for k, v in monitor.rates.items()}
+
+    def _watch_scaler(self) -> None:
+        """Under AMP, gradients that stay non-finite make the grad scaler skip every step and
+        shrink its scale without end: stop after ``AMP_PATIENCE`` skips in a row."""
+        scale = self.scaler.get_scale()
+        self._amp_skips = self._amp_skips + 1 if scale < self._amp_scale else 0
+        self._amp_scale = scale
+        if self._amp_skips >= self.AMP_PATIENCE:
+            raise NonFiniteError(
+                f"training stopped at {self._where()}: under AMP the gradients were non-finite in "
+                f"{self._amp_skips} steps in a row (the grad scaler skipped them all; its scale is now {scale:g}). "
+                "Check the data, lower train.lr or train without train.amp")
+
+    AMP_PATIENCE = 50
 
     def _where(self) -> str:
         return (f"epoch {self.epoch + 1}, batch {self.step_in_epoch + 1} (global step {self.global_step + 1}, "
                 f"process {self.rank})")
 
-    def _nonfinite(self, x: torch.Tensor, bad_input: int, loss_value: float) -> None:
-        """Skip the batch (``nonfinite: skip_batch``) or stop with an error naming where the
-        NaN/inf first appeared; the weights have not been touched either way."""
-        if self.t["nonfinite"] == "skip_batch":
-            self.progress["skipped"] += 1
-            return
+    def _stop(self, x: torch.Tensor, bad_input: int, loss_value: float) -> None:
+        """Raise NonFiniteError naming where the NaN/inf first appeared (the optimiser has not
+        stepped with it)."""
         causes = []
         if bad_input:
             causes.append(f"the input batch holds {bad_input} NaN/inf values")
-        layer = first_nonfinite_layer(self.model, x)
+        bad_weights = nonfinite_parameters(dict(self.model.named_parameters()))
+        if bad_weights:
+            causes.append(f"the weights {', '.join(bad_weights[:5])} are non-finite themselves (an earlier update "
+                          "overflowed: lower train.lr)")
+        try:
+            layer = first_nonfinite_layer(self.model, x, self.amp)
+        except Exception:  # a diagnosis only (e.g. no memory for the copy): the error below still holds
+            layer = None
         if layer:
             causes.append(f"the first layer to turn finite inputs into NaN/inf is {layer}")
         if not math.isfinite(loss_value):
@@ -348,10 +385,11 @@ class Trainer:
                           + (f" ({len(bad_grads)} parameters in all)" if len(bad_grads) > 1 else ""))
         if not causes:
             causes.append("another process met a non-finite value")
+        self.opt.zero_grad(set_to_none=True)
+        hint = ("" if bad_weights else " train.nonfinite: skip_batch skips such batches instead.")
         raise NonFiniteError(
-            f"training stopped at {self._where()}: {'; '.join(causes)}. No weight was updated with it and no "
-            "checkpoint was written from it. Check the data, lower train.lr or set train.grad_clip; "
-            "train.nonfinite: skip_batch skips such batches instead")
+            f"training stopped at {self._where()}: {'; '.join(causes)}. No update was made with it and no "
+            f"checkpoint was written from it. Check the data, lower train.lr or set train.grad_clip.{hint}")
 
     @torch.no_grad()
     def evaluate(self, dataset=None) -> dict:

@@ -105,7 +105,7 @@ def test_inf_input_stops_training_naming_the_step_and_layer(tmp_path):
     bad = _trainer(tmp_path / "run", poison=[int(i) for i in range(96)][::17], epochs=2)
     bad.resume(tmp_path / "run" / "last.pt")
     with pytest.raises(NonFiniteError, match=r"training stopped at epoch 2, batch 1 \(global step 7, process 0\): "
-                                             r"the input batch holds 1 NaN/inf values.*No weight was updated"):
+                                             r"the input batch holds 1 NaN/inf values.*No update was made"):
         bad.fit()
     after = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -215,3 +215,145 @@ def test_bad_checkpoints_get_one_line_naming_the_file(tmp_path, capsys, kind, ex
         trainer.resume(bad)
     if kind in ("truncated", "random", "empty"):  # the CLI path: one line, exit 2
         assert "bad.pt" in _cli_resume(tmp_path, bad, capsys)
+
+
+# ----- what a skipped or stopped batch must leave untouched -------------------------------------------
+class Frames(torch.utils.data.Dataset):
+    """Random 2x8x8 frames [T, 2, 8, 8] for the CNN (batch norm); ``poison`` samples get a NaN."""
+
+    def __init__(self, n: int, poison=()):
+        g = torch.Generator().manual_seed(3)
+        self.x = (torch.rand(n, 4, 2, 8, 8, generator=g) < 0.3).float()
+        self.y = torch.randint(0, 4, (n,), generator=g)
+        for i in poison:
+            self.x[i, 1, 0, 2, 2] = math.nan
+        self.classes = tuple(range(4))
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def test_skipped_batch_leaves_batch_norm_statistics_untouched(tmp_path):
+    cfg = load_config({"train": {"epochs": 2, "batch_size": 16, "nonfinite": "skip_batch"}, "out": str(tmp_path)})
+    torch.manual_seed(0)
+    model = sl.models.SpikingCNN(in_channels=2, classes=4, input_size=8, channels=(4,))
+    trainer = Trainer(model, Frames(64, poison=[3]), Frames(16), cfg, pad_collate, quiet=True)
+    with pytest.warns(RuntimeWarning, match="skipped 1 batches"):
+        trainer.fit()
+    buffers = dict(model.named_buffers())
+    assert all(torch.isfinite(b).all() for b in buffers.values() if b.is_floating_point())
+    assert int(buffers["1.num_batches_tracked"]) == 2 * 3  # the skipped batches are not counted
+    assert _all_finite(tmp_path / "best.pt") and _all_finite(tmp_path / "last.pt")
+
+
+def test_nan_gradient_alone_is_named(tmp_path):
+    trainer = _trainer(tmp_path / "run", epochs=1)
+    weight = trainer.model[3].weight
+    weight.register_hook(lambda g: torch.full_like(g, math.nan))
+    with pytest.raises(NonFiniteError, match=r"epoch 1, batch 1 .*the gradient of 3.weight is non-finite") as err:
+        trainer.fit()
+    assert "input batch" not in str(err.value) and "another process" not in str(err.value)
+
+
+def _amp(trainer: Trainer) -> Trainer:
+    """Mixed precision as on CUDA, with CPU autocast and the same grad scaler code."""
+    trainer.amp, trainer.scaler = True, torch.amp.GradScaler("cpu")
+    return trainer
+
+
+def test_amp_skip_batch_continues_after_a_skip(tmp_path):
+    trainer = _amp(_trainer(tmp_path / "run", poison=[5], nonfinite="skip_batch"))
+    with pytest.warns(RuntimeWarning, match="skipped 1 batches"):
+        history = trainer.fit()
+    assert [h["skipped_batches"] for h in history] == [1, 1]
+    assert _all_finite(tmp_path / "run" / "last.pt")
+
+
+def test_amp_gradients_that_stay_nonfinite_stop_training(tmp_path):
+    trainer = _amp(_trainer(tmp_path / "run", epochs=3))
+    trainer.AMP_PATIENCE = 4
+    trainer.model[3].weight.register_hook(lambda g: torch.full_like(g, math.inf))
+    with pytest.raises(NonFiniteError, match="under AMP the gradients were non-finite in 4 steps in a row"):
+        trainer.fit()
+
+
+def test_refused_checkpoint_leaves_the_model_untouched(tmp_path):
+    trainer = _trainer(tmp_path / "run", epochs=1)
+    path = trainer.save("last.pt")
+    state = torch.load(path, weights_only=True)
+    state["model"]["3.weight"][0, 0] = math.nan
+    torch.save(state, tmp_path / "nan.pt")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(ValueError, match="nan.pt: the weights 3.weight hold NaN"):
+        trainer.resume(tmp_path / "nan.pt")
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"data": {"name": "shd", "root": "."}, "model": {"name": "cnn"}}, None),
+    ({"model": {"name": "cnn", "channels": [4, 4, 4, 4, 4, 4, 4]}}, r"^model: input_size: 34 pixels"),
+    ({"train": {"batch_size": 10 ** 400}}, r"^train.batch_size: expected <= 2147483647"),
+    ({"train": {"seed": 2 ** 40}}, r"^train.seed: expected <= 4294967295"),
+])
+def test_settings_that_cannot_run_are_config_errors(tmp_path, config, match):
+    from spikelab.train import trainer_from_config
+
+    if match is None:  # SHD's (700, 1, 1) samples are too small for the CNN's poolings
+        import numpy as np
+
+        from spikelab.data.events import make_events
+        from spikelab.data.formats.shd import write_shd
+
+        events = make_events(np.arange(5), np.zeros(5), np.arange(5) * 1000, np.ones(5))
+        for split in ("train", "test"):
+            write_shd(tmp_path / f"shd_{split}.h5", [events, events], [0, 1])
+        config["data"]["root"] = str(tmp_path)
+        match = r"^model: cannot run cnn on samples of shape \(1, 1, 700\) from shd on cpu"
+    with pytest.raises(ConfigError, match=match):
+        trainer_from_config({**config, "out": str(tmp_path / "o")}, quiet=True)
+
+
+# ----- data-parallel: a NaN in one process's share -----------------------------------------------------
+def _ddp_worker(rank, world, port, out, mode):
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        trainer = _trainer(Path(out), epochs=1, nonfinite=mode)
+        first = trainer._loader(trainer.train_set, 0, 0, shuffle=True).batch_sampler.batches()[0]
+        if rank == 1:  # only this process's share of the first batch holds a NaN
+            trainer.train_set.x[first[0], 2, 2] = math.nan
+        try:
+            trainer.fit()
+            result = "finished " + str(trainer.history[0]["skipped_batches"])
+        except NonFiniteError as err:
+            result = "stopped " + str(err)
+        weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        torch.save({"result": result, "weights": weights}, os.path.join(out, f"rank{rank}.pt"))
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip_batch"])
+def test_ddp_processes_take_the_same_branch(tmp_path, mode):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path), mode), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    if mode == "stop":
+        assert r0["result"].startswith("stopped training stopped at epoch 1, batch 1")
+        # DDP averages the gradients: process 0 sees the NaN there, process 1 also in its input
+        assert "input batch" not in r0["result"] and "the gradient of 1.weight is non-finite" in r0["result"]
+        assert "the input batch holds 1 NaN/inf values" in r1["result"]
+    else:
+        assert r0["result"] == r1["result"] == "finished 1"
+    assert torch.equal(r0["weights"], r1["weights"])

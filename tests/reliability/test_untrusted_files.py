@@ -109,3 +109,20 @@ def test_trusted_whole_model_still_loads(whole_model):
     with pytest.raises(files.UntrustedFileError):
         files.load(snn)
     assert isinstance(files.load(snn, trust=True), torch.nn.Module)
+
+
+def test_plain_data_files_of_other_writers_get_the_right_message(tmp_path):
+    data = {"w": torch.ones(2)}
+    torch.save(data, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert torch.equal(files.load(tmp_path / "legacy.pt")["w"], data["w"])
+    # pickle protocol 4 uses opcodes the weights-only reader refuses: a full load reads it
+    torch.save(data, tmp_path / "p4.pt", pickle_protocol=4)
+    with pytest.raises(files.UntrustedFileError, match=r"p4.pt: .*cannot be read as plain data .*Unsupported "
+                                                        r"operand.*trust=True"):
+        files.load(tmp_path / "p4.pt")
+    assert torch.equal(files.load(tmp_path / "p4.pt", trust=True)["w"], data["w"])
+    torch.save(data, tmp_path / "p4_legacy.pt", pickle_protocol=4, _use_new_zipfile_serialization=False)
+    assert torch.equal(files.load(tmp_path / "p4_legacy.pt", trust=True)["w"], data["w"])
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "scripted.pt"))
+    with pytest.raises(ValueError, match=r"scripted.pt: a TorchScript archive.*torch.jit.load"):
+        files.load(tmp_path / "scripted.pt")

@@ -21,7 +21,7 @@ from spikelab.data.cache import default_cache_root
 from spikelab.data.datasets.nmnist import NMNIST
 from spikelab.data.emulator import emulate_saccades
 from spikelab.data.formats.atis import write_atis_bin
-from spikelab.data.locks import FileLock
+from spikelab.data.locks import FileLock, pid_alive
 
 VERSION = 1
 PARAMS = {"version": VERSION, "scale": 3, "duration_us": 300_000, "frame_us": 2000, "contrast": 0.3,
@@ -45,8 +45,10 @@ def build_digits_dvs(root, quiet: bool = False) -> Path:
     with FileLock(root.with_name(root.name + ".lock"), what=f"DigitsDVS {root}"):
         if _generated(meta):  # another process generated it while this one waited
             return root
-        for orphan in root.glob("**/.*.tmp*"):  # left by a generation that was killed
-            orphan.unlink(missing_ok=True)
+        for orphan in root.glob("T*/*/.*.bin.tmp*"):  # left by a generation that was killed
+            pid = orphan.name.rpartition(".tmp")[2]
+            if orphan.parent.parent.name in ("Train", "Test") and pid.isdigit() and not pid_alive(int(pid)):
+                orphan.unlink(missing_ok=True)
         digits = load_digits()
         for i in tqdm(range(len(digits.images)), desc="DigitsDVS: emulating the event camera", disable=quiet):
             image = np.kron(digits.images[i] / 16.0, np.ones((PARAMS["scale"], PARAMS["scale"])))
