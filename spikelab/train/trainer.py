@@ -298,7 +298,8 @@ class Trainer:
         x, y = x.to(self.device), y.to(self.device)
         skip_mode = self.t["nonfinite"] == "skip_batch"
         saved = [b.clone() for b in self.model.buffers()] if skip_mode else None
-        bad_input = (~torch.isfinite(x)).sum() if x.is_floating_point() else torch.zeros((), device=x.device)
+        # one cheap reduction: the sum is finite when every value is (the count is for messages only)
+        input_sum = x.sum(dtype=torch.float32) if x.is_floating_point() else torch.zeros((), device=x.device)
         with torch.autocast(self.device.type, enabled=self.amp):
             out = self.net(x)
             loss = self.loss_fn(out.float(), y)
@@ -315,11 +316,10 @@ class Trainer:
         norm = nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=x.device)
         # under AMP the scaler skips steps with overflowing gradients itself (and lowers its scale)
         grads_bad = torch.zeros((), dtype=torch.bool, device=x.device) if self.scaler else ~torch.isfinite(norm)
-        flag = ((bad_input > 0) | ~torch.isfinite(loss.detach()) | grads_bad).float().reshape(1)
+        flag = (~torch.isfinite(input_sum) | ~torch.isfinite(loss.detach()) | grads_bad).float().reshape(1)
         if self.world > 1:  # every process must take the same decision (DDP steps together)
             _dist().all_reduce(flag, op=_dist().ReduceOp.MAX)
-        n_bad, loss_value, bad = torch.cat([bad_input.float().reshape(1), loss.detach().float().reshape(1),
-                                            flag.to(x.device)]).tolist()
+        loss_value, bad = torch.cat([loss.detach().float().reshape(1), flag.to(x.device)]).tolist()
         if bad:
             if skip_mode and _all_finite(self.model.parameters()):
                 with torch.no_grad():
@@ -330,7 +330,7 @@ class Trainer:
                     self.scaler.update()  # closes this step's unscale_ (and lowers the scale on overflow)
                 self.progress["skipped"] += 1
                 return None
-            self._stop(x, int(n_bad), loss_value)
+            self._stop(x, int((~torch.isfinite(x)).sum()) if x.is_floating_point() else 0, loss_value)
         if self.t["grad_clip"]:
             nn.utils.clip_grads_with_norm_(self.model.parameters(), self.t["grad_clip"], norm)
         if self.scaler:
@@ -384,7 +384,8 @@ class Trainer:
             causes.append(f"the gradient of {bad_grads[0]} is non-finite"
                           + (f" ({len(bad_grads)} parameters in all)" if len(bad_grads) > 1 else ""))
         if not causes:
-            causes.append("another process met a non-finite value")
+            causes.append("another process met a non-finite value" if self.world > 1 else
+                          "a sum overflowed (of the input batch or the gradient norm)")
         self.opt.zero_grad(set_to_none=True)
         hint = ("" if bad_weights else " train.nonfinite: skip_batch skips such batches instead.")
         raise NonFiniteError(
