@@ -7,6 +7,13 @@ it over a step); shapes agree along every edge. Shapes come from a node's declar
 the weights do not fix them, from its weights and parameters otherwise. An Input's or Output's
 type may carry extra leading (batch) dimensions, as some exporters write them. Each error names
 the node or edge (and subgraph) and what was expected.
+
+Per-neuron parameters (of neurons, Scale, Threshold, Delay) are read exactly as the importers
+build them (:func:`aligned_shape`): one value for the whole layer; a 1-D array of C values as one
+value per channel (dimension 0 of the node's input; for a 1-D input, one per neuron); any other
+shape by NumPy's broadcasting against the input (so ``(H, W)`` is the same for every channel). The
+neuron modules take their decay and threshold per layer or per channel only, so those must not
+vary within a channel.
 """
 
 from __future__ import annotations
@@ -23,10 +30,15 @@ Shape = Optional[tuple[int, ...]]  # a per-sample shape; None where it is not kn
 
 _TIME_CONSTANTS = ("tau", "tau_mem", "tau_syn")
 _NEURONS = tuple(getattr(nir, n) for n in ("LIF", "IF", "CubaLIF", "LI", "I", "CubaLI") if hasattr(nir, n))
-_ELEMENTWISE = _NEURONS + (nir.Scale, nir.Threshold, nir.Delay)  # one parameter value per neuron
+ELEMENTWISE = _NEURONS + (nir.Scale, nir.Threshold, nir.Delay)  # one parameter value per neuron
 _CONV = (nir.Conv1d, nir.Conv2d)
 _POOL = (nir.SumPool2d, nir.AvgPool2d)
 #: nodes that hold no state: a cycle made only of them has nothing to carry a value over a step
+#: per-neuron fields the neuron modules take as one value per layer or per channel (the rest become a
+#: per-neuron input scale), with the spikelab module that takes them
+_PER_CHANNEL = {nir.LIF: ("LIF", ("tau", "v_threshold")),
+                nir.CubaLIF: ("CurrentLIF", ("tau_syn", "tau_mem", "v_threshold")),
+                nir.IF: ("IF", ("v_threshold",))}
 _STATELESS = (nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Flatten, nir.Scale, nir.Threshold) + _CONV + _POOL \
     + ((nir.Identity,) if hasattr(nir, "Identity") else ())
 
@@ -38,14 +50,64 @@ def unsupported_message(name: str, node: nir.NIRNode, supported: Collection[type
             "(spikelab.export.register_node adds more)")
 
 
-def check_graph(graph: nir.NIRGraph, supported: Collection[type]) -> Shape:
+def check_graph(graph: nir.NIRGraph, supported: Collection[type],
+                shapes: Optional[dict[tuple[str, ...], Shape]] = None) -> Shape:
     """Check ``graph`` (subgraphs included) for import by the importers of the ``supported`` node
     types; returns the per-sample shape of its output (None where unknown).
+
+    ``shapes``, when given, is filled with the per-sample shape each node receives (None where
+    unknown), keyed by its path: the names of the subgraphs it is in, then its own name.
 
     Raises:
         NIRImportError: naming the node, edge or subgraph at fault and what was expected.
     """
-    return _check(graph, supported, (), None)
+    return _check(graph, supported, (), None, shapes)
+
+
+def aligned_shape(shape: tuple[int, ...], n: int) -> Optional[tuple[int, ...]]:
+    """The shape of ``n`` dimensions a per-neuron parameter of ``shape`` takes for a node whose input
+    has ``n`` per-sample dimensions, as the importers read it; None if it has more dimensions.
+
+    Leading dimensions of size 1 beyond ``n`` are dropped; a 1-D parameter of C > 1 values is one
+    value per channel (dimension 0: ``(C, 1, ..., 1)``), the form exporters write after a
+    convolution (for a 1-D input that is one value per neuron); any other shape lines up with the
+    input's last dimensions (NumPy's broadcasting: ``(H, W)`` -> ``(1, H, W)``).
+    """
+    shape = tuple(int(d) for d in shape)
+    while len(shape) > n and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) > n:
+        return None
+    if len(shape) == 1 and n >= 2:
+        return shape + (1,) * (n - 1)
+    return (1,) * (n - len(shape)) + shape
+
+
+def param_fits(shape: tuple[int, ...], x: tuple[int, ...]) -> bool:
+    """Whether a per-neuron parameter of ``shape`` applies to the input shape ``x`` (:func:`aligned_shape`)."""
+    a = aligned_shape(shape, len(x))
+    return a is not None and all(p in (1, s) for p, s in zip(a, x))
+
+
+def align_param(a: np.ndarray, x: tuple[int, ...]) -> np.ndarray:
+    """``a`` reshaped to :func:`aligned_shape` for the input shape ``x`` (same values, ``len(x)`` dimensions)."""
+    shape = aligned_shape(np.shape(a), len(x))
+    if shape is None or not param_fits(np.shape(a), x):
+        raise ValueError(f"a parameter of shape {np.shape(a)} does not apply to an input of shape {tuple(x)}")
+    return np.reshape(a, shape)
+
+
+def accepted_shapes(x: tuple[int, ...]) -> str:
+    """The per-neuron parameter shapes a node with input shape ``x`` accepts, in words."""
+    n = len(x)
+    if n == 0:
+        return "a single value"
+    if n == 1:
+        return f"a single value or {_fmt(x)} (one per neuron)"
+    rest = x[1:] if n > 2 else (1,) + x[1:]
+    examples = ", ".join(dict.fromkeys([_fmt(rest), _fmt((x[0],) + (1,) * (n - 1)), _fmt(x)]))
+    return (f"a single value, ({x[0]},) (one per channel, dimension 0) or a shape of 2 to {n} dimensions that "
+            f"broadcasts to {_fmt(x)} by NumPy's rules, such as {examples}")
 
 
 # ----- small helpers ---------------------------------------------------------------------------------
@@ -76,7 +138,7 @@ def _array(value) -> Optional[np.ndarray]:
     return a if a.dtype.kind in "biufc" else None
 
 
-def _fields(node: nir.NIRNode) -> Iterator[tuple[str, np.ndarray]]:
+def numeric_fields(node: nir.NIRNode) -> Iterator[tuple[str, np.ndarray]]:
     """The numeric fields of a node (its declared types and metadata aside)."""
     skip = {"input_type", "output_type", "metadata"}
     names = ([f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node)
@@ -111,34 +173,65 @@ def _ints(where: str, field: str, value, n: int, minimum: int) -> tuple[int, ...
 @dataclasses.dataclass(frozen=True)
 class _Want:
     """The input shape a node takes: ``dims`` (None: any size); ``mode`` "exact", "last" (leading
-    dimensions free, as an affine map on the last one) or "broadcast" (per-neuron parameters)."""
+    dimensions free, as an affine map on the last one) or "params" (any shape all its per-neuron
+    ``params``, ``(field, shape)`` pairs, apply to; see :func:`aligned_shape`)."""
 
     dims: tuple[Optional[int], ...]
     mode: str = "exact"
+    params: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def fits(self, shape: tuple[int, ...]) -> bool:
-        if self.mode == "broadcast":
-            try:
-                return tuple(np.broadcast_shapes(self.dims, shape)) == tuple(shape)
-            except ValueError:
-                return False
+        if self.mode == "params":
+            return all(param_fits(p, shape) for _, p in self.params)
         if self.mode == "last":
             if len(shape) < len(self.dims):
                 return False
             shape = shape[len(shape) - len(self.dims):]
         return len(shape) == len(self.dims) and all(d is None or d == s for d, s in zip(self.dims, shape))
 
+    def misfit(self, shape: tuple[int, ...]) -> str:
+        """Why ``shape`` does not fit a "params" node: the first parameter that does not apply."""
+        for field, p in self.params:
+            if not param_fits(p, shape):
+                return (f"its {field} has shape {_fmt(p)}; for an input of shape {_fmt(shape)} it accepts "
+                        f"{accepted_shapes(shape)}")
+        return ""
+
+    @property
+    def rank(self) -> int:
+        """The most dimensions of a parameter with more than one value ("params" mode)."""
+        return max((len(p) for _, p in self.params if int(np.prod(p)) > 1), default=0)
+
     def __str__(self) -> str:
         if self.mode == "last":
             return f"(..., {', '.join(str(d) for d in self.dims)})"
-        if self.mode == "broadcast":
-            return f"{_fmt(self.dims)} (or a shape its parameters broadcast to)"
+        if self.mode == "params":
+            big = [p for _, p in self.params if int(np.prod(p)) > 1]
+            channels = next((p[0] for p in big if len(p) == 1), None)
+            multi = [p for p in big if len(p) > 1]
+            if not big:
+                return "any shape (its parameters are single values)"
+            if not multi:
+                return f"({channels},) or ({channels}, ...) (its 1-D parameters are one value per channel, dimension 0)"
+            inner = ", ".join("?" if d == 1 else str(d) for d in np.broadcast_shapes(*multi))
+            text = f"({inner}) or (..., {inner})"
+            return text + (f" with {channels} channels at dimension 0" if channels is not None else "")
         return _fmt(self.dims)
 
 
 def _arriving(produced: tuple[int, ...], want: Optional[_Want], from_input: bool, lenient: bool) -> Shape:
     """``produced`` as the destination takes it, or None where it does not fit. An Input's type
-    may carry extra leading dimensions (dropped); a graph boundary's (``lenient``) as well."""
+    may carry extra leading dimensions (dropped: all of them before an affine map, leading ones of
+    size 1 before per-neuron parameters, any that keep the rest from fitting otherwise); a graph
+    boundary's (``lenient``) as well."""
+    if from_input and want is not None and want.mode == "last" and want.fits(produced):
+        return produced[len(produced) - len(want.dims):]  # NIR's affine maps take vectors: the rest is a batch
+    if from_input and want is not None and want.mode == "params" and want.rank:
+        i = 0  # a batch of one before per-neuron parameters: drop it
+        while len(produced) - i > want.rank and produced[i] == 1:
+            i += 1
+        if i and want.fits(produced[i:]):
+            return produced[i:]
     if want is None or want.fits(produced):
         return produced
     if from_input:
@@ -156,7 +249,7 @@ def _arriving(produced: tuple[int, ...], want: Optional[_Want], from_input: bool
 
 def _check_values(where: str, node: nir.NIRNode) -> dict[str, np.ndarray]:
     """Every numeric field finite; time constants positive; delays not negative."""
-    arrays = dict(_fields(node))
+    arrays = dict(numeric_fields(node))
     for field, a in arrays.items():
         if a.dtype.kind in "fc":
             bad = int(a.size - np.count_nonzero(np.isfinite(a)))
@@ -174,14 +267,49 @@ def _check_values(where: str, node: nir.NIRNode) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _param_shape(where: str, arrays: dict[str, np.ndarray]) -> tuple[int, ...]:
-    """The one shape the per-neuron parameters of a node broadcast to."""
+def _params(where: str, arrays: dict[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The per-neuron parameter shapes of a node, checked to agree for some input shape: the 1-D ones
+    (one value per channel) of one length, the others broadcasting together."""
+    shapes = tuple((f, tuple(int(d) for d in a.shape)) for f, a in arrays.items())
+    big = [p for _, p in shapes if int(np.prod(p)) > 1]
     try:
-        return tuple(np.broadcast_shapes(*(a.shape for a in arrays.values()))) if arrays else ()
+        if len({p for p in big if len(p) == 1}) > 1:
+            raise ValueError
+        np.broadcast_shapes(*(p for p in big if len(p) > 1))
     except ValueError:
-        shapes = ", ".join(f"{f} {_fmt(a.shape)}" for f, a in arrays.items())
-        raise NIRImportError(f"{where}: parameter shapes differ ({shapes}); expected one shape "
-                             "(one value per neuron)") from None
+        listed = ", ".join(f"{f} {_fmt(p)}" for f, p in shapes)
+        raise NIRImportError(f"{where}: parameter shapes differ ({listed}); expected one shape "
+                             "(one value per neuron), one value per channel or a single value") from None
+    return shapes
+
+
+def _param_shape(params: tuple[tuple[str, tuple[int, ...]], ...]) -> Shape:
+    """The neuron shape the parameters give where the input shape is not known (None: not fixed)."""
+    big = [p for _, p in params if int(np.prod(p)) > 1]
+    if not big or len({len(p) for p in big}) > 1:
+        return None
+    return tuple(np.broadcast_shapes(*big))
+
+
+def _check_params(where: str, node: nir.NIRNode, arrays: dict[str, np.ndarray], x: tuple[int, ...]) -> None:
+    """Every per-neuron parameter applies to the input shape ``x`` as the importers read it, and the
+    ones a neuron module takes per layer or per channel do not vary within a channel."""
+    for field, a in arrays.items():
+        if not param_fits(a.shape, x):
+            raise NIRImportError(f"{where}: {field} has shape {_fmt(a.shape)} but its input has shape {_fmt(x)}; "
+                                 f"accepted: {accepted_shapes(x)}")
+    module, fields = _PER_CHANNEL.get(type(node), ("", ()))
+    for field in fields:
+        a = arrays.get(field)
+        if a is None or a.size <= 1 or len(x) <= 1:
+            continue
+        rows = align_param(a, x)
+        rows = rows.reshape(rows.shape[0], -1)
+        if not np.all(rows == rows[:, :1]):
+            raise NIRImportError(
+                f"{where}: {field} of shape {_fmt(a.shape)} varies within a channel of its input of shape "
+                f"{_fmt(x)} (dimension 0 is the channel); spikelab's {module} takes {field} as one value per "
+                f"layer or per channel; accepted: {accepted_shapes(x)}, with values equal within each channel")
 
 
 def _weight(where: str, arrays: dict[str, np.ndarray], ndim: int, layout: str) -> np.ndarray:
@@ -209,6 +337,10 @@ def _conv_geometry(where: str, node, w: np.ndarray):
         padding = "same" if padding == "same" else (0,) * nd
     else:
         padding = _ints(where, "padding", padding, nd, 0)
+    if padding == "same" and any(s != 1 for s in stride):
+        raise NIRImportError(f"{where}: stride {stride[0] if nd == 1 else stride} is not supported with "
+                             "padding='same' (torch pads 'same' only at stride 1); expected stride 1, or padding "
+                             "as whole numbers")
     return tuple(w.shape[2:]), stride, dilation, padding
 
 
@@ -247,8 +379,8 @@ def _accepts(where: str, node: nir.NIRNode, arrays: dict[str, np.ndarray]) -> Op
             v = getattr(node, field)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise NIRImportError(f"{where}: {field} = {v!r}; expected a whole number")
-    if isinstance(node, _ELEMENTWISE):
-        return _Want(_param_shape(where, arrays), "broadcast")
+    if isinstance(node, ELEMENTWISE):
+        return _Want((), "params", _params(where, arrays))
     if isinstance(node, nir.Input):
         return None
     if isinstance(node, nir.NIRGraph):
@@ -302,9 +434,8 @@ def _output(where: str, node: nir.NIRNode, x: Shape, arrays: dict[str, np.ndarra
     if isinstance(node, nir.Flatten):
         x = x if x is not None else _declared(node.input_type, "input")
         return None if x is None else _flatten(where, node, x)
-    if isinstance(node, _ELEMENTWISE):
-        p = _param_shape(where, arrays)
-        return x if x is not None else (p if int(np.prod(p)) > 1 else None)
+    if isinstance(node, ELEMENTWISE):
+        return x if x is not None else _param_shape(_params(where, arrays))
     if isinstance(node, nir.Output):
         return x if x is not None else _declared(node.output_type, "output")
     if x is not None and isinstance(node, getattr(nir, "Identity", ())):
@@ -371,7 +502,8 @@ def _instant_loop(nodes: dict, edges: list[tuple[str, str]]) -> Optional[list[st
     return None
 
 
-def _check(graph: nir.NIRGraph, supported: Collection[type], path: tuple[str, ...], shape_in: Shape) -> Shape:
+def _check(graph: nir.NIRGraph, supported: Collection[type], path: tuple[str, ...], shape_in: Shape,
+           shapes: Optional[dict[tuple[str, ...], Shape]]) -> Shape:
     nodes, sub = graph.nodes, _in(path)
     if not isinstance(nodes, dict):
         raise NIRImportError(f"the graph{sub}: nodes is a {type(nodes).__name__}; expected a dict of named NIR nodes")
@@ -420,21 +552,24 @@ def _check(graph: nir.NIRGraph, supported: Collection[type], path: tuple[str, ..
         dst = nodes[d]
         got = _arriving(produced, wants[d], isinstance(nodes[s], nir.Input), isinstance(dst, (nir.Output, nir.NIRGraph)))
         if got is None:
+            want = wants[d]
+            why = f": {want.misfit(produced)}" if want.mode == "params" else ""
             raise NIRImportError(f"NIR edge {s!r} -> {d!r}{sub}: {s!r} ({type(nodes[s]).__name__}) gives shape "
-                                 f"{_fmt(produced)} but {d!r} ({type(dst).__name__}) takes {wants[d]}")
+                                 f"{_fmt(produced)} but {d!r} ({type(dst).__name__}) takes {want}{why}")
         if d in arriving and arriving[d][0] != got:
             first, src = arriving[d]
             raise NIRImportError(f"{_where(d, dst, path)}: the inputs it sums differ in shape: {src!r} gives "
                                  f"{_fmt(first)}, {s!r} gives {_fmt(got)}; expected equal shapes")
         arriving.setdefault(d, (got, s))
 
+    fields: dict[str, dict[str, np.ndarray]] = {}
     for name in order:
         node = nodes[name]
         where = _where(name, node, path)
         if isinstance(node, nir.NIRGraph):
             wants[name] = _accepts(where, node, {})
         else:
-            arrays = _check_values(where, node)
+            arrays = fields[name] = _check_values(where, node)
             wants[name] = _accepts(where, node, arrays)
         if isinstance(node, nir.Input):
             out[name] = shape_in if shape_in is not None else _declared(node.input_type, "input")
@@ -444,12 +579,20 @@ def _check(graph: nir.NIRGraph, supported: Collection[type], path: tuple[str, ..
                 receive(s, name)
         x = arriving.get(name, (None,))[0]
         if isinstance(node, nir.NIRGraph):
-            out[name] = _check(node, supported, path + (name,), x)
+            out[name] = _check(node, supported, path + (name,), x, shapes)
         else:
             out[name] = _output(where, node, x, arrays)
     for s, d in sorted(back):
         receive(s, d)
+    for name in order:  # every input shape now known, back edges included
+        node, x = nodes[name], arriving.get(name, (None,))[0]
+        if isinstance(node, nir.Input):
+            x = out[name]
+        elif x is not None and isinstance(node, ELEMENTWISE):
+            _check_params(_where(name, node, path), node, fields[name], x)
+        if shapes is not None:
+            shapes[path + (name,)] = x
     return out[outputs[0]]
 
 
-__all__ = ["check_graph", "unsupported_message"]
+__all__ = ["accepted_shapes", "align_param", "aligned_shape", "check_graph", "param_fits", "unsupported_message"]

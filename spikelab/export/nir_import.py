@@ -7,6 +7,7 @@ runs the graph. Nested graphs become nested networks.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -18,7 +19,8 @@ from torch import nn
 
 from spikelab import layers as L
 from spikelab.export.errors import NIRImportError
-from spikelab.export.nir_checks import check_graph, unsupported_message
+from spikelab.export.nir_checks import (ELEMENTWISE, align_param, check_graph, numeric_fields, param_fits,
+                                        unsupported_message)
 from spikelab.export.semantics import decay_from_tau, our_threshold
 from spikelab.export.network import NIRNetwork
 from spikelab.neurons import IF, CurrentLIF, LeakyIntegrator, LIF
@@ -57,7 +59,11 @@ def _uniform(name: str, field: str, a: np.ndarray) -> Optional[float]:
 
 
 def _neuron_param(name: str, field: str, a: np.ndarray) -> Union[float, torch.Tensor]:
-    """A per-neuron NIR array as a spikelab parameter: one value, or one per channel (dimension 0)."""
+    """A per-neuron NIR array as a spikelab parameter: one value, or one per channel (dimension 0).
+
+    ``a`` has as many dimensions as the node's input (``from_nir`` aligns it first, see
+    :func:`~spikelab.export.nir_checks.aligned_shape`), so its dimension 0 is the channel.
+    """
     a = np.asarray(a, dtype=np.float64)
     u = _uniform(name, field, a)
     if u is not None:
@@ -67,8 +73,8 @@ def _neuron_param(name: str, field: str, a: np.ndarray) -> Union[float, torch.Te
     per_channel = a.reshape(a.shape[0], -1)
     if np.all(per_channel == per_channel[:, :1]):
         return _t(per_channel[:, 0])
-    raise NIRImportError(f"node {name!r}: {field} varies within a channel (shape {a.shape}); spikelab neurons take "
-                         "one value per layer or per channel (dimension 0)")
+    raise NIRImportError(f"node {name!r}: {field} varies within a channel (shape {a.shape}, dimension 0 the "
+                         "channel); spikelab neurons take one value per layer or per channel")
 
 
 def _channels(p) -> Optional[int]:
@@ -205,6 +211,10 @@ def _delay(name: str, node: nir.Delay, dt: float) -> nn.Module:
     return L.Delay(torch.as_tensor(whole, dtype=torch.long))
 
 
+def _graph(name: str, node: nir.NIRGraph, dt: float) -> NIRNetwork:
+    return _network(node, dt)
+
+
 _PASS_THROUGH = tuple(getattr(nir, n) for n in ("Input", "Output", "Identity") if hasattr(nir, n))
 
 
@@ -214,7 +224,7 @@ NodeImporter = Callable[[str, nir.NIRNode, float], Optional[nn.Module]]
 #: users extend it with :func:`register_node`
 NODE_IMPORTERS: dict[type, NodeImporter] = {
     **{t: (lambda name, node, dt: None) for t in _PASS_THROUGH},
-    nir.NIRGraph: lambda name, node, dt: _network(node, dt),
+    nir.NIRGraph: _graph,
     nir.Affine: lambda name, node, dt: _affine(name, node),
     nir.Linear: lambda name, node, dt: _affine(name, node),
     nir.Conv1d: lambda name, node, dt: _conv(name, node),
@@ -234,6 +244,7 @@ NODE_IMPORTERS: dict[type, NodeImporter] = {
 
 
 SUPPORTED = tuple(sorted(t.__name__ for t in NODE_IMPORTERS))  # the built-in importers' node types
+_BUILT_IN = dict(NODE_IMPORTERS)
 
 
 def register_node(node_type: type, importer: NodeImporter) -> None:
@@ -251,8 +262,30 @@ def node_module(name: str, node: nir.NIRNode, dt: float) -> Optional[nn.Module]:
     return importer(name, node, dt)
 
 
-def _network(graph: nir.NIRGraph, dt: float) -> NIRNetwork:
-    modules = {name: node_module(name, node, dt) for name, node in graph.nodes.items()}
+def _aligned(node: nir.NIRNode, x) -> nir.NIRNode:
+    """``node`` with its per-neuron parameters reshaped to its input shape ``x`` as
+    :func:`~spikelab.export.nir_checks.aligned_shape` reads them (a copy; the values are unchanged):
+    a 1-D array of C values becomes ``(C, 1, ..., 1)``, ``(H, W)`` before ``(C, H, W)`` becomes
+    ``(1, H, W)``. Only for the built-in importers of per-neuron node types and a known ``x``."""
+    built_in = NODE_IMPORTERS.get(type(node)) is _BUILT_IN.get(type(node))
+    if x is None or not isinstance(node, ELEMENTWISE) or not built_in:
+        return node
+    node = copy.copy(node)
+    for field, a in numeric_fields(node):
+        if a.size > 1 and param_fits(a.shape, x):
+            setattr(node, field, align_param(a, x))
+    return node
+
+
+def _network(graph: nir.NIRGraph, dt: float, shapes: Optional[dict] = None, path: tuple[str, ...] = ()) -> NIRNetwork:
+    """The network of ``graph``; ``shapes`` (from :func:`check_graph`) gives each node's input shape by path."""
+    shapes = shapes or {}
+    modules = {}
+    for name, node in graph.nodes.items():
+        if type(node) is nir.NIRGraph and NODE_IMPORTERS.get(nir.NIRGraph) is _graph:
+            modules[name] = _network(node, dt, shapes, path + (name,))
+        else:
+            modules[name] = node_module(name, _aligned(node, shapes.get(path + (name,))), dt)
     inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
     outputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
     if not inputs or not outputs:
@@ -267,6 +300,11 @@ def from_nir(graph: Union[nir.NIRGraph, str, Path], dt: float) -> NIRNetwork:
     step. The whole graph is checked first (finite parameters, positive time constants, shapes
     along every edge, a runnable structure; :mod:`spikelab.export.nir_checks`); unsupported nodes
     or parameters raise :class:`NIRImportError` naming the node.
+
+    Per-neuron parameters are read for the shape each node receives: a single value, a 1-D array
+    of C values as one value per channel (dimension 0 of the input), any other shape by NumPy's
+    broadcasting against the input (``(H, W)`` after a ``(C, H, W)`` convolution is the same in
+    every channel). Neuron decays and thresholds must not vary within a channel.
     """
     if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not dt > 0:
         raise ValueError(f"dt: expected a positive time step in seconds, got {dt!r}")
@@ -288,8 +326,9 @@ def from_nir(graph: Union[nir.NIRGraph, str, Path], dt: float) -> NIRNetwork:
     if recorded is not None and not np.isclose(float(recorded), dt):
         warnings.warn(f"from_nir: the graph was exported for dt = {float(recorded)} s and is read with dt = {dt} s; "
                       "time constants are kept, so decays per step change", stacklevel=2)
-    check_graph(graph, NODE_IMPORTERS)  # every node and edge, before any module is built
-    return _network(graph, float(dt))
+    shapes: dict = {}
+    check_graph(graph, NODE_IMPORTERS, shapes)  # every node and edge, before any module is built
+    return _network(graph, float(dt), shapes)
 
 
 __all__ = ["from_nir", "node_module", "register_node", "NODE_IMPORTERS", "SUPPORTED"]

@@ -3,6 +3,8 @@ constants, shapes along every edge, a runnable structure; each refusal names the
 
 from __future__ import annotations
 
+import copy
+import re
 from dataclasses import dataclass
 
 import nir
@@ -396,3 +398,178 @@ def test_types_with_a_batch_and_parameters_without_the_channel_still_import():
     flat = nir.Flatten(input_type=None, start_dim=0, end_dim=-1)
     graph = _chain((1, 2, 6, 6), (1, 3), ("conv", conv), ("if", neuron), ("flat", flat), ("fc", _affine(64, 3)))
     assert from_nir(graph, dt=DT)(torch.rand(5, 2, 2, 6, 6)).shape == (5, 2, 3)
+
+
+# ----- 6. per-neuron parameter shapes: checked exactly as the importer reads them ---------------------
+# A single value; a 1-D array of C values as one per channel (dimension 0 of the input, the form some
+# exporters write after a convolution); any other shape by NumPy's broadcasting against the input.
+# Neuron decays and thresholds must not vary within a channel (spikelab's neurons take them per
+# layer or per channel); LI, I, Scale, Threshold and Delay take any per-neuron values.
+
+def _conv2d(c_in: int, c_out: int, hw: tuple[int, int], seed: int = 0) -> nir.Conv2d:
+    rng = np.random.default_rng(seed)
+    return nir.Conv2d(input_shape=hw, weight=rng.normal(size=(c_out, c_in, 3, 3)) * 0.4 + 0.15, stride=1,
+                      padding=0, dilation=1, groups=1, bias=rng.normal(size=c_out) * 0.1)
+
+
+_PER_CHANNEL = {  # one value per channel for 3 channels, for each neuron kind
+    "LIF": dict(tau=[5e-3, 1e-2, 2e-2], r=[8.0, 10.0, 14.0], v_threshold=[0.6, 1.0, 1.4]),
+    "IF": dict(r=[0.5, 1.0, 1.5], v_threshold=[0.6, 1.0, 1.4]),
+    # CurrentLIF feeds the current to the membrane with one factor: r * dt / tau_mem the same everywhere
+    "CubaLIF": dict(tau_syn=[4e-3, 5e-3, 8e-3], tau_mem=[5e-3, 1e-2, 2e-2], r=[5.0, 10.0, 20.0],
+                    w_in=[4.0, 5.0, 6.0], v_threshold=[0.6, 1.0, 1.4]),
+}
+
+
+def _with(node: nir.NIRNode, arrays: dict) -> nir.NIRNode:
+    for field, value in arrays.items():
+        setattr(node, field, np.asarray(value, dtype=np.float64))
+    return node
+
+
+def _full(node: nir.NIRNode, shape: tuple[int, ...]) -> nir.NIRNode:
+    """A copy of ``node`` with every 1-D per-channel parameter written out per neuron, as the numpy
+    interpreter (NIR's broadcasting) needs it."""
+    fields = {f: np.asarray(getattr(node, f)) for f in ("tau", "tau_syn", "tau_mem", "r", "w_in", "v_leak",
+                                                        "v_threshold", "v_reset", "scale", "threshold", "delay")
+              if getattr(node, f, None) is not None}
+    out = {f: np.broadcast_to(a.reshape(a.shape[0], *([1] * (len(shape) - 1))) if a.ndim == 1 else a, shape).copy()
+           for f, a in fields.items()}
+    return _with(copy.copy(node), out)
+
+
+def _runs_like_the_interpreter(graph: nir.NIRGraph, x: torch.Tensor, reference: nir.NIRGraph = None) -> np.ndarray:
+    with torch.no_grad():
+        ours = from_nir(graph, dt=DT)(x).numpy()
+    theirs = Interpreter(reference if reference is not None else graph, DT).run(x.numpy())
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    return ours
+
+
+@pytest.mark.parametrize("kind", ["LIF", "IF", "CubaLIF"])
+@pytest.mark.parametrize("width", [8, 5], ids=["W!=C", "W==C"])
+def test_per_channel_parameters_after_a_conv_import_as_one_value_per_channel(kind, width):
+    """(C,) parameters after a conv of output (C, H, W) are one value per channel, also when W == C
+    (where NumPy would broadcast them along W): the checker reads them as the importer builds them."""
+    conv = _conv2d(2, 3, (7, width))
+    out = (3, 5, width - 2)
+    neuron = _with(_neuron(kind, ()), _PER_CHANNEL[kind])
+    graph = _chain((2, 7, width), out, ("conv", conv), ("n", neuron))
+    reference = _chain((2, 7, width), out, ("conv", conv), ("n", _full(neuron, out)))
+    x = torch.rand(15, 2, 2, 7, width) * 2
+    spikes = _runs_like_the_interpreter(graph, x, reference)
+    assert spikes.sum() > 0 and 0 < spikes.mean() < 1
+    assert np.asarray(graph.nodes["n"].v_threshold).shape == (3,)  # the caller's graph is left as it was
+
+
+@pytest.mark.parametrize("kind", ["IF", "LIF"])
+@pytest.mark.parametrize("form", ["(H,W)", "(C,H,W)", "batched input (1,C,H,W)"])
+def test_sinabs_style_conv_export_with_per_neuron_arrays_imports_and_runs(kind, form):
+    """sinabs writes IAF/LIF parameters after a Conv2d as (H, W) arrays (one value for the layer) or
+    (C, H, W) arrays (one value per channel); with NIR's broadcasting both mean one neuron module."""
+    conv = _conv2d(2, 3, (7, 8), seed=2)
+    out = (3, 5, 6)
+    if form == "(H,W)":
+        neuron = _neuron(kind, (5, 6))
+    else:
+        neuron = _full(_with(_neuron(kind, ()), _PER_CHANNEL[kind]), out)
+    in_shape = (1, 2, 7, 8) if form.startswith("batched") else (2, 7, 8)
+    flat = nir.Flatten(input_type=None, start_dim=0, end_dim=-1)
+    graph = _chain(in_shape, (4,), ("conv", conv), ("n", neuron), ("flat", flat), ("fc", _affine(90, 4, 3)),
+                   ("if", _neuron("IF", 4)))
+    net = from_nir(graph, dt=DT)
+    assert net(torch.rand(3, 2, 2, 7, 8)).shape == (3, 2, 4)
+    graph = _chain(in_shape, out, ("conv", conv), ("n", neuron))
+    spikes = _runs_like_the_interpreter(graph, torch.rand(15, 2, 2, 7, 8) * 2)
+    assert spikes.sum() > 0
+
+
+@pytest.mark.parametrize("kind,field,spoilt", [
+    ("LIF", "tau", lambda a: a * np.linspace(1, 2, a.shape[-2])[:, None]),  # varies by row
+    ("IF", "v_threshold", lambda a: a * np.linspace(1, 2, a.shape[-2])[:, None]),
+    ("CubaLIF", "tau_mem", lambda a: a * np.linspace(1, 2, a.shape[-1])),  # varies by column
+])
+@pytest.mark.parametrize("out", [(3, 5, 6), (3, 3, 6)], ids=["H!=C", "H==C"])
+def test_neuron_parameters_varying_within_a_channel_are_refused(kind, field, spoilt, out):
+    """(H, W) parameters that vary by row used to pass the check and be read as H channels (failing
+    when run, or, with H == C, running per channel); now the refusal names everything."""
+    conv = _conv2d(2, 3, (out[1] + 2, 8))
+    neuron = _neuron(kind, out[1:])
+    setattr(neuron, field, spoilt(np.asarray(getattr(neuron, field))))
+    if kind == "CubaLIF":
+        neuron.r = neuron.r * neuron.tau_mem / 1e-2  # keep r * dt / tau_mem one value
+    graph = _chain((2, out[1] + 2, 8), out, ("conv", conv), ("n", neuron))
+    module = {"LIF": "LIF", "IF": "IF", "CubaLIF": "CurrentLIF"}[kind]
+    h, w = out[1:]
+    with pytest.raises(NIRImportError, match=(
+            rf"NIR node 'n' \({kind}\): {field} of shape \({h}, {w}\) varies within a channel of its input of shape "
+            rf"\(3, {h}, {w}\) \(dimension 0 is the channel\); spikelab's {module} takes {field} as one value per "
+            rf"layer or per channel; accepted: a single value, \(3,\) \(one per channel, dimension 0\) or a shape "
+            rf"of 2 to 3 dimensions that broadcasts to \(3, {h}, {w}\) by NumPy's rules, such as \({h}, {w}\), "
+            r"\(3, 1, 1\), \(3, " + rf"{h}, {w}\), with values equal within each channel")):
+        from_nir(graph, dt=DT)
+    per_neuron = _neuron(kind, out)  # (C, H, W) varying within a channel: refused too
+    getattr(per_neuron, field).flat[1] *= 1.5
+    with pytest.raises(NIRImportError, match=rf"'n' \({kind}\): {field} of shape \(3, {h}, {w}\) varies within"):
+        from_nir(_chain((2, out[1] + 2, 8), out, ("conv", conv), ("n", per_neuron)), dt=DT)
+
+
+def test_per_neuron_layers_take_any_broadcasting_shape_after_a_conv():
+    """LI, Scale, Threshold and Delay hold one value per neuron: (H, W) varying by row and (C,) per
+    channel both import and run as NIR means them."""
+    conv = _conv2d(2, 3, (7, 8), seed=4)
+    out = (3, 5, 6)
+    rows = np.linspace(1, 2, 5)[:, None] * np.ones((5, 6))
+    scale = nir.Scale(scale=np.array([0.5, 1.0, 2.0]))
+    delay = nir.Delay(delay=np.array([0.0, 1e-3, 3e-3]))
+    li = nir.LI(tau=1e-2 * rows, r=10.0 * rows[::-1], v_leak=np.zeros((5, 6)))
+    graph = _chain((2, 7, 8), out, ("conv", conv), ("scale", scale), ("delay", delay), ("li", li))
+    reference = _chain((2, 7, 8), out, ("conv", conv), ("scale", _full(scale, out)), ("delay", _full(delay, out)),
+                       ("li", li))
+    _runs_like_the_interpreter(graph, torch.rand(12, 2, 2, 7, 8), reference)
+    threshold = nir.Threshold(threshold=0.5 * rows)
+    graph = _chain((2, 7, 8), out, ("conv", conv), ("threshold", threshold))
+    assert _runs_like_the_interpreter(graph, torch.rand(6, 2, 2, 7, 8)).sum() > 0
+
+
+@pytest.mark.parametrize("kind,shape", [("LIF", (6,)), ("IF", (4, 5, 6)), ("LI", (2, 6)), ("Scale", (5, 5))])
+def test_parameter_shapes_the_importer_cannot_read_are_refused_naming_them(kind, shape):
+    """(W,) after (C, H, W) with W != C: 1-D is one value per channel, so it does not fit (NumPy
+    would broadcast it along W, spikelab's neurons cannot); other shapes that do not broadcast."""
+    conv = _conv2d(2, 3, (7, 8))
+    node = _neuron(kind, shape)
+    field = {"LIF": "tau", "IF": "r", "LI": "tau", "Scale": "scale"}[kind]
+    graph = _chain((2, 7, 8), (3, 5, 6), ("conv", conv), ("n", node))
+    with pytest.raises(NIRImportError, match=(
+            rf"NIR edge 'conv' -> 'n': 'conv' \(Conv2d\) gives shape \(3, 5, 6\) but 'n' \({kind}\) takes .*: its "
+            rf"{field} has shape {re.escape(str(shape))}; for an input of shape \(3, 5, 6\) it accepts "
+            r"a single value, \(3,\) \(one per channel, dimension 0\) or a shape of 2 to 3 dimensions that "
+            r"broadcasts to \(3, 5, 6\) by NumPy's rules, such as \(5, 6\), \(3, 1, 1\), \(3, 5, 6\)")):
+        from_nir(graph, dt=DT)
+
+
+def test_per_neuron_parameters_after_a_batched_affine_input():
+    """An Input type carrying a batch before an affine map (snnTorch, sinabs): the neurons' 1-D
+    parameters are one per neuron of the affine output, whatever the batch."""
+    for in_shape in [(8, 4), (3, 4), (1, 4)]:
+        lif = _with(_neuron("LIF", ()), dict(tau=np.linspace(5e-3, 2e-2, 8), v_threshold=np.linspace(0.5, 1.5, 8),
+                                             r=np.linspace(5, 15, 8)))
+        fc = _affine(4, 8, 7)
+        fc.weight = np.abs(fc.weight)
+        graph = _chain(in_shape, (8,), ("fc", fc), ("lif", lif))
+        assert _runs_like_the_interpreter(graph, torch.rand(12, 2, 4) * 2).sum() > 0
+
+
+@pytest.mark.parametrize("stride", [2, (1, 2)])
+def test_same_padding_with_a_stride_is_refused_for_the_stride(stride):
+    conv = nir.Conv2d(input_shape=None, weight=np.ones((4, 2, 3, 3)), stride=stride, padding="same", dilation=1,
+                      groups=1, bias=np.zeros(4))
+    stride2 = (stride, stride) if isinstance(stride, int) else stride
+    graph = _chain((2, 8, 8), (4, 4, 4), ("conv", conv), ("if", _neuron("IF", (4, 4, 4))))
+    with pytest.raises(NIRImportError, match=rf"NIR node 'conv' \(Conv2d\): stride {re.escape(str(stride2))} is not "
+                                             r"supported with padding='same' \(torch pads 'same' only at stride 1\)"):
+        from_nir(graph, dt=DT)
+    conv.stride = (1, 1)
+    assert from_nir(_chain((2, 8, 8), (4, 8, 8), ("conv", conv)), dt=DT)(torch.rand(2, 1, 2, 8, 8)).shape == \
+        (2, 1, 4, 8, 8)
