@@ -16,9 +16,10 @@ events) are checked instead. A missing, unreadable or mismatching file warns, na
 and what was wrong, and the split is rebuilt.
 
 **Atomic and safe with concurrent processes.** A build holds an exclusive lock on
-``<folder>.lock`` (``fcntl.flock``; where ``fcntl`` or the file system refuses it, a file created with ``O_EXCL``
-that holds its owner's pid, taken over once that process is gone) and checks the folder again
-under it: another process (another DDP rank, say) may just have built it. The lock is the only
+``<folder>.lock`` (``fcntl.flock``; where ``fcntl`` or the file system refuses it, a file created
+with ``O_EXCL`` that holds its owner's pid, taken over by one process once that process is gone:
+see :class:`spikelab.data.locks.FileLock`) and checks the folder again under it: another
+process (another DDP rank, say) may just have built it. The lock is the only
 barrier; the data layer knows nothing of torch.distributed. Processes waiting on it log one
 line, then find the cache fresh. A build writes ``<folder>.tmp<pid>``, ``meta.json`` last
 (itself written to a temporary name and renamed), then renames the folder in. A valid folder is
@@ -30,10 +31,18 @@ lock removes its file on release (one killed while holding it leaves an empty fi
 ``.tmp<pid>`` / ``.stale<pid>`` folders of the same dataset and split that dead processes left,
 and superseded folders: siblings whose ``meta.json`` names the same dataset, split, root and
 parameters under another key, and folders written by cache format 1 under the same name.
-Nothing without such a ``meta.json`` is removed. An open cache holds a shared lock on its
-``meta.json``; a sibling is removed only when its build lock and an exclusive lock on its
-``meta.json`` can both be taken without waiting, so a folder still read by another process (a
-training run on the old sources) stays until a later open finds it unused.
+Nothing else is removed: not a folder of such a name without such a ``meta.json``, nor a link
+(or what it points to). An open cache holds a shared lock on its ``meta.json``; a sibling is
+removed only when its build lock and an exclusive lock on its ``meta.json`` can both be taken
+without waiting, so a folder still read by another process (a training run on the old sources)
+stays until a later open finds it unused. Cleanup is best effort: what it cannot lock or move
+(a read-only folder, another user's) it leaves.
+
+**Read-only use.** Opening an intact cache needs no write access: it reads the files and takes
+a shared lock on ``meta.json`` (where the system allows it); its cleanup, which writes, is
+skipped when the lock file cannot be created. So a cache built once can be read from a
+read-only folder or another user's; only a missing or damaged one must be written, and then
+the error names the file that could not be created.
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from spikelab.data.events import EVENT_DTYPE
-from spikelab.data.locks import NO_FLOCK, FileLock, fcntl, pid_alive
+from spikelab.data.locks import FileLock, fcntl, pid_alive
 
 CACHE_FORMAT = 2
 FILES = ("events.npy", "offsets.npy", "labels.npy")
@@ -93,7 +102,7 @@ def _take_unused(path: Path) -> Optional[int]:
         return -1
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except OSError:  # gone, or not ours to read: keep it
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -130,6 +139,11 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array)
     return buf.getvalue()
+
+
+def _is_folder(path: Path) -> bool:
+    """A folder itself, not a link to one (cleanup never removes what a link points to, nor the link)."""
+    return path.is_dir() and not path.is_symlink()
 
 
 def _remove(path: Path) -> None:
@@ -207,10 +221,15 @@ def _check_folder(folder: Path, meta: dict, key: str, count: int) -> tuple[np.nd
             sizes[name] = (folder / name).stat().st_size
         except FileNotFoundError:
             raise _Damaged(f"{name} is missing") from None
+        except OSError as e:
+            raise _Damaged(f"{name} is unreadable ({e})") from None
         if sizes[name] != entry["size"]:
             raise _Damaged(f"{name} is {sizes[name]} bytes, meta.json says {entry['size']}")
         if name in HASHED:
-            data = (folder / name).read_bytes()
+            try:
+                data = (folder / name).read_bytes()
+            except OSError as e:  # e.g. renamed aside by a process replacing a damaged folder
+                raise _Damaged(f"{name} is unreadable ({e})") from None
             if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
                 raise _Damaged(f"{name} does not match its sha256 in meta.json")
             try:
@@ -280,9 +299,8 @@ class SplitCache:
             if fcntl is not None:  # waits while a cleanup removes the folder, then finds it gone
                 try:
                     fcntl.flock(hold.fileno(), fcntl.LOCK_SH)
-                except OSError as e:
-                    if e.errno not in NO_FLOCK:
-                        raise
+                except OSError:  # no flock here: nothing marks use, and a cleanup keeps the folder
+                    pass
             got = _check_folder(self.folder, _read_meta(hold), self.key, count)
         except BaseException:
             hold.close()
@@ -357,18 +375,24 @@ class SplitCache:
 
     def _tidy(self) -> None:
         """On an open that needed no build, the same cleanup, when something may need it and this
-        folder's lock is free (a superseded folder that was in use at the build goes now)."""
+        folder's lock is free (a superseded folder that was in use at the build goes now).
+        Best effort: where the lock cannot even be created (a read-only folder, another user's),
+        the open goes on without it."""
         prefix = self._prefix()
         if prefix is None or not any(p.name.startswith(prefix + "-") and p != self.folder
                                      and not p.name.endswith(".lock") for p in self._siblings()):
             return
         lock = FileLock(_lock_path(self.folder))
-        if lock.acquire(blocking=False):
-            try:
-                self._remove_orphans()
-                self._remove_superseded()
-            finally:
-                lock.release()
+        try:
+            if not lock.acquire(blocking=False):
+                return
+        except OSError:  # a folder this process cannot write to: opening needs no lock, skip the cleanup
+            return
+        try:
+            self._remove_orphans()
+            self._remove_superseded()
+        finally:
+            lock.release()
 
     def _remove_orphans(self) -> None:
         """Remove ``.tmp<pid>`` / ``.stale<pid>`` folders of this dataset and split whose process is gone."""
@@ -377,7 +401,7 @@ class SplitCache:
         pattern = re.compile(rf"({owner_pattern})\.(?:tmp|stale)(\d+)")
         for path in self._siblings():
             m = pattern.fullmatch(path.name)
-            if not m or not path.is_dir():
+            if not m or not _is_folder(path):
                 continue
             pid = int(m.group(2))
             if pid == os.getpid() or pid_alive(pid):
@@ -387,11 +411,15 @@ class SplitCache:
                 _remove(path)
                 continue
             lock = FileLock(_lock_path(owner))
-            if lock.acquire(blocking=False):
-                try:
-                    _remove(path)
-                finally:
-                    lock.release()
+            try:
+                if not lock.acquire(blocking=False):
+                    continue
+            except OSError:  # best effort, as all cleanup
+                continue
+            try:
+                _remove(path)
+            finally:
+                lock.release()
 
     def _remove_superseded(self) -> None:
         """Remove ``<name>-<split>-<other key>`` folders of the same identity that nobody uses."""
@@ -401,30 +429,35 @@ class SplitCache:
         pattern = re.compile(re.escape(prefix) + r"-([0-9a-f]{16})")
         for path in self._siblings():
             m = pattern.fullmatch(path.name)
-            if not m or path == self.folder or not path.is_dir() or not self._superseded(path, m.group(1)):
+            if not m or path == self.folder or not _is_folder(path) or not self._superseded(path, m.group(1)):
                 continue
             lock = FileLock(_lock_path(path))
-            if not lock.acquire(blocking=False):
-                continue  # being built or checked
             try:
-                unused = _take_unused(path / "meta.json") if self._superseded(path, m.group(1)) else None
-                if unused is None:
-                    lock.release()
-                    continue
-                try:  # readers that come now wait on meta.json, then find the folder gone
-                    aside = path.with_name(f"{path.name}.stale{os.getpid()}")
-                    os.replace(path, aside)
-                except OSError:  # e.g. files open on Windows
-                    lock.release()
-                    continue
-                finally:
-                    if unused >= 0:
-                        os.close(unused)
-                _remove(aside)
+                if not lock.acquire(blocking=False):
+                    continue  # being built or checked
+            except OSError:  # best effort, as all cleanup
+                continue
+            try:
+                self._remove_unused(path, m.group(1))
+            finally:
                 lock.release()
-            except BaseException:
-                lock.release()
-                raise
+
+    def _remove_unused(self, path: Path, suffix: str) -> None:
+        """Remove the superseded folder ``path`` (its lock held) unless a process has it open."""
+        if not _is_folder(path) or not self._superseded(path, suffix):
+            return
+        unused = _take_unused(path / "meta.json")
+        if unused is None:
+            return
+        try:  # readers that come now wait on meta.json, then find the folder gone
+            aside = path.with_name(f"{path.name}.stale{os.getpid()}")
+            os.replace(path, aside)
+        except OSError:  # e.g. files open on Windows, or not ours to move
+            return
+        finally:
+            if unused >= 0:
+                os.close(unused)
+        _remove(aside)
 
     def _superseded(self, path: Path, suffix: str) -> bool:
         """Whether ``path`` holds a spikelab cache of this dataset and split under another key."""

@@ -9,6 +9,7 @@ behind still runs.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import socket
@@ -60,37 +61,67 @@ class FileLock:
     The holder removes the file when it lets go, so no lock file outlives its use. With ``fcntl``:
     ``flock`` on the file (the kernel releases it when its holder dies); after locking, the file
     at ``path`` must still be the one locked, else its holder removed it meanwhile and locking
-    starts again on the file there now. Without ``fcntl``: the file is created with ``O_EXCL``
-    holding ``"<pid> <host>"``; a file whose process is gone (same host) is stale and taken over.
+    starts again on the file there now. Where the file system refuses ``flock``, the file that
+    attempt created is removed again at once, and the lock falls back to the lock file itself.
+
+    Without ``fcntl`` (or ``flock``): the file is created with ``O_EXCL`` holding ``"<pid> <host>"``.
+    A file whose process is gone (same host) is stale, as is an empty one (a process killed as it
+    created it) after 2 s and one holding anything else after 60 s; one this process cannot read
+    never is. A stale file is taken over by removing it and creating the lock again. The removal
+    is atomic: only the process that holds the marker ``<path>.break-<id>`` (itself such a lock;
+    ``id`` names that one stale file by its device, inode, modification time and content) may
+    remove it, after checking that the file at ``path`` is still that one. So of several
+    processes that find the same stale file, one removes it, and none removes the fresh lock
+    another has created meanwhile (as removing it by name, or renaming it aside, could).
     """
+
+    STALE_EMPTY_S = 2.0  # an empty lock file this old was left by a process killed as it created it
+    STALE_GARBLED_S = 60.0
 
     def __init__(self, path: Path, what: str = "") -> None:
         self.path = Path(path)
         self.what = what or str(self.path)
         self._fd: Optional[int] = None
+        self._mine: Optional[str] = None  # what this process wrote into its lock file (fallback)
         self._told = False
         self._flock = fcntl is not None  # False where the file system refuses flock too
 
     def acquire(self, blocking: bool = True) -> bool:
         """Take the lock; with ``blocking=False`` return False at once when another holds it."""
         while True:
-            got = self._try_flock(blocking) if self._flock else self._try_create()
+            if self._flock:
+                got = self._try_flock(blocking)
+                if got is not None:
+                    return got
+                continue  # the file changed, or flock was refused: try again (with the lock file)
+            got = self._try_create()
             if got is not None:
                 return got
-            if not self._flock:
-                if not blocking:
-                    return False
-                self._waiting()
-                time.sleep(0.05)
+            if not blocking:
+                return False
+            self._waiting()
+            time.sleep(0.05)
 
     def _waiting(self) -> None:
         if not self._told:
             log.info("%s: waiting for another process to finish building it", self.what)
             self._told = True
 
+    def _open_for_flock(self) -> tuple[int, bool]:
+        """A descriptor of the file at ``path`` (created when absent), and whether this call created it."""
+        while True:
+            try:
+                return os.open(self.path, os.O_RDWR), False
+            except FileNotFoundError:
+                pass
+            try:
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
+            except FileExistsError:
+                pass  # another process created it just now: open that one
+
     def _try_flock(self, blocking: bool) -> Optional[bool]:
         """True when locked, False when busy (non-blocking), None to try again."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd, created = self._open_for_flock()
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,7 +134,16 @@ class FileLock:
             except OSError as e:
                 if e.errno not in NO_FLOCK:
                     raise
-                os.close(fd)  # e.g. some network file systems: use the lock file's pid instead
+                # e.g. some network file systems: use the lock file's content instead, without
+                # leaving the empty file just created, which that would take for a fresh lock
+                if created:
+                    try:
+                        st = os.fstat(fd)
+                        if st.st_size == 0 and os.path.samestat(st, os.stat(self.path)):
+                            os.unlink(self.path)
+                    except OSError:
+                        pass
+                os.close(fd)
                 self._flock = False
                 return None
             try:
@@ -125,46 +165,86 @@ class FileLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
-                if not self._stale():
+                seen = self._read()
+                if seen is None:
+                    continue  # released just now
+                if not self._stale(*seen) or not self._break(seen):
                     return None
-                # best effort: two processes taking over the same stale file at the same moment
-                # could both succeed (a window of microseconds, only after a crash, only here)
+                continue
+            mine = f"{os.getpid()} {_hostname()}\n"
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(mine)
+            except BaseException:
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
+                raise
+            self._fd = -1
+            self._mine = mine
+            return True
+
+    def _read(self) -> Optional[tuple[tuple, str]]:
+        """``((dev, inode, mtime, size), text)`` of the file at ``path``, None when there is none."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return (), "?"  # unreadable (another user's, say): never taken for stale
+        try:
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read(4096)
+        except OSError:
+            return (), "?"
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size), data.decode("utf-8", "replace")
+
+    def _stale(self, stat: tuple, text: str) -> bool:
+        """Whether the lock file read as ``stat, text`` was left by a process that is gone."""
+        parts = text.split()
+        if len(parts) == 2 and parts[0].isdigit():
+            return parts[1] == _hostname() and not pid_alive(int(parts[0]))
+        if not stat:
+            return False
+        age = time.time() - stat[2] / 1e9
+        # empty: a creator killed before it wrote (or an flock user killed as it tried); garbled: unknown
+        return age > (self.STALE_EMPTY_S if not text else self.STALE_GARBLED_S)
+
+    def _break(self, seen: tuple[tuple, str]) -> bool:
+        """Remove the stale lock file read as ``seen`` if it is still there. False when another
+        process is removing it (wait for the lock again); True otherwise."""
+        ident = hashlib.sha256(repr(seen).encode()).hexdigest()[:16]
+        marker = FileLock(self.path.with_name(f"{self.path.name}.break-{ident}"))
+        marker._flock = False
+        if not marker.acquire(blocking=False):
+            return False
+        try:
+            # nobody else removes this file now: its owner is gone, and any other process that
+            # found it stale waits for the marker; so if it is still there, it is still this one
+            if self._read() == seen:
                 try:
                     os.unlink(self.path)
                 except FileNotFoundError:
                     pass
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()} {_hostname()}\n")
-            self._fd = -1
-            return True
-
-    def _stale(self) -> bool:
-        try:
-            text = self.path.read_text()
-            age = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
-        parts = text.split()
-        if len(parts) == 2 and parts[0].isdigit():
-            return parts[1] == _hostname() and not pid_alive(int(parts[0]))
-        # empty: left by flock (a process killed holding it), or a creator killed before writing
-        return age > (2 if not text else 60)
+        finally:
+            marker.release()
+        return True
 
     def release(self) -> None:
         """Remove the lock file, then unlock."""
         if self._fd is None:
             return
         try:
-            if self._fd >= 0 or self.path.read_text().split()[:1] == [str(os.getpid())]:
+            if self._fd >= 0 or self.path.read_text() == self._mine:
                 os.unlink(self.path)
         except OSError:
             pass
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = None
+        self._mine = None
 
     def __enter__(self) -> "FileLock":
         self.acquire()

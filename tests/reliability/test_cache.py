@@ -1,5 +1,6 @@
 """The decoded-split cache under stress: concurrent builders, killed builds, damaged files,
-superseded folders; and DVS Gesture's stray recordings.
+superseded folders, no write access; the lock file fallback under contention; and DVS Gesture's
+stray recordings.
 
 The cache tests use a tiny synthetic dataset (random events from a seed file) and
 ``cache_dir=tmp_path``; the process tests fork, so they run where ``fork`` exists.
@@ -7,16 +8,20 @@ The cache tests use a tiny synthetic dataset (random events from a seed file) an
 
 from __future__ import annotations
 
+import builtins
+import errno
 import gc
 import hashlib
+import io
 import json
 import multiprocessing as mp
 import os
 import random
 import re
-import signal
+import shutil
 import time
 import traceback
+import types
 import warnings
 from pathlib import Path
 
@@ -150,32 +155,47 @@ def test_concurrent_builders_of_one_cache_all_succeed_and_agree(tmp_path):
 
 # ----- killed builds ---------------------------------------------------------------------------------
 
-def _build_quietly(root: Path, cache_dir: Path) -> None:
-    _open(root, cache_dir, Slow)
+class Blocking(Synthetic):
+    """The same data; decoding sample ``block_at`` sets ``reached``, then never returns (the test
+    kills the process there), so a kill always lands in the middle of a build."""
+
+    block_at = 0
+    reached = None
+
+    def _load(self, index: int):
+        if index == self.block_at:
+            self.reached.set()
+            time.sleep(600)
+        return super()._load(index)
+
+
+def _build_until_killed(root: Path, cache_dir: Path, reached, block_at: int) -> None:
+    Blocking.block_at, Blocking.reached = block_at, reached
+    _open(root, cache_dir, Blocking)
 
 
 @needs_fork
 def test_builds_killed_mid_way_leave_no_orphans(tmp_path):
-    """SIGKILL a builder while it decodes, 20 times: a later open builds the right data and
-    removes the temporary folders the killed builders left."""
+    """SIGKILL a builder in the middle of decoding (at a random sample, where its decoder blocks),
+    20 times: each builder removes the temporary folder the previous one left, and a later open
+    builds the right data and leaves nothing but the cache folder (no temporary folder, no lock)."""
     root = _root(tmp_path)
     cache_dir = tmp_path / "cache"
     ctx = mp.get_context("fork")
     rng = random.Random(0)
-    killed = 0
-    for _ in range(20):
-        p = ctx.Process(target=_build_quietly, args=(root, cache_dir))
+    for k in range(20):
+        reached = ctx.Event()
+        p = ctx.Process(target=_build_until_killed, args=(root, cache_dir, reached, rng.randrange(Synthetic.count)))
         p.start()
-        deadline = time.monotonic() + 20
-        while p.is_alive() and not list(cache_dir.glob(f"*.tmp{p.pid}")) and time.monotonic() < deadline:
-            time.sleep(0.001)
-        time.sleep(rng.uniform(0, 0.04))  # decoding takes 40 x 2 ms: still mid-way
-        if p.is_alive():
-            os.kill(p.pid, signal.SIGKILL)
-            killed += 1
-        p.join()
-    assert killed >= 15
-    assert list(cache_dir.glob("*.tmp*")), "the kills left no temporary folder: nothing was tested"
+        try:
+            assert reached.wait(timeout=60), f"kill {k}: the builder never reached its sample"
+            assert p.is_alive(), f"kill {k}: the builder exited with {p.exitcode}"
+        finally:
+            p.kill()
+            p.join()
+        left = sorted(path.name for path in cache_dir.iterdir() if ".tmp" in path.name)
+        assert len(left) == 1 and left[0].endswith(f".tmp{p.pid}"), f"kill {k}: {left}"
+        assert not [path for path in cache_dir.iterdir() if CACHE_NAME.fullmatch(path.name)], f"kill {k}"
     ds = _open(root, cache_dir)
     assert _digest(ds) == _expected_digest(7)
     assert _leftovers(cache_dir) == []
@@ -300,6 +320,91 @@ def test_a_superseded_folder_still_open_is_kept_until_it_is_closed(tmp_path):
     assert not old.exists()
 
 
+# ----- no write access ---------------------------------------------------------------------------
+
+def _refuse_writes(monkeypatch) -> None:
+    """Make every call that would change the file system fail, as in a read-only folder or one
+    that belongs to another user (lock files included)."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EROFS, "read-only file system (test)")
+
+    real_os_open, real_io_open = os.open, io.open
+    write_flags = os.O_CREAT | os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & write_flags:
+            refuse()
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def io_open(file, mode="r", *args, **kwargs):
+        if isinstance(mode, str) and set(mode) & set("wax+"):
+            refuse()
+        return real_io_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(io, "open", io_open)
+    monkeypatch.setattr(builtins, "open", io_open)
+    for name in ("mkdir", "rename", "replace", "unlink", "rmdir", "link", "symlink", "truncate"):
+        monkeypatch.setattr(os, name, refuse)
+
+
+@pytest.mark.parametrize("with_fcntl", [True, False], ids=["flock", "no-fcntl"])
+def test_an_intact_cache_opens_without_write_access(tmp_path, monkeypatch, with_fcntl):
+    """An intact cache opens where nothing can be written, although it has siblings to clean up
+    (a superseded folder, a dead builder's temporary folder): the cleanup is skipped, not an
+    error; the next open that may write does it."""
+    if not with_fcntl:
+        monkeypatch.setattr(cache_module, "fcntl", None)
+        monkeypatch.setattr(locks, "fcntl", None)
+    root = _root(tmp_path, seed=1)
+    cache_dir = tmp_path / "cache"
+    first = _open(root, cache_dir)
+    old = first._cache.folder
+    (root / "train.seed").write_text("2")
+    os.utime(root / "train.seed", ns=(10**18, 10**18))
+    folder = _open(root, cache_dir)._cache.folder
+    if with_fcntl:
+        assert old.exists()  # kept while `first` reads it
+    else:  # nothing marks use without fcntl: put a superseded folder back by hand
+        shutil.copytree(folder, old)
+        meta = json.loads((old / "meta.json").read_text())
+        meta["key"] = old.name[-16:] + meta["key"][16:]
+        (old / "meta.json").write_text(json.dumps(meta))
+    del first
+    gc.collect()
+    orphan = folder.with_name(f"{folder.name}.tmp{_dead_pid()}")
+    orphan.mkdir()
+    with monkeypatch.context() as m, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _refuse_writes(m)
+        ds = _open(root, cache_dir)
+        assert _digest(ds) == _expected_digest(2)
+    assert ds._cache.folder == folder and old.exists() and orphan.exists()
+    del ds
+    gc.collect()
+    _open(root, cache_dir)  # writable again: the cleanup happens
+    assert not old.exists() and not orphan.exists() and _leftovers(cache_dir) == []
+
+
+def test_cleanup_leaves_symlinks_alone(tmp_path):
+    """A link named like a superseded or temporary folder (a user's cache moved to another disk)
+    is not a folder the cache wrote: neither it nor what it points to is removed."""
+    root = _root(tmp_path, seed=1)
+    cache_dir = tmp_path / "cache"
+    _digest(_open(root, cache_dir))
+    gc.collect()
+    old = _folder(cache_dir)
+    elsewhere = tmp_path / "elsewhere"
+    os.replace(old, elsewhere)
+    old.symlink_to(elsewhere, target_is_directory=True)
+    tmp_link = old.with_name(f"{old.name}.tmp{_dead_pid()}")
+    tmp_link.symlink_to(elsewhere, target_is_directory=True)
+    (root / "train.seed").write_text("2")
+    os.utime(root / "train.seed", ns=(10**18, 10**18))
+    assert _digest(_open(root, cache_dir)) == _expected_digest(2)
+    assert old.is_symlink() and tmp_link.is_symlink() and (elsewhere / "events.npy").exists()
+
+
 # ----- the lock without fcntl -----------------------------------------------------------------------
 
 def _dead_pid() -> int:
@@ -325,6 +430,92 @@ def test_lock_file_fallback_takes_over_a_dead_owner_and_excludes_a_live_one(tmp_
     root = _root(tmp_path)
     ds = _open(root, tmp_path / "cache")
     assert _digest(ds) == _expected_digest(7) and _leftovers(tmp_path / "cache") == []
+
+
+def _refused_flock():
+    """``fcntl`` as on a file system that refuses ``flock`` (some network file systems)."""
+    import fcntl
+
+    def flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    return types.SimpleNamespace(LOCK_SH=fcntl.LOCK_SH, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB,
+                                 LOCK_UN=fcntl.LOCK_UN, flock=flock)
+
+
+FALLBACKS = {"no-fcntl": lambda: None, "flock-refused": _refused_flock}
+
+
+def _log(log: Path, line: str) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())  # one write in append mode: lines never mix
+    finally:
+        os.close(fd)
+
+
+def _contend(path: Path, log: Path, fallback: str, barrier, times: int) -> None:
+    fake = FALLBACKS[fallback]()
+    locks.fcntl = cache_module.fcntl = fake  # in this forked child only
+    barrier.wait(timeout=30)
+    for _ in range(times):
+        with locks.FileLock(path):
+            _log(log, f"enter {os.getpid()}\n")
+            time.sleep(0.005)
+            _log(log, f"exit {os.getpid()}\n")
+
+
+@needs_fork
+@pytest.mark.skipif(locks.fcntl is None, reason="fakes a file system without flock")
+@pytest.mark.parametrize("fallback", sorted(FALLBACKS))
+def test_lock_file_fallback_excludes_contending_processes(tmp_path, fallback):
+    """4 processes at once, 6 rounds, on a lock file that the first 3 rounds start from a dead
+    owner's: one holder at a time (its "enter"/"exit" lines never interleave), the stale file is
+    taken over by one process only, and no file is left behind (lock, marker or empty file)."""
+    ctx = mp.get_context("fork")
+    path = tmp_path / "locks" / "x.lock"
+    path.parent.mkdir()
+    log = tmp_path / "log"
+    dead = _dead_pid()
+    procs_n, times = 4, 3
+    for r in range(6):
+        if r < 3:
+            path.write_text(f"{dead} {locks._hostname()}\n")
+        barrier = ctx.Barrier(procs_n)
+        procs = [ctx.Process(target=_contend, args=(path, log, fallback, barrier, times)) for _ in range(procs_n)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        assert [p.exitcode for p in procs] == [0] * procs_n, f"round {r}"
+        lines = log.read_text().splitlines()
+        log.unlink()
+        assert len(lines) == 2 * procs_n * times, f"round {r}"
+        for i in range(0, len(lines), 2):
+            pid = lines[i].split()[1]
+            assert lines[i:i + 2] == [f"enter {pid}", f"exit {pid}"], f"round {r}: two holders at once: {lines}"
+        assert list(path.parent.iterdir()) == [], f"round {r}"
+
+
+@pytest.mark.skipif(locks.fcntl is None, reason="fakes a file system without flock")
+def test_lock_where_flock_is_refused_takes_a_fresh_lock_at_once(tmp_path, monkeypatch):
+    """The failed flock attempt leaves no empty file behind that would make the lock file
+    fallback wait for it to grow stale (about 2 s); a non-blocking attempt goes on to the
+    fallback instead of reporting the lock busy."""
+    monkeypatch.setattr(locks, "fcntl", _refused_flock())
+    path = tmp_path / "x.lock"
+    for blocking in (True, False, True):
+        start = time.monotonic()
+        lock = locks.FileLock(path)
+        assert lock.acquire(blocking=blocking)
+        assert time.monotonic() - start < 1.0  # not the ~2 s an empty leftover file would cost
+        assert path.read_text().split() == [str(os.getpid()), locks._hostname()]
+        assert not locks.FileLock(path).acquire(blocking=False)  # held
+        lock.release()
+        assert list(tmp_path.iterdir()) == []
 
 
 # ----- DVS Gesture: a stray recording ---------------------------------------------------------------
