@@ -30,7 +30,7 @@ class NIRNetwork(nn.Module):
         self.names = list(modules)
         self.edges = list(edges)
         self.inputs, self.outputs = inputs, outputs
-        self.order, self.back_edges = _order(self.names, self.edges, inputs)
+        self.order, self.back_edges = graph_order(self.names, self.edges, inputs)
         self.recurrent = bool(self.back_edges)
         self._previous: dict[str, torch.Tensor] = {}
 
@@ -119,13 +119,14 @@ def _key(name: str) -> str:
     return name.replace(".", "__")
 
 
-def _order(names: list[str], edges: list[tuple[str, str]], inputs: list[str]):
-    """Topological order from the inputs, and the edges that close cycles (depth-first)."""
+def graph_order(names: list[str], edges: list[tuple[str, str]], inputs: list[str], where: str = ""):
+    """Topological order from the inputs, and the edges that close cycles (depth-first); every
+    node must be reached (``where`` locates the graph in errors, e.g. a subgraph)."""
     succ: dict[str, list[str]] = {n: [] for n in names}
     for s, d in edges:
         for n in (s, d):
             if n not in succ:
-                raise NIRImportError(f"edge ({s!r}, {d!r}) names the unknown node {n!r}")
+                raise NIRImportError(f"edge ({s!r}, {d!r}){where} names the unknown node {n!r}")
         succ[s].append(d)
     state: dict[str, int] = {}
     back: set[tuple[str, str]] = set()
@@ -151,7 +152,8 @@ def _order(names: list[str], edges: list[tuple[str, str]], inputs: list[str]):
         visit(i)
     unreached = [n for n in names if n not in state]
     if unreached:
-        raise NIRImportError(f"nodes {unreached} cannot be reached from the graph's inputs {inputs}")
+        raise NIRImportError(f"NIR nodes {unreached}{where} cannot be reached from the graph's inputs {inputs}; "
+                             "expected every node on a path from an Input node")
     return post[::-1], back
 
 

@@ -25,6 +25,7 @@ import nir
 import numpy as np
 
 from spikelab.export.errors import NIRImportError
+from spikelab.export.network import graph_order
 
 Shape = Optional[tuple[int, ...]]  # a per-sample shape; None where it is not known
 
@@ -445,36 +446,6 @@ def _output(where: str, node: nir.NIRNode, x: Shape, arrays: dict[str, np.ndarra
 
 # ----- graphs -----------------------------------------------------------------------------------------
 
-def _order(nodes: dict, edges: list[tuple[str, str]], inputs: list[str], path: tuple[str, ...]):
-    """Depth-first order from the inputs and the edges that close cycles; every node reached."""
-    succ: dict[str, list[str]] = {n: [] for n in nodes}
-    for s, d in edges:
-        succ[s].append(d)
-    state: dict[str, int] = {}
-    back: set[tuple[str, str]] = set()
-    post: list[str] = []
-    for root in inputs:
-        stack = [(root, iter(succ[root]))]
-        state[root] = 1
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                state[node] = 2
-                post.append(node)
-                stack.pop()
-            elif state.get(nxt) == 1:
-                back.add((node, nxt))
-            elif nxt not in state:
-                state[nxt] = 1
-                stack.append((nxt, iter(succ[nxt])))
-    unreached = [n for n in nodes if n not in state]
-    if unreached:
-        raise NIRImportError(f"NIR nodes {unreached}{_in(path)} cannot be reached from the graph's inputs {inputs}; "
-                             "expected every node on a path from an Input node")
-    return post[::-1], back
-
-
 def _instant_loop(nodes: dict, edges: list[tuple[str, str]]) -> Optional[list[str]]:
     """A cycle made only of stateless nodes (nothing carries its value to the next step), or None."""
     succ: dict[str, list[str]] = {}
@@ -531,7 +502,7 @@ def _check(graph: nir.NIRGraph, supported: Collection[type], path: tuple[str, ..
             raise NIRImportError(f"edge ({s!r}, {d!r}){sub} leads into the Input node {d!r}; an Input node takes "
                                  "the graph's input only")
         edges.append((s, d))
-    order, back = _order(nodes, edges, inputs, path)
+    order, back = graph_order(list(nodes), edges, inputs, _in(path))
     loop = _instant_loop(nodes, edges)
     if loop:
         raise NIRImportError(f"NIR nodes {loop}{sub} form a cycle with no neuron, integrator or delay in it: a value "
