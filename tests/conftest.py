@@ -9,8 +9,6 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -20,8 +18,8 @@ def _seed():
 
 @pytest.fixture
 def samples_dir() -> Path:
-    """The real recordings in ../shared/samples (skip cleanly where absent)."""
-    path = Path(os.environ.get("SPIKELAB_SAMPLES", SAMPLES))
-    if not path.is_dir():
-        pytest.skip(f"real sample recordings not found at {path}")
-    return path
+    """The real recordings in ../shared/samples (see tests/needs.py: skipped where absent, or a
+    failure under SPIKELAB_REQUIRE_SAMPLES=1)."""
+    from tests.needs import samples
+
+    return samples()

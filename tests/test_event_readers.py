@@ -186,12 +186,9 @@ def _aedat4_prefix_strategy():
 @settings(max_examples=150, deadline=None)
 @given(tail=_aedat4_prefix_strategy(), cut=st.integers(0, 5000))
 def test_aedat4_random_packets_after_a_real_header(tail, cut):
-    from pathlib import Path
+    from tests.needs import samples
 
-    sample = Path(__file__).resolve().parents[2] / "shared" / "samples" / "aedat4" / "davis346.aedat4"
-    if not sample.exists():
-        pytest.skip("sample folder absent")
-    raw = sample.read_bytes()
+    raw = (samples() / "aedat4" / "davis346.aedat4").read_bytes()
     header_end = 18 + int.from_bytes(raw[14:18], "little")
     blob = raw[:header_end] + raw[header_end:header_end + cut] + tail
     try:

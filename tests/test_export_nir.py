@@ -16,6 +16,7 @@ from spikelab import layers as L
 from spikelab import models
 from spikelab.export import NIRExportError, NIRImportError, fold_batchnorm, from_nir, to_nir
 from tests.nir_numpy import Interpreter
+from tests.needs import peer
 
 DT = 1e-3
 
@@ -144,7 +145,7 @@ def _client_model(decay_input: bool):
 
 def test_snntorch_import_gives_the_same_spikes(capsys):
     """snnTorch reads LIF/CubaLIF with its own fixed dt = 1e-4, so the graph is exported for it."""
-    snntorch_nir = pytest.importorskip("snntorch.import_nir")
+    snntorch_nir = peer("snntorch.import_nir")
 
     model, x = _client_model(False), torch.rand(30, 4, 20) * 2
     net = snntorch_nir.import_from_nir(to_nir(model, dt=1e-4, sample_input=x))
@@ -158,7 +159,7 @@ def test_snntorch_import_gives_the_same_spikes(capsys):
 def test_snntorch_if_import_with_its_documented_workaround():
     """snnTorch 1.0 imports NIR IF as ``Leaky(beta=0.9)`` with subtraction reset (upstream bug: an
     IF does not leak and NIR resets to v_reset); setting beta=1 and reset 'zero' restores the IF."""
-    snntorch_nir = pytest.importorskip("snntorch.import_nir")
+    snntorch_nir = peer("snntorch.import_nir")
     import snntorch
 
     torch.manual_seed(2)
@@ -180,7 +181,7 @@ def test_snntorch_if_import_with_its_documented_workaround():
 def test_norse_import_gives_the_same_spikes():
     """Norse ignores ``r`` of LIF nodes (assumes r = 1, i.e. a decayed input), so its LIF is
     checked with ``decay_input=True``; CubaLIF honours r and w_in."""
-    norse = pytest.importorskip("norse.torch")
+    norse = peer("norse.torch")
     model, x = _client_model(True), torch.rand(30, 4, 20) * 3
     logging.disable(logging.WARNING)
     try:
@@ -198,7 +199,7 @@ def test_norse_import_gives_the_same_spikes():
 
 
 def test_graph_written_by_snntorch_runs_like_snntorch():
-    snn = pytest.importorskip("snntorch")
+    snn = peer("snntorch")
     from snntorch.export_nir import export_to_nir
 
     torch.manual_seed(3)
@@ -221,7 +222,7 @@ def test_graph_written_by_snntorch_runs_like_snntorch():
 
 
 def test_graph_written_by_snntorch_with_rleaky_runs_like_snntorch():
-    snn = pytest.importorskip("snntorch")
+    snn = peer("snntorch")
     from snntorch.export_nir import export_to_nir
 
     torch.manual_seed(4)
@@ -328,7 +329,7 @@ def test_graph_written_by_sinabs_runs_like_sinabs():
     """sinabs writes IAF layers as NIR IF nodes; with one spike per step and reset to zero they match
     exactly. (Its exporter writes the same IF node for its defaults, several spikes per step and
     a subtracting reset, which NIR cannot express: lost upstream; the second case shows it.)"""
-    pytest.importorskip("sinabs")
+    peer("sinabs")
     import sinabs.layers as sil
     import sinabs.nir as snir
     from sinabs.activation import MembraneReset, MembraneSubtract, SingleSpike

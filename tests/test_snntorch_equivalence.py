@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import spikelab as sl
+from tests.needs import peer
 
-snn = pytest.importorskip("snntorch")
+snn = peer("snntorch")
 
 SHAPES = [(1, 16, 8), (17, 4, 8), (40, 2, 3, 4)]
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from spikelab import surrogate as sg
+from tests.needs import peer
 
 ALL = [sg.ATan, sg.Sigmoid, sg.FastSigmoid, sg.Triangle, sg.Rectangle, sg.Erf, sg.StraightThrough]
 
@@ -57,7 +58,7 @@ def test_lookup_by_name_alias_and_object():
 
 
 def test_snntorch_compatible_slopes():
-    snn_sg = pytest.importorskip("snntorch.surrogate")
+    snn_sg = peer("snntorch.surrogate")
     x = torch.linspace(-2, 2, 101)
     for ours, theirs in [(sg.ATan(2.0), snn_sg.atan(alpha=2.0)), (sg.FastSigmoid(25.0), snn_sg.fast_sigmoid(25))]:
         a = x.clone().requires_grad_(True)

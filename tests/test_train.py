@@ -11,6 +11,7 @@ import torch
 import spikelab as sl
 from spikelab.data import pad_collate
 from spikelab.train import ConfigError, Trainer, load_config, losses
+from tests.needs import peer
 
 
 class Patterns(torch.utils.data.Dataset):
@@ -164,7 +165,7 @@ def test_config_path_for_shd_layout(tmp_path):
 
 
 def test_tensorboard_logs(tmp_path):
-    pytest.importorskip("tensorboard")
+    peer("tensorboard")
     cfg = load_config({"train": {"epochs": 1, "batch_size": 16, "tensorboard": True}, "out": str(tmp_path)})
     trainer = Trainer(sl.models.SpikingMLP(24, 4, hidden=(8,)), Patterns(32, 1), Patterns(16, 2), cfg, pad_collate,
                       quiet=True)

@@ -11,8 +11,9 @@ import itertools
 import os
 
 import pytest
+from tests.needs import peer
 
-triton = pytest.importorskip("triton")
+triton = peer("triton")
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
