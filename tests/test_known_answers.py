@@ -1,0 +1,536 @@
+"""Known-answer tests: expected values worked out by hand from the documented definitions
+(docs/neurons.md, datasets/dvsgesture.md, the AEDAT 3.1 format, nn.BatchNorm, docs/dynamic.md),
+never taken from the library's own output. Each pins a behaviour that a plausible one-line
+bug would change while the rest of the suite still passed:
+
+* reset modes: inputs where subtract, reset-to-zero and reset-to-value give three different
+  spike trains and membranes (torch reference and Numba, ``forward`` and ``step``);
+* DVS Gesture: events exactly on a label's start and end (and one microsecond either side);
+* AEDAT 3.1: a file packed byte by byte with ``struct`` (timestamp overflow, an invalid event,
+  packets of other types);
+* BatchNorm over time: statistics over ``T x B`` (not per step), running statistics, gradients,
+  eval mode, and the BN fused into the neuron kernel of a Sequential;
+* Dynamic Confidence: the temperature and per-step thresholds, live and trace mode.
+
+Numbers are dyadic fractions where the arithmetic must be exact (no float ties to argue about).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import spikelab as sl
+from spikelab import data
+from spikelab.data.formats import aedat3
+from spikelab.dynamic import DynamicConfidence
+
+# ================================================================================================
+# 1. Reset modes of LIF / IF, by hand
+# ================================================================================================
+#
+# docs/neurons.md, per step:  h = beta * v + c * x[t];  S = H(h - threshold) (h >= threshold);
+#   subtract: v = h - threshold * S;  hard ("zero" or a number): v = h * (1 - S) + value * S.
+# threshold = 1 throughout; v starts at 0; reset value -0.25 for the "value" case.
+#
+# LIF(beta=0.5), c = 1, x = [1.5, 1.0625, 0.875, 0.5]
+#   subtract: h1 = 1.5 -> S, v = 0.5
+#             h2 = 0.25 + 1.0625 = 1.3125 -> S, v = 0.3125
+#             h3 = 0.15625 + 0.875 = 1.03125 -> S, v = 0.03125
+#             h4 = 0.015625 + 0.5 = 0.515625 -> no, v = 0.515625
+#   zero:     h1 = 1.5 -> S, v = 0
+#             h2 = 1.0625 -> S, v = 0
+#             h3 = 0.875 -> no, v = 0.875
+#             h4 = 0.4375 + 0.5 = 0.9375 -> no, v = 0.9375
+#   -0.25:    h1 = 1.5 -> S, v = -0.25
+#             h2 = -0.125 + 1.0625 = 0.9375 -> no, v = 0.9375
+#             h3 = 0.46875 + 0.875 = 1.34375 -> S, v = -0.25
+#             h4 = -0.125 + 0.5 = 0.375 -> no, v = 0.375
+#
+# IF (beta = 1), x = [0.125, 0.125, 0.875, 1.125, 0.875]
+#   subtract: h = .125, .25, 1.125 S (v .125), 1.25 S (v .25), 1.125 S (v .125)
+#   zero:     h = .125, .25, 1.125 S (v 0), 1.125 S (v 0), .875 (v .875)
+#   -0.25:    h = .125, .25, 1.125 S (v -.25), .875 (v .875), 1.75 S (v -.25)
+#
+# LIF(tau=4, decay_input=True): beta = 1 - 1/4 = 0.75, c = 1 - beta = 0.25, x = [6, 4.25, 3]
+#   (c * x = 1.5, 1.0625, 0.75)
+#   subtract: h1 = 1.5 S (v .5); h2 = .375 + 1.0625 = 1.4375 S (v .4375);
+#             h3 = .328125 + .75 = 1.078125 S (v .078125)
+#   zero:     h1 = 1.5 S (v 0); h2 = 1.0625 S (v 0); h3 = .75 (v .75)
+#   -0.25:    h1 = 1.5 S (v -.25); h2 = -.1875 + 1.0625 = .875 (v .875);
+#             h3 = .65625 + .75 = 1.40625 S (v -.25)
+
+RESETS = {"subtract": "subtract", "zero": "zero", "value": -0.25}
+
+KNOWN_RESETS = {
+    # name: (factory, x, {reset: (spikes, membrane after each step, charged h of each step)})
+    "lif": (lambda **kw: sl.LIF(beta=0.5, threshold=1.0, **kw), [1.5, 1.0625, 0.875, 0.5], {
+        "subtract": ([1, 1, 1, 0], [0.5, 0.3125, 0.03125, 0.515625], [1.5, 1.3125, 1.03125, 0.515625]),
+        "zero": ([1, 1, 0, 0], [0.0, 0.0, 0.875, 0.9375], [1.5, 1.0625, 0.875, 0.9375]),
+        "value": ([1, 0, 1, 0], [-0.25, 0.9375, -0.25, 0.375], [1.5, 0.9375, 1.34375, 0.375]),
+    }),
+    "if": (lambda **kw: sl.IF(threshold=1.0, **kw), [0.125, 0.125, 0.875, 1.125, 0.875], {
+        "subtract": ([0, 0, 1, 1, 1], [0.125, 0.25, 0.125, 0.25, 0.125], [0.125, 0.25, 1.125, 1.25, 1.125]),
+        "zero": ([0, 0, 1, 1, 0], [0.125, 0.25, 0.0, 0.0, 0.875], [0.125, 0.25, 1.125, 1.125, 0.875]),
+        "value": ([0, 0, 1, 0, 1], [0.125, 0.25, -0.25, 0.875, -0.25], [0.125, 0.25, 1.125, 0.875, 1.75]),
+    }),
+    "lif_tau_decay_input": (lambda **kw: sl.LIF(tau=4.0, decay_input=True, threshold=1.0, **kw), [6.0, 4.25, 3.0], {
+        "subtract": ([1, 1, 1], [0.5, 0.4375, 0.078125], [1.5, 1.4375, 1.078125]),
+        "zero": ([1, 1, 0], [0.0, 0.0, 0.75], [1.5, 1.0625, 0.75]),
+        "value": ([1, 0, 1], [-0.25, 0.875, -0.25], [1.5, 0.875, 1.40625]),
+    }),
+}
+RESET_CASES = [(n, r) for n in KNOWN_RESETS for r in RESETS]
+
+
+def test_reset_known_answers_are_distinct():
+    """The hand tables themselves: the three resets differ on every neuron (else they pin nothing)."""
+    for name, (_, _, table) in KNOWN_RESETS.items():
+        trains = [tuple(table[r][0]) for r in RESETS]
+        assert len(set(trains)) == 3, name
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("name,reset", RESET_CASES)
+def test_reset_forward_known_answer(name, reset, backend):
+    factory, x, table = KNOWN_RESETS[name]
+    spikes, _, _ = table[reset]
+    neuron = factory(reset=RESETS[reset], backend=backend)
+    # two identical samples in the batch, three features: the equations are per element
+    x_seq = torch.tensor(x).view(-1, 1, 1).expand(-1, 2, 3).contiguous()
+    out = neuron(x_seq)
+    assert out.shape == x_seq.shape
+    expected = torch.tensor(spikes, dtype=torch.float32).view(-1, 1, 1).expand_as(x_seq)
+    assert torch.equal(out, expected), (name, reset, backend, out[:, 0, 0].tolist())
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("name,reset", RESET_CASES)
+def test_reset_step_known_answer(name, reset, backend):
+    factory, x, table = KNOWN_RESETS[name]
+    spikes, membrane, _ = table[reset]
+    neuron = factory(reset=RESETS[reset], backend=backend)
+    got_s, got_v = [], []
+    for xt in x:
+        got_s.append(neuron.step(torch.tensor([xt, xt])).tolist())
+        got_v.append(neuron.state["v"].tolist())
+    assert got_s == [[s, s] for s in spikes], (name, reset, backend)
+    # dyadic fractions: exact in float32
+    assert got_v == [[v, v] for v in membrane], (name, reset, backend)
+
+
+@pytest.mark.parametrize("name,reset", RESET_CASES)
+def test_reset_membrane_trace_known_answer(name, reset):
+    """The charged potential ``h`` a Monitor records over a forward pass."""
+    factory, x, table = KNOWN_RESETS[name]
+    _, _, charged = table[reset]
+    net = sl.layers.Sequential(factory(reset=RESETS[reset]))
+    with sl.Monitor(net, membrane=True) as mon:
+        net(torch.tensor(x).view(-1, 1))
+    (trace,) = mon.membrane.values()
+    assert trace.flatten().tolist() == charged
+
+
+# ================================================================================================
+# 2. DVS Gesture: the label cut [start, end) in microseconds
+# ================================================================================================
+
+def _gesture_folder(tmp_path):
+    """user01 (train) and user24 (test) recordings, each cut by two labels that touch at 2000.
+
+    Events (x identifies each one) at t = 999, 1000, 1001, 1999, 2000, 2001, 2999, 3000, 3001.
+    Labels: class 4 on [1000, 2000), class 9 on [2000, 3000).
+    """
+    folder = tmp_path / "DvsGesture"
+    folder.mkdir()
+    t = [999, 1000, 1001, 1999, 2000, 2001, 2999, 3000, 3001]
+    events = data.make_events(list(range(10, 10 + len(t))), [3] * len(t), t, [1, 0] * 4 + [1])
+    for user in ("user01_led", "user24_led"):
+        aedat3.write_aedat3(folder / f"{user}.aedat", events)
+        (folder / f"{user}_labels.csv").write_text("class,startTime_usec,endTime_usec\n4,1000,2000\n9,2000,3000\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_dvsgesture_cut_includes_start_excludes_end(tmp_path, split):
+    root = _gesture_folder(tmp_path)
+    ds = data.DVSGesture(root, split)
+    assert len(ds) == 2
+    first, label = ds[0]
+    # [1000, 2000): 1000 (on the start) and 1001, 1999 -- not 999, not 2000 (on the end)
+    assert label == 3
+    assert first["t"].tolist() == [1000, 1001, 1999]
+    assert first["x"].tolist() == [11, 12, 13]
+    assert first["p"].tolist() == [0, 1, 0]
+    second, label = ds[1]
+    # [2000, 3000): 2000 belongs to the second gesture only; 3000 to none
+    assert label == 8
+    assert second["t"].tolist() == [2000, 2001, 2999]
+    assert second["x"].tolist() == [14, 15, 16]
+
+
+# ================================================================================================
+# 3. AEDAT 3.1 packed by hand (libcaer's event packet layout)
+# ================================================================================================
+#
+# Packet header (28 bytes, little endian): int16 eventType, int16 eventSource, int32 eventSize,
+# int32 eventTSOffset, int32 eventTSOverflow, int32 eventCapacity, int32 eventNumber,
+# int32 eventValid. Polarity event (type 1, 8 bytes): uint32 data, int32 timestamp, where
+# data bit 0 = valid, bit 1 = polarity, bits 2..16 = y, bits 17..31 = x;
+# full timestamp = eventTSOverflow << 31 | timestamp.
+
+def _packet(kind: int, size: int, overflow: int, events: list[bytes], valid: int) -> bytes:
+    n = len(events)
+    head = struct.pack("<hhiiiiii", kind, 1, size, 4 if kind == 1 else 0, overflow, n, n, valid)
+    assert len(head) == 28
+    body = b"".join(events)
+    assert len(body) == n * size
+    return head + body
+
+
+def _polarity(x: int, y: int, p: int, ts: int, valid: int = 1) -> bytes:
+    return struct.pack("<Ii", (x << 17) | (y << 2) | (p << 1) | valid, ts)
+
+
+def _aedat31_bytes() -> bytes:
+    header = b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#Start-Time: by hand\r\n#!END-HEADER\r\n"
+    first = _packet(1, 8, 0, [
+        _polarity(5, 7, 1, 100),
+        _polarity(127, 0, 0, 150, valid=0),  # invalid: dropped
+        _polarity(0, 127, 0, 200),
+        _polarity(127, 1, 1, 2_147_483_000),  # close to 2**31
+    ], valid=3)
+    # a special-event packet (type 0) whose 8-byte events would decode as valid polarity events
+    special = _packet(0, 8, 0, [struct.pack("<Ii", (9 << 17) | (9 << 2) | 1, 300),
+                                struct.pack("<Ii", (8 << 17) | (8 << 2) | 3, 400)], valid=2)
+    # an IMU6 packet (type 3, 36-byte events)
+    imu = _packet(3, 36, 0, [struct.pack("<Ii7f", 1, 500, *([0.5] * 7))], valid=1)
+    # after the timestamp wrapped: eventTSOverflow = 1, so t = 2**31 + ts
+    second = _packet(1, 8, 1, [
+        _polarity(100, 50, 1, 5),
+        _polarity(64, 64, 1, 7, valid=0),  # invalid: dropped
+        _polarity(1, 2, 0, 10),
+    ], valid=2)
+    return header + first + special + imu + second
+
+
+AEDAT31_EXPECTED = {
+    "x": [5, 0, 127, 100, 1],
+    "y": [7, 127, 1, 50, 2],
+    "t": [100, 200, 2_147_483_000, 2**31 + 5, 2**31 + 10],
+    "p": [1, 0, 1, 1, 0],
+}
+
+
+@pytest.mark.parametrize("how", ["read_events", "format", "read_aedat3", "decode_aedat3"])
+def test_aedat31_packed_by_hand(tmp_path, how):
+    raw = _aedat31_bytes()
+    path = tmp_path / "by_hand.aedat"
+    path.write_bytes(raw)
+    if how == "read_events":
+        events = data.read_events(path)
+    elif how == "format":
+        events = data.read_events(path, format="aedat3")
+    elif how == "read_aedat3":
+        events = aedat3.read_aedat3(path)
+    else:
+        events = aedat3.decode_aedat3(raw)
+    got = {k: events[k].tolist() for k in ("x", "y", "t", "p")}
+    assert got == AEDAT31_EXPECTED
+    assert events["t"].dtype == np.int64
+
+
+# ================================================================================================
+# 4. BatchNorm over time: statistics over T x B (x spatial), as nn.BatchNorm on [T*B, ...]
+# ================================================================================================
+
+def test_batchnorm1d_by_hand():
+    """[T=2, B=1, C=1] = [1, 3]: mean 2, biased variance 1, unbiased 2 (a per-step BN gives 0, 0)."""
+    bn = sl.layers.BatchNorm1d(1, eps=1e-5)
+    out = bn(torch.tensor([1.0, 3.0]).view(2, 1, 1))
+    assert out.flatten().tolist() == pytest.approx([-1 / math.sqrt(1 + 1e-5), 1 / math.sqrt(1 + 1e-5)])
+    assert bn.running_mean.item() == pytest.approx(0.9 * 0 + 0.1 * 2)
+    assert bn.running_var.item() == pytest.approx(0.9 * 1 + 0.1 * 2)
+    assert bn.num_batches_tracked.item() == 1
+    bn.eval()  # (x - 0.2) / sqrt(1.1 + eps)
+    out = bn(torch.tensor([1.0, 3.0]).view(2, 1, 1))
+    assert out.flatten().tolist() == pytest.approx([0.8 / math.sqrt(1.1 + 1e-5), 2.8 / math.sqrt(1.1 + 1e-5)])
+
+
+def _set_affine(ours: nn.Module, ref: nn.Module, channels: int) -> None:
+    with torch.no_grad():
+        w = torch.linspace(0.5, 1.5, channels)
+        b = torch.linspace(-0.2, 0.3, channels)
+        for m in (ours, ref):
+            m.weight.copy_(w)
+            m.bias.copy_(b)
+
+
+@pytest.mark.parametrize("kind,shape", [("2d", (3, 2, 4, 3, 3)), ("1d", (4, 3, 5)), ("1d", (3, 2, 5, 4))])
+def test_batchnorm_over_time_matches_torch_on_folded_batch(kind, shape):
+    channels = shape[2]
+    ours = (sl.layers.BatchNorm2d if kind == "2d" else sl.layers.BatchNorm1d)(channels)
+    ref = (nn.BatchNorm2d if kind == "2d" else nn.BatchNorm1d)(channels)
+    _set_affine(ours, ref, channels)
+    g = torch.Generator().manual_seed(1)
+    for step in range(3):
+        # each step's statistics differ, and differ between the time steps
+        x = torch.randn(shape, generator=g) * (1 + step) + torch.arange(shape[0]).view(-1, *[1] * (len(shape) - 1))
+        grad = torch.randn(shape, generator=g)
+        x_ours = x.clone().requires_grad_(True)
+        x_ref = x.flatten(0, 1).clone().requires_grad_(True)
+        out_ours = ours(x_ours)
+        out_ref = ref(x_ref)
+        assert out_ours.shape == x.shape
+        torch.testing.assert_close(out_ours, out_ref.unflatten(0, shape[:2]))
+        (out_ours * grad).sum().backward()
+        (out_ref * grad.flatten(0, 1)).sum().backward()
+        torch.testing.assert_close(x_ours.grad, x_ref.grad.unflatten(0, shape[:2]))
+        torch.testing.assert_close(ours.weight.grad, ref.weight.grad)
+        torch.testing.assert_close(ours.bias.grad, ref.bias.grad)
+        ours.zero_grad()
+        ref.zero_grad()
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    assert ours.num_batches_tracked.item() == ref.num_batches_tracked.item() == 3
+    ours.eval()
+    ref.eval()
+    x = torch.randn(shape, generator=g)
+    torch.testing.assert_close(ours(x), ref(x.flatten(0, 1)).unflatten(0, shape[:2]))
+    # step(): one time step [B, ...] in eval mode is the same normalisation
+    torch.testing.assert_close(ours.step(x[1]), ref(x[1]))
+
+
+def _unfused_reference(x, conv, bn, beta, threshold, pool):
+    """Conv -> nn.BatchNorm2d on [T*B, ...] -> LIF written out (subtract reset) -> AvgPool2d."""
+    T, B = x.shape[:2]
+    y = bn(conv(x.flatten(0, 1))).unflatten(0, (T, B))
+    v = torch.zeros_like(y[0])
+    spikes = []
+    for t in range(T):
+        h = beta * v + y[t]
+        s = (h >= threshold).to(h.dtype)
+        v = h - threshold * s
+        spikes.append(s)
+    s = torch.stack(spikes)
+    return pool(s.flatten(0, 1)).unflatten(0, (T, B))
+
+
+def test_fused_conv_bn_lif_pool_running_stats_match_unfused_torch(monkeypatch):
+    from spikelab.layers import fusion
+
+    torch.manual_seed(3)
+    dtype = torch.float64
+    T, B, C_in, C, H, W = 4, 3, 2, 3, 6, 6
+    net = sl.layers.Sequential(sl.layers.Conv2d(C_in, C, 3, padding=1), sl.layers.BatchNorm2d(C),
+                               sl.LIF(beta=0.5, threshold=0.5), sl.layers.AvgPool2d(2)).to(dtype)
+    conv, bn = nn.Conv2d(C_in, C, 3, padding=1).to(dtype), nn.BatchNorm2d(C).to(dtype)
+    with torch.no_grad():
+        conv.weight.copy_(net[0].weight)
+        conv.bias.copy_(net[0].bias)
+        net[1].weight.copy_(torch.tensor([0.8, 1.2, 1.0]))
+        net[1].bias.copy_(torch.tensor([0.1, -0.1, 0.3]))
+        bn.weight.copy_(net[1].weight)
+        bn.bias.copy_(net[1].bias)
+    pool = nn.AvgPool2d(2)
+
+    fused_runs = []
+    real_run_block = fusion.run_block
+
+    def spy(*args, **kwargs):
+        out = real_run_block(*args, **kwargs)
+        fused_runs.append(out is not None)
+        return out
+
+    monkeypatch.setattr(fusion, "run_block", spy)
+    g = torch.Generator().manual_seed(4)
+    for step in range(3):
+        x = (torch.randn(T, B, C_in, H, W, generator=g, dtype=dtype) + 0.2 * torch.arange(T, dtype=dtype)
+             .view(T, 1, 1, 1, 1)) * (1 + step)
+        with torch.no_grad():
+            out = net(x)
+            expected = _unfused_reference(x, conv, bn, 0.5, 0.5, pool)
+        assert out.shape == (T, B, C, H // 2, W // 2)
+        torch.testing.assert_close(out, expected)
+    assert fused_runs == [True] * 3, "the Conv -> BN -> LIF -> AvgPool block did not run fused"
+    torch.testing.assert_close(net[1].running_mean, bn.running_mean)
+    torch.testing.assert_close(net[1].running_var, bn.running_var)
+    assert net[1].num_batches_tracked.item() == bn.num_batches_tracked.item() == 3
+    # eval mode: the fused block normalises with the running statistics
+    net.eval()
+    bn.eval()
+    x = torch.randn(T, B, C_in, H, W, generator=g, dtype=dtype)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), _unfused_reference(x, conv, bn, 0.5, 0.5, pool))
+    assert fused_runs[-1] is True
+
+
+def test_fused_block_gradients_match_unfused_reference():
+    """BN weight/bias and input gradients through the fused block equal autograd through the
+    layers one by one on the reference backend (whose BN is checked against nn.BatchNorm above)."""
+    from spikelab.layers import fusion
+
+    torch.manual_seed(5)
+    dtype = torch.float64
+    T, B, C, H, W = 3, 2, 3, 4, 4
+
+    def build(backend):
+        torch.manual_seed(6)
+        return sl.layers.Sequential(sl.layers.BatchNorm2d(C), sl.LIF(beta=0.5, threshold=0.5, backend=backend),
+                                    sl.layers.AvgPool2d(2)).to(dtype)
+
+    fused, plain = build("numba"), build("torch")
+    with torch.no_grad():
+        for m in (fused[0], plain[0]):
+            m.weight.copy_(torch.tensor([0.8, 1.2, 1.0]))
+            m.bias.copy_(torch.tensor([0.1, -0.1, 0.3]))
+    x = torch.randn(T, B, C, H, W, dtype=dtype) + 0.3 * torch.arange(T, dtype=dtype).view(T, 1, 1, 1, 1)
+    grad = torch.randn(T, B, C, H // 2, W // 2, dtype=dtype)
+    xf, xp = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    assert fusion.run_block(xf, fused[0], fused[1], fused[2]) is not None  # the fused path runs here
+    fused[0].reset_running_stats()
+    out_f = fused(xf)
+    with fusion.unfused():
+        out_p = plain(xp)
+    torch.testing.assert_close(out_f, out_p)
+    (out_f * grad).sum().backward()
+    (out_p * grad).sum().backward()
+    torch.testing.assert_close(xf.grad, xp.grad)
+    torch.testing.assert_close(fused[0].weight.grad, plain[0].weight.grad)
+    torch.testing.assert_close(fused[0].bias.grad, plain[0].bias.grad)
+    torch.testing.assert_close(fused[0].running_mean, plain[0].running_mean)
+    torch.testing.assert_close(fused[0].running_var, plain[0].running_var)
+
+
+# ================================================================================================
+# 5. Dynamic Confidence: temperature and per-step thresholds, by hand
+# ================================================================================================
+
+class PresetLogits(nn.Module):
+    """A stand-in SNN whose output at step t is a preset ``logits[t]`` ``[T, B, C]``; it keeps
+    which samples are still in the batch, as a real network's neuron states do."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+        self.reset()
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        assert x_seq.shape[:2] == self.logits.shape[:2]
+        return self.logits.clone()
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[0] == len(self.rows)
+        out = self.logits[self.t, self.rows]
+        self.t += 1
+        return out.clone()
+
+    def reset(self) -> None:
+        self.t = 0
+        self.rows = torch.arange(self.logits.shape[1])
+
+    def select_batch(self, index: torch.Tensor) -> None:
+        self.rows = self.rows[index]
+
+
+# Two classes, so maxprob = 1 / (1 + exp(-|d| / temperature)) with d the difference of the
+# running mean of the two logits. temperature = 0.5, per-step thresholds [0.99, 0.95, 0.85, 0.7].
+#
+#   A: [1, 0] every step: d = 1 -> conf = s(2) = 0.8808 at every step
+#      0.8808 < 0.99, < 0.95, >= 0.85 -> exits at step 3, class 0
+#   B: [3, 0] then [0, 0]...: d = 3 -> s(6) = 0.99753 >= 0.99 -> exits at step 1, class 0
+#   C: [0, 0.5], [0, 2.5], [0, 0], [0, 0]: means d = -0.5, -1.5, -1, -0.75
+#      conf s(1) = 0.7311, s(3) = 0.9526 >= 0.95 -> exits at step 2, class 1
+#   D: [0.25, 0], [0.25, 0], [0.5, 0], [0.5, 0]: means d = .25, .25, .3333, .375
+#      conf s(.5) = .6225, .6225, s(.6667) = .6608, s(.75) = .6792 < 0.7 -> forced exit at 4, class 0
+#
+# With the temperature ignored (1): A = s(1) = .7311 -> step 4; B = s(3) = .9526 < .99, then
+# d = 1.5 -> s(1.5) = .8176 < .95, d = 1 -> .7311 < .85, d = .75 -> .6792 < .7 -> step 4; C -> s(1.5)
+# = .8176 < .95, s(1) = .7311 < .85, s(.75) = .6792 < .7 -> step 4.
+# With only the first threshold (0.99): A, C never reach it -> step 4.
+LOGITS = torch.tensor([
+    [[1.0, 0.0], [3.0, 0.0], [0.0, 0.5], [0.25, 0.0]],
+    [[1.0, 0.0], [0.0, 0.0], [0.0, 2.5], [0.25, 0.0]],
+    [[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.5, 0.0]],
+    [[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.5, 0.0]],
+])  # [T=4, B=4, C=2]
+THRESHOLDS = [0.99, 0.95, 0.85, 0.7]
+TEMPERATURE = 0.5
+EXPECTED_EXIT = [3, 1, 2, 4]
+EXPECTED_PRED = [0, 0, 1, 0]
+
+
+def _hand_maxprob(logits: list, temperature: float) -> list[list[float]]:
+    """Per sample, the maxprob score at each step, from the definition (math only)."""
+    T, B = len(logits), len(logits[0])
+    scores = []
+    for b in range(B):
+        row, total = [], [0.0, 0.0]
+        for t in range(T):
+            total = [total[c] + logits[t][b][c] for c in range(2)]
+            mean = [v / (t + 1) for v in total]
+            e = [math.exp(m / temperature) for m in mean]
+            row.append(max(e) / sum(e))
+        scores.append(row)
+    return scores
+
+
+def test_dynamic_hand_scores_agree_with_the_worked_example():
+    scores = _hand_maxprob(LOGITS.tolist(), TEMPERATURE)
+    assert scores[0] == pytest.approx([1 / (1 + math.exp(-2))] * 4)
+    assert scores[1][0] == pytest.approx(1 / (1 + math.exp(-6)))
+    assert scores[2][:2] == pytest.approx([1 / (1 + math.exp(-1)), 1 / (1 + math.exp(-3))])
+    exits = []
+    for row in scores:
+        t = next((t for t, s in enumerate(row, 1) if s >= THRESHOLDS[t - 1]), len(row))
+        exits.append(t)
+    assert exits == EXPECTED_EXIT
+
+
+@pytest.mark.parametrize("mode", ["live", "trace"])
+def test_dynamic_confidence_temperature_and_per_step_thresholds(mode):
+    ctl = DynamicConfidence(score="maxprob", temperature=TEMPERATURE, threshold=THRESHOLDS, t_min=1,
+                            t_max=4)
+    model = PresetLogits(LOGITS)
+    result = ctl.run(model, torch.zeros(4, 4, 1), mode=mode, keep_traces=True)
+    assert result.exit_steps.tolist() == EXPECTED_EXIT
+    assert result.predictions.tolist() == EXPECTED_PRED
+    hand = _hand_maxprob(LOGITS.tolist(), TEMPERATURE)
+    for b, exit_step in enumerate(EXPECTED_EXIT):
+        assert result.confidences[b] == pytest.approx(hand[b][:exit_step], abs=1e-6)
+
+
+def test_dynamic_confidence_trace_scores_every_step_by_hand():
+    ctl = DynamicConfidence(score="maxprob", temperature=TEMPERATURE, threshold=THRESHOLDS, t_max=4)
+    trace = ctl.trace(PresetLogits(LOGITS), torch.zeros(4, 4, 1))
+    hand = torch.tensor(_hand_maxprob(LOGITS.tolist(), TEMPERATURE)).T  # [T, B]
+    torch.testing.assert_close(trace.confidence, hand)
+    # the running argmax: C predicts class 1 from step 1; D class 0
+    assert trace.prediction[:, 2].tolist() == [1, 1, 1, 1]
+    assert trace.prediction[:, 3].tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("mode", ["live", "trace"])
+def test_dynamic_confidence_t_min_and_margin_by_hand(mode):
+    """margin = p_max - p_min = tanh(|d| / (2 * temperature)) for two classes, here tanh(|d| / 4);
+    t_min = 2 holds every sample back at step 1; thresholds [0.1, 0.35, 0.3, 0.2].
+
+      A: d = 1 at every step -> tanh(.25) = .2449: < .35, < .3, >= .2 -> step 4, class 0
+      B: d = 3 (step 1, before t_min), 1.5 -> tanh(.375) = .3584 >= .35 -> step 2, class 0
+      C: d = -.5 (before t_min), -1.5 -> .3584 >= .35 -> step 2, class 1
+      D: d = .25, .25, .3333, .375 -> from step 2: tanh(.0625) = .0624, tanh(.0833) = .0831,
+         tanh(.0938) = .0935 -> forced at step 4
+    (temperature ignored, A would exit at step 2: tanh(.5) = .4621 >= .35; t_min ignored, B at step 1:
+    tanh(.75) = .6351 >= .1)
+    """
+    ctl = DynamicConfidence(score="margin", temperature=2.0, threshold=[0.1, 0.35, 0.3, 0.2], t_min=2,
+                            t_max=4)
+    result = ctl.run(PresetLogits(LOGITS), torch.zeros(4, 4, 1), mode=mode, keep_traces=True)
+    assert result.exit_steps.tolist() == [4, 2, 2, 4]
+    assert result.predictions.tolist() == [0, 0, 1, 0]
+    assert result.confidences[1] == pytest.approx([math.tanh(0.75), math.tanh(0.375)], abs=1e-6)
