@@ -54,7 +54,8 @@ def check_neuron(neuron: Union[type, Callable[..., torch.nn.Module]], *,
         state_std: the spread of the random initial states.
         tol: relative float32 tolerance of states and gradients.
         seed: random seed.
-        float64: also compare in float64 at ``tol * 1e-6``.
+        float64: also compare in float64 at ``tol * 1e-6``, every output, state and gradient
+            asserted to be float64.
     """
     report = NeuronCheck()
     available = _available(backends_to_check, report)
@@ -85,8 +86,7 @@ def check_neuron(neuron: Union[type, Callable[..., torch.nn.Module]], *,
         ref = _run(module, "torch", x, states, w, ws, "all")
         for b in available:
             got = _run(module, b, x, states, w, ws, "all")
-            if got["out"].dtype != torch.float64:
-                raise AssertionError(f"{type(module).__name__} {b}: float64 input gave {got['out'].dtype} spikes")
+            # every output, state and gradient must be float64 like the reference's (_compare)
             _compare(got, ref, tol * 1e-6, f"{type(module).__name__} {b} float64 shape={shape}")
         report.cases.append(f"float64 shape={shape}")
     return report
@@ -155,8 +155,15 @@ class _interpreter:
 
 
 def _compare(got: dict, ref: dict, tol: float, where: str) -> None:
-    if not torch.equal(got["out"].to(ref["out"].dtype), ref["out"]):
-        n = (got["out"].to(ref["out"].dtype) != ref["out"]).sum().item()
+    """``got`` against the reference's ``ref`` in the reference's dtype, which every output,
+    state and gradient of ``got`` must have (nothing is cast: a float32 result of a float64
+    run, or a float64 one of a float32 run, is an error, not a rounding)."""
+    for key, b in ref.items():
+        a = got.get(key)
+        if a is not None and b is not None and a.dtype != b.dtype:
+            raise AssertionError(f"{where}: {key}: the fused backend gave {a.dtype}, the reference {b.dtype}")
+    if not torch.equal(got["out"], ref["out"]):
+        n = (got["out"] != ref["out"]).sum().item()
         raise AssertionError(f"{where}: {n} of {ref['out'].numel()} outputs differ from the reference")
     for key, b in ref.items():
         if key == "out":
@@ -172,7 +179,7 @@ def _compare(got: dict, ref: dict, tol: float, where: str) -> None:
                                  "resets where the neuron stays bounded")
         scale = max(1.0, b.abs().max().item())
         try:
-            torch.testing.assert_close(a.to(b.dtype), b, rtol=tol, atol=tol * 0.1 * scale)
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol * 0.1 * scale)
         except AssertionError as err:
             raise AssertionError(f"{where}: {key}: {err}") from None
 

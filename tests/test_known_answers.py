@@ -174,6 +174,18 @@ def test_dvsgesture_cut_includes_start_excludes_end(tmp_path, split):
     assert second["x"].tolist() == [14, 15, 16]
 
 
+@pytest.mark.parametrize("row, ok", [("1,1000,1001", True), ("11,1000,2000", True), ("0,1000,2000", False),
+                                     ("12,1000,2000", False), ("4,2000,2000", False), ("4,2000,1999", False)])
+def test_dvsgesture_label_rows_at_the_limits(tmp_path, row, ok):
+    root = _gesture_folder(tmp_path)
+    (root / "DvsGesture" / "user01_led_labels.csv").write_text(f"class,startTime_usec,endTime_usec\n{row}\n")
+    if ok:  # classes 1..11, a gesture at least 1 us long
+        assert len(data.DVSGesture(root, "train")) == 1
+    else:
+        with pytest.raises(ValueError, match=r"user01_led_labels.csv.*line 2: class"):
+            data.DVSGesture(root, "train")
+
+
 # ================================================================================================
 # 3. AEDAT 3.1 packed by hand (libcaer's event packet layout)
 # ================================================================================================

@@ -1,5 +1,13 @@
 """Triton kernels against the reference: on a GPU when there is one, else in Triton's
-interpreter on CPU tensors (``TRITON_INTERPRET=1``, set in conftest.py)."""
+interpreter on CPU tensors (``TRITON_INTERPRET=1``, set in conftest.py).
+
+The comparisons of test_kernels.py (its ``compare``): every family, reset mode and
+``detach_reset`` setting in both gradient regimes (``"all"``: the ``backward_*_full`` kernels;
+``"x"``: only the input requires gradients, the ``backward_*_fast`` kernels; the variant that
+ran is asserted), float64 at float64 tolerance with dtypes asserted. The interpreter is slow:
+shapes are small, and the firing variant (threshold-robust, or stochastic firing) alternates
+over the cases instead of doubling them.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spikelab as sl
-from test_kernels import (RESETS, SURROGATES, alif_case, compare, compare_prob, cuba_case, lif_case,
-                          prob_case)
+from test_kernels import (REGIMES, RESETS, SURROGATES, alif_case, case_id, compare, compare_prob, cuba_case,
+                          float64_case, lif_case, matrix, prob_case)
 from spikelab.surrogate import ATan, Sigmoid
 
 import triton  # noqa: F401  (a test dependency: CI must check the Triton kernels)
@@ -23,17 +31,17 @@ if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no GPU and TRITON_INTERPRET is not 1", allow_module_level=True)
 
 SHAPES = [(1, 3, 5), (6, 2, 3, 4), (4, 1, 300)]
+# reset x detach_reset x gradient regime; the firing variant alternates; shapes in turn
+CASES = matrix(RESETS, [False, True], REGIMES, shapes=SHAPES, flag=True)
 
 
 def tri(family, tensors, kwargs, **kw):
     return compare(family, tensors, kwargs, backend="triton", device=DEVICE, **kw)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("reset", RESETS)
-@pytest.mark.parametrize("robust", [False, True])
-def test_lif(shape, reset, robust):
-    tri("lif", *lif_case(shape, 1, reset, ATan(), robust=robust))
+@pytest.mark.parametrize("reset,detach,grads,robust,shape", CASES, ids=case_id)
+def test_lif(reset, detach, grads, robust, shape):
+    tri("lif", *lif_case(shape, 1, reset, ATan(), robust=robust, detach=detach), grads=grads)
 
 
 @pytest.mark.parametrize("sg", SURROGATES, ids=lambda s: s.name)
@@ -41,44 +49,51 @@ def test_lif_surrogates(sg):
     tri("lif", *lif_case((5, 2, 33), 2, ("subtract", 0.0), sg))
 
 
-@pytest.mark.parametrize("detach", [False, True])
-def test_lif_options(detach):
+@pytest.mark.parametrize("detach,grads", [(False, "x"), (True, "all")])
+def test_lif_options(detach, grads):
     tri("lif", *lif_case((7, 2, 3, 5), 3, ("subtract", 0.0), Sigmoid(), detach=detach, decay_input=True,
-                         per_neuron=True))
-    tri("lif", *lif_case((7, 3, 6), 4, ("hard", 0.0), ATan(), contiguous=False))
+                         per_neuron=True), grads=grads)
+    tri("lif", *lif_case((7, 3, 6), 4, ("hard", 0.0), ATan(), contiguous=False), grads=grads)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_keep_float32_state(dtype):
     # spikes equal the float32 reference on the same (rounded) input values
     tri("lif", *lif_case((8, 2, 40), 5, ("subtract", 0.0), ATan()), dtype=dtype, tol=2e-2)
-    tri("cuba", *cuba_case((8, 2, 40), 5, ("hard", 0.0)), dtype=dtype, tol=2e-2)
+    tri("cuba", *cuba_case((8, 2, 40), 5, ("hard", 0.0)), dtype=dtype, tol=2e-2, grads="x")
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("reset", RESETS)
-def test_alif(shape, reset):
-    tri("alif", *alif_case(shape, 6, reset, robust=reset[0] == "subtract"))
+@pytest.mark.parametrize("reset,detach,grads,robust,shape", CASES, ids=case_id)
+def test_alif(reset, detach, grads, robust, shape):
+    tri("alif", *alif_case(shape, 6, reset, robust=robust, detach=detach), grads=grads)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("reset", RESETS)
-def test_cuba(shape, reset):
-    tri("cuba", *cuba_case(shape, 7, reset, robust=reset[0] == "hard"))
+@pytest.mark.parametrize("reset,detach,grads,robust,shape", CASES, ids=case_id)
+def test_cuba(reset, detach, grads, robust, shape):
+    tri("cuba", *cuba_case(shape, 7, reset, robust=robust, detach=detach), grads=grads)
 
 
-@pytest.mark.parametrize("reset", RESETS)
-@pytest.mark.parametrize("stochastic", [True, False])
-def test_probabilistic(reset, stochastic):
-    compare_prob(*prob_case((6, 2, 3, 4), 8, reset, stochastic=stochastic, first_step=5), backend="triton",
-                 device=DEVICE)
+@pytest.mark.parametrize("reset,detach,grads,stochastic,shape", CASES, ids=case_id)
+def test_probabilistic(reset, detach, grads, stochastic, shape):
+    compare_prob(*prob_case(shape, 8, reset, stochastic=stochastic, detach=detach, first_step=5), backend="triton",
+                 device=DEVICE, grads=grads)
 
 
-@settings(max_examples=8, deadline=None)
+@pytest.mark.parametrize("grads", REGIMES)
+def test_float64(grads):
+    """The kernels' F64 path against the float64 reference at float64 tolerance, dtypes asserted."""
+    for i, reset in enumerate(RESETS[:3]):
+        tensors, kwargs, _ = float64_case("lif", reset, detach=i == 2, robust=i == 0, shape=(5, 2, 7))
+        tri("lif", tensors, kwargs, grads=grads, seed=i)
+
+
+@settings(max_examples=4, deadline=None)
 @given(steps=st.integers(1, 6), features=st.integers(1, 20), reset=st.sampled_from(RESETS),
-       sg=st.sampled_from(SURROGATES), robust=st.booleans(), detach=st.booleans(), seed=st.integers(0, 2**16))
-def test_lif_hypothesis(steps, features, reset, sg, robust, detach, seed):
-    tri("lif", *lif_case((steps, 2, features), seed, reset, sg, robust=robust, detach=detach), seed=seed)
+       sg=st.sampled_from(SURROGATES), robust=st.booleans(), detach=st.booleans(), grads=st.sampled_from(REGIMES),
+       seed=st.integers(0, 2**16))
+def test_lif_hypothesis(steps, features, reset, sg, robust, detach, grads, seed):
+    tri("lif", *lif_case((steps, 2, features), seed, reset, sg, robust=robust, detach=detach), grads=grads,
+        seed=seed)
 
 
 def test_neuron_module_on_triton_backend():
