@@ -60,6 +60,9 @@ def load(path: Union[str, Path], *, trust: bool = False, map_location: Any = "cp
             f"{path}: this {what} cannot be read as plain data ({_reason(err)}): it is damaged, or written with "
             "pickle features that only a full (code-running) load reads. If you made it or trust its source, load "
             "it with trust=True (command line: --trust)") from None
+    except (ModuleNotFoundError, AttributeError) as err:  # a trusted load rebuilding classes it cannot find
+        raise ValueError(f"{path}: this {what} holds objects whose class cannot be imported here ({_reason(err)}); "
+                         "install the code that defines them, or save a state_dict instead") from None
     except Exception as err:  # a damaged archive fails in many ways (zip reader, unpickler, storage sizes)
         if "TorchScript" in str(err):
             raise ValueError(f"{path}: a TorchScript archive, not a torch.save {what}; load it with "

@@ -126,3 +126,19 @@ def test_plain_data_files_of_other_writers_get_the_right_message(tmp_path):
     torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "scripted.pt"))
     with pytest.raises(ValueError, match=r"scripted.pt: a TorchScript archive.*torch.jit.load"):
         files.load(tmp_path / "scripted.pt")
+
+
+def test_trusted_model_whose_class_is_gone_names_it(tmp_path):
+    import sys
+    import types
+
+    module = types.ModuleType("spikelab_gone_module")
+    Gone = type("Gone", (torch.nn.Module,), {"__module__": "spikelab_gone_module"})
+    module.Gone = Gone
+    sys.modules["spikelab_gone_module"] = module
+    try:
+        torch.save(Gone(), tmp_path / "gone.pt")
+    finally:
+        del sys.modules["spikelab_gone_module"]
+    with pytest.raises(ValueError, match=r"gone.pt: .*class cannot be imported here .*spikelab_gone_module"):
+        files.load(tmp_path / "gone.pt", trust=True)
