@@ -174,6 +174,19 @@ def test_dvsgesture_cut_includes_start_excludes_end(tmp_path, split):
     assert second["x"].tolist() == [14, 15, 16]
 
 
+@pytest.mark.parametrize("x, y, ok", [(127, 127, True), (128, 3, False), (3, 128, False)])
+def test_dvsgesture_events_outside_the_128x128_sensor_are_refused(tmp_path, x, y, ok):
+    root = _gesture_folder(tmp_path)
+    events = data.make_events([x, 5], [y, 5], [1500, 1600], [1, 0])
+    aedat3.write_aedat3(root / "DvsGesture" / "user01_led.aedat", events)
+    dataset = data.DVSGesture(root, "train")
+    if ok:
+        assert dataset[0][0]["x"].tolist() == [x, 5]
+    else:
+        with pytest.raises(ValueError, match=r"user01_led.aedat.*(x|y)"):
+            dataset[0]
+
+
 @pytest.mark.parametrize("row, ok", [("1,1000,1001", True), ("11,1000,2000", True), ("0,1000,2000", False),
                                      ("12,1000,2000", False), ("4,2000,2000", False), ("4,2000,1999", False)])
 def test_dvsgesture_label_rows_at_the_limits(tmp_path, row, ok):
