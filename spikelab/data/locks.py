@@ -3,7 +3,8 @@
 :class:`FileLock` guards a build that several processes may start at once (a dataset cache,
 the generated DigitsDVS recordings, DDP ranks on their first run): one builds, the others wait
 and then find the result. :func:`pid_alive` tells whether a process that left a temporary file
-behind still runs.
+behind still runs; :func:`replaced_atomically` writes a file that readers see whole or not at
+all, and :func:`remove_dead_temps` clears the temporary files of writers that were killed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import logging
 import os
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Iterator, Optional
 
 try:
     import fcntl
@@ -254,4 +256,37 @@ class FileLock:
         self.release()
 
 
-__all__ = ["FileLock", "pid_alive"]
+def temp_name(path: Path) -> Path:
+    """The temporary file this process writes before it replaces ``path``: ``.<name>.tmp<pid>``."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+@contextmanager
+def replaced_atomically(path: Path, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is flushed to disk (``fsync``) and renamed
+    over ``path`` (readers see the old file or the new one, never half of one); on failure removed."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_dead_temps(paths: Iterable[Path]) -> None:
+    """Delete the ``...tmp<pid>`` files among ``paths`` whose writing process no longer runs."""
+    for path in paths:
+        pid = path.name.rpartition(".tmp")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+__all__ = ["FileLock", "pid_alive", "remove_dead_temps", "replaced_atomically", "temp_name"]

@@ -448,29 +448,25 @@ def _output(where: str, node: nir.NIRNode, x: Shape, arrays: dict[str, np.ndarra
 
 def _instant_loop(nodes: dict, edges: list[tuple[str, str]]) -> Optional[list[str]]:
     """A cycle made only of stateless nodes (nothing carries its value to the next step), or None."""
+    inner = [(s, d) for s, d in edges if isinstance(nodes[s], _STATELESS) and isinstance(nodes[d], _STATELESS)]
+    names = list(dict.fromkeys(n for edge in inner for n in edge))
+    _, back = graph_order(names, inner, names)  # every node a root: all reached
+    if not back:
+        return None
+    last, first = min(back)  # the edge last -> first closes a cycle: walk it from first to last
     succ: dict[str, list[str]] = {}
-    for s, d in edges:
-        if isinstance(nodes[s], _STATELESS) and isinstance(nodes[d], _STATELESS):
-            succ.setdefault(s, []).append(d)
-    state: dict[str, int] = {}
-    for root in succ:
-        if root in state:
-            continue
-        stack = [(root, iter(succ.get(root, ())))]
-        state[root] = 1
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                state[node] = 2
-                stack.pop()
-            elif state.get(nxt) == 1:
-                names = [n for n, _ in stack]
-                return names[names.index(nxt):]
-            elif nxt not in state:
-                state[nxt] = 1
-                stack.append((nxt, iter(succ.get(nxt, ()))))
-    return None
+    for s, d in inner:
+        succ.setdefault(s, []).append(d)
+    paths, seen = {first: [first]}, {first}
+    queue = [first]
+    while last not in paths:
+        node = queue.pop(0)
+        for nxt in succ.get(node, ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                paths[nxt] = paths[node] + [nxt]
+                queue.append(nxt)
+    return paths[last]
 
 
 def _check(graph: nir.NIRGraph, supported: Collection[type], path: tuple[str, ...], shape_in: Shape,

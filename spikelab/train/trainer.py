@@ -13,7 +13,6 @@ import copy
 import csv
 import json
 import math
-import os
 import random
 import time
 import warnings
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from spikelab.data.locks import remove_dead_temps, replaced_atomically
 from spikelab.neurons.base import BaseNeuron
 from spikelab.train.losses import LOSSES
 
@@ -141,17 +141,6 @@ def first_nonfinite_layer(model: nn.Module, x: torch.Tensor, amp: bool = False) 
     return found[0] if found else None
 
 
-def _remove_orphans(folder: Path, prefix: str) -> None:
-    """Delete ``<prefix><pid>`` temporary files left by processes that no longer run (killed
-    while writing)."""
-    from spikelab.data.locks import pid_alive
-
-    for tmp in folder.glob(f"{prefix}*"):
-        pid = tmp.name[len(prefix):]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
 _EPOCH_PROGRESS = {"seen": 0, "loss_sum": 0.0, "correct": 0.0, "rate_sum": {}, "seconds": 0.0, "skipped": 0}
 
 
@@ -241,13 +230,9 @@ class Trainer:
             return None
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / name
-        _remove_orphans(self.out, f".{name}.tmp")
-        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            torch.save(self.state(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+        remove_dead_temps(self.out.glob(f".{name}.tmp*"))  # left by writers that were killed
+        with replaced_atomically(path) as tmp:
+            torch.save(self.state(), tmp)
         return path
 
     def resume(self, path, trust: bool = False) -> None:
@@ -490,15 +475,12 @@ class Trainer:
         fields: list[str] = []
         for row in self.history:
             fields += [k for k in row if k not in fields]
-        tmp = self.out / f".log.csv.tmp{os.getpid()}"
-        with open(tmp, "w", newline="") as f:
+        with replaced_atomically(self.out / "log.csv") as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(self.history)
-        os.replace(tmp, self.out / "log.csv")
-        tmp = self.out / f".history.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(self.history, indent=2))
-        os.replace(tmp, self.out / "history.json")
+        with replaced_atomically(self.out / "history.json") as tmp:
+            tmp.write_text(json.dumps(self.history, indent=2))
         if writer:
             for k, v in record.items():
                 if k not in ("epoch",):

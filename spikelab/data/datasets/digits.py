@@ -11,7 +11,6 @@ Generation is deterministic (one seed per image) and takes about half a minute o
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from spikelab.data.cache import default_cache_root
 from spikelab.data.datasets.nmnist import NMNIST
 from spikelab.data.emulator import emulate_saccades
 from spikelab.data.formats.atis import write_atis_bin
-from spikelab.data.locks import FileLock, pid_alive
+from spikelab.data.locks import FileLock, remove_dead_temps, replaced_atomically
 
 VERSION = 1
 PARAMS = {"version": VERSION, "scale": 3, "duration_us": 300_000, "frame_us": 2000, "contrast": 0.3,
@@ -45,10 +44,8 @@ def build_digits_dvs(root, quiet: bool = False) -> Path:
     with FileLock(root.with_name(root.name + ".lock"), what=f"DigitsDVS {root}"):
         if _generated(meta):  # another process generated it while this one waited
             return root
-        for orphan in root.glob("T*/*/.*.bin.tmp*"):  # left by a generation that was killed
-            pid = orphan.name.rpartition(".tmp")[2]
-            if orphan.parent.parent.name in ("Train", "Test") and pid.isdigit() and not pid_alive(int(pid)):
-                orphan.unlink(missing_ok=True)
+        # left by a generation that was killed
+        remove_dead_temps(p for p in root.glob("T*/*/.*.bin.tmp*") if p.parent.parent.name in ("Train", "Test"))
         digits = load_digits()
         for i in tqdm(range(len(digits.images)), desc="DigitsDVS: emulating the event camera", disable=quiet):
             image = np.kron(digits.images[i] / 16.0, np.ones((PARAMS["scale"], PARAMS["scale"])))
@@ -56,12 +53,11 @@ def build_digits_dvs(root, quiet: bool = False) -> Path:
                                       PARAMS["contrast"], PARAMS["noise_rate"], rng=np.random.default_rng(i))
             folder = root / ("Test" if i % 5 == 4 else "Train") / str(int(digits.target[i]))
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{i:05d}.bin.tmp{os.getpid()}"
-            write_atis_bin(tmp, events)
-            os.replace(tmp, folder / f"{i:05d}.bin")  # never a half-written recording under its name
-        tmp = meta.with_name(f".{meta.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(PARAMS))
-        os.replace(tmp, meta)
+            # never half a recording under its name (not fsynced: the marker file below comes last)
+            with replaced_atomically(folder / f"{i:05d}.bin", fsync=False) as tmp:
+                write_atis_bin(tmp, events)
+        with replaced_atomically(meta) as tmp:
+            tmp.write_text(json.dumps(PARAMS))
     return root
 
 
