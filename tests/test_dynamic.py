@@ -65,7 +65,7 @@ def test_removing_samples_leaves_the_others_untouched(converted):
 def test_calibration_respects_the_budget_and_is_saved(converted):
     snn, x, y = converted
     ctl = DynamicConfidence("maxprob", t_max=32)
-    cal = calibrate(ctl, snn, x, y, max_accuracy_drop=0.0, static=True)
+    cal = calibrate(ctl, snn, x, y, max_accuracy_drop=0.0, static=True, delta=None)
     result = ctl.run(snn, x, mode="trace", static=True)
     assert (result.predictions == y).float().mean().item() >= cal.static_accuracy
     assert ctl.threshold[0].item() == pytest.approx(cal.threshold)

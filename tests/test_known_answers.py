@@ -519,7 +519,7 @@ def test_dynamic_hand_scores_agree_with_the_worked_example():
 
 @pytest.mark.parametrize("mode", ["live", "trace"])
 def test_dynamic_confidence_temperature_and_per_step_thresholds(mode):
-    ctl = DynamicConfidence(score="maxprob", temperature=TEMPERATURE, threshold=THRESHOLDS, t_min=1,
+    ctl = DynamicConfidence(score="maxprob", temperature=TEMPERATURE, threshold=THRESHOLDS, t_min=1, evidence="mean",
                             t_max=4)
     model = PresetLogits(LOGITS)
     result = ctl.run(model, torch.zeros(4, 4, 1), mode=mode, keep_traces=True)
@@ -531,7 +531,7 @@ def test_dynamic_confidence_temperature_and_per_step_thresholds(mode):
 
 
 def test_dynamic_confidence_trace_scores_every_step_by_hand():
-    ctl = DynamicConfidence(score="maxprob", temperature=TEMPERATURE, threshold=THRESHOLDS, t_max=4)
+    ctl = DynamicConfidence(score="maxprob", temperature=TEMPERATURE, threshold=THRESHOLDS, t_max=4, evidence="mean")
     trace = ctl.trace(PresetLogits(LOGITS), torch.zeros(4, 4, 1))
     hand = torch.tensor(_hand_maxprob(LOGITS.tolist(), TEMPERATURE)).T  # [T, B]
     torch.testing.assert_close(trace.confidence, hand)
@@ -553,7 +553,7 @@ def test_dynamic_confidence_t_min_and_margin_by_hand(mode):
     (temperature ignored, A would exit at step 2: tanh(.5) = .4621 >= .35; t_min ignored, B at step 1:
     tanh(.75) = .6351 >= .1)
     """
-    ctl = DynamicConfidence(score="margin", temperature=2.0, threshold=[0.1, 0.35, 0.3, 0.2], t_min=2,
+    ctl = DynamicConfidence(score="margin", temperature=2.0, threshold=[0.1, 0.35, 0.3, 0.2], t_min=2, evidence="mean",
                             t_max=4)
     result = ctl.run(PresetLogits(LOGITS), torch.zeros(4, 4, 1), mode=mode, keep_traces=True)
     assert result.exit_steps.tolist() == [4, 2, 2, 4]

@@ -1,7 +1,10 @@
-"""Dynamic Confidence: per-sample early stopping of SNN inference (in progress)."""
+"""Dynamic Confidence: per-sample early stopping of SNN inference, calibrated on held-out data."""
 
-from spikelab.dynamic.calibrate import Calibration, calibrate, oracle, pareto, report, sweep
-from spikelab.dynamic.controller import DynamicConfidence, DynamicResult, Trace, confidence
+from spikelab.dynamic.calibrate import (Calibration, calibrate, calibrate_trace, candidates, fit_temperature, oracle,
+                                        pareto, report, sweep)
+from spikelab.dynamic.controller import SCORES, DynamicConfidence, DynamicResult, Trace, confidence
+from spikelab.dynamic.risk import samples_needed, simulate
 
-__all__ = ["DynamicConfidence", "DynamicResult", "Trace", "confidence", "calibrate", "Calibration", "oracle",
-           "pareto", "report", "sweep"]
+__all__ = ["DynamicConfidence", "DynamicResult", "Trace", "confidence", "SCORES", "calibrate", "calibrate_trace",
+           "candidates", "fit_temperature", "Calibration", "oracle", "pareto", "report", "sweep", "simulate",
+           "samples_needed"]

@@ -1,10 +1,13 @@
 """Dynamic Confidence (Li, Jones, Furber, ICCV 2023): stop each sample once its SNN output is confident.
 
-At step ``t`` the accumulated readout is averaged over the steps so far, softened with a
-``temperature`` and scored: ``maxprob`` (the largest softmax probability), ``margin``
-(largest minus second largest) or ``entropy`` (1 - entropy / log(classes)); all lie in
-[0, 1]. A sample exits at the first step ``t >= t_min`` whose score reaches the threshold of
-step ``t`` (or at ``t_max``), predicting the argmax of its accumulated readout.
+At step ``t`` the readout is accumulated over the steps so far (``evidence="sum"``, the
+default: the evidence grows with every spike; or ``"mean"``, the seed paper's average),
+divided by a ``temperature`` and scored: ``maxprob`` (the largest softmax probability),
+``margin`` (largest minus second largest probability), ``entropy`` (1 - entropy /
+log(classes)), all in [0, 1], or ``logit_margin`` (largest minus second largest accumulated
+readout, in readout units, >= 0: the AOI-SNN Top-K gap). A sample exits at the first step
+``t >= t_min`` whose score reaches the threshold of step ``t`` (or at ``t_max``),
+predicting the argmax of its accumulated readout.
 
 Two ways to run: ``trace`` simulates all ``t_max`` steps once and scores any threshold
 afterwards (calibration, reports); ``live`` steps the model and removes finished samples from
@@ -20,7 +23,9 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-SCORES = ("maxprob", "margin", "entropy")
+SCORES = ("maxprob", "margin", "entropy", "logit_margin")
+BOUNDED = ("maxprob", "margin", "entropy")  # scores in [0, 1]
+EVIDENCE = ("sum", "mean")
 
 
 @dataclass
@@ -36,14 +41,22 @@ class DynamicResult:
 
 @dataclass
 class Trace:
-    """Scores and predictions of every sample at every step ``1..t_max``."""
+    """Scores and predictions of every sample at every step ``1..t_max``; ``accumulated``
+    (the readout summed over steps ``1..t``, ``[t_max, B, classes]``) lets a controller with
+    another score or temperature rescore the same simulation."""
 
     confidence: torch.Tensor  # [t_max, B]
     prediction: torch.Tensor  # [t_max, B]
+    accumulated: Optional[torch.Tensor] = None  # [t_max, B, classes]
 
 
-def confidence(mean_readout: torch.Tensor, score: str, temperature: float) -> torch.Tensor:
-    p = torch.softmax(mean_readout / temperature, dim=-1)
+def confidence(evidence: torch.Tensor, score: str, temperature: float) -> torch.Tensor:
+    """The score of accumulated (or averaged) readouts ``[..., classes]`` at one temperature."""
+    z = evidence / temperature
+    if score == "logit_margin":
+        top = z.topk(2, dim=-1).values
+        return top[..., 0] - top[..., 1]
+    p = torch.softmax(z, dim=-1)
     if score == "maxprob":
         return p.max(-1).values
     if score == "margin":
@@ -54,21 +67,35 @@ def confidence(mean_readout: torch.Tensor, score: str, temperature: float) -> to
 
 
 class DynamicConfidence:
-    """The controller: the score, its temperature, the threshold(s) and the step bounds."""
+    """The controller: the score, its evidence and temperature, the threshold(s) and the step bounds.
 
-    def __init__(self, score: str = "maxprob", temperature: float = 1.0,
-                 threshold: Union[float, Sequence[float]] = 0.9, t_min: int = 1, t_max: int = 64) -> None:
+    The defaults are the measured best (docs/dynamic.md): ``logit_margin`` of the summed
+    readout, thresholds set by :func:`spikelab.dynamic.calibrate`. ``temperature=None`` is
+    fitted there on the held-out data (1 until then); a number is kept as given.
+    ``threshold`` is one value or one per step (``inf``: no exit at that step; ``None``, the
+    default: ``inf`` everywhere until calibrated); bounded scores take values in [0, 1].
+    """
+
+    def __init__(self, score: str = "logit_margin", temperature: Optional[float] = None,
+                 threshold: Union[None, float, Sequence[float]] = None, t_min: int = 1, t_max: int = 64,
+                 evidence: str = "sum") -> None:
         if score not in SCORES:
             raise ValueError(f"score: expected one of {SCORES}, got {score!r}")
-        if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+        if evidence not in EVIDENCE:
+            raise ValueError(f"evidence: expected one of {EVIDENCE}, got {evidence!r}")
+        if temperature is not None and not (isinstance(temperature, (int, float)) and not isinstance(
+                temperature, bool) and temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature: expected a positive number (or None: fitted by calibrate), "
+                             f"got {temperature!r}")
         for name, value in (("t_min", t_min), ("t_max", t_max)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         if t_min > t_max:
             raise ValueError(f"t_min ({t_min}) must not exceed t_max ({t_max})")
-        self.score, self.temperature, self.t_min, self.t_max = score, float(temperature), t_min, t_max
-        self.threshold = threshold
+        self.score, self.evidence, self.t_min, self.t_max = score, evidence, t_min, t_max
+        self.fit_temperature = temperature is None
+        self.temperature = 1.0 if temperature is None else float(temperature)
+        self.threshold = math.inf if threshold is None else threshold
 
     @property
     def threshold(self) -> torch.Tensor:
@@ -76,29 +103,47 @@ class DynamicConfidence:
 
     @threshold.setter
     def threshold(self, value) -> None:
+        self._threshold = self._thresholds(value, "threshold")
+
+    def _thresholds(self, value, name: str) -> torch.Tensor:
         t = torch.as_tensor(value, dtype=torch.float32).flatten()
         if t.numel() not in (1, self.t_max):
-            raise ValueError(f"threshold: expected one value or one per step ({self.t_max}), got {t.numel()}")
-        if not torch.isfinite(t).all() or (t < 0).any() or (t > 1).any():
-            raise ValueError(f"threshold: {self.score} scores lie in [0, 1]; got values outside it: {t.tolist()}")
-        self._threshold = t.expand(self.t_max).clone()
+            raise ValueError(f"{name}: expected one value or one per step ({self.t_max}), got {t.numel()}")
+        finite = t[torch.isfinite(t)]
+        if torch.isnan(t).any() or (t < 0).any():
+            raise ValueError(f"{name}: expected values >= 0 (inf: no exit at that step), got {t.tolist()}")
+        if self.score in BOUNDED and (finite > 1).any():
+            raise ValueError(f"{name}: {self.score} scores lie in [0, 1] (inf: no exit at that step); got values "
+                             f"above 1: {finite[finite > 1].tolist()}")
+        return t.expand(self.t_max).clone()
+
+    def scores(self, accumulated: torch.Tensor) -> torch.Tensor:
+        """This controller's scores of accumulated readouts ``[t, B, classes]`` (steps 1..t)."""
+        if self.evidence == "mean":
+            steps = torch.arange(1, accumulated.shape[0] + 1, dtype=accumulated.dtype, device=accumulated.device)
+            accumulated = accumulated / steps.view(-1, *([1] * (accumulated.ndim - 1)))
+        return confidence(accumulated, self.score, self.temperature)
 
     # ----- trace mode ------------------------------------------------------------------------------
     @torch.no_grad()
     def trace(self, model: nn.Module, inputs: torch.Tensor, static: bool = False) -> Trace:
         """One simulation of ``t_max`` steps on ``inputs`` ``[T, B, ...]`` (or a static ``[B, ...]``
         presented at every step with ``static=True``)."""
-        seq = self._sequence(inputs, static)
-        out = model(seq)  # [t_max, B, C]
-        steps = torch.arange(1, out.shape[0] + 1, dtype=out.dtype).view(-1, 1, 1)
-        mean = out.cumsum(0) / steps
-        return Trace(confidence(mean, self.score, self.temperature), mean.argmax(-1))
+        return self.trace_outputs(model(self._sequence(inputs, static)))
+
+    def trace_outputs(self, outputs: torch.Tensor) -> Trace:
+        """The trace of per-step outputs ``[t_max, B, classes]`` computed elsewhere (any model,
+        any framework: only its outputs are needed)."""
+        if not isinstance(outputs, torch.Tensor) or outputs.ndim != 3 or outputs.shape[0] != self.t_max:
+            shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+            raise ValueError(f"outputs: expected per-step outputs [t_max={self.t_max}, B, classes], got {shape}")
+        accumulated = outputs.detach().float().cumsum(0)
+        return Trace(self.scores(accumulated), accumulated.argmax(-1), accumulated)
 
     def decide(self, trace: Trace, threshold: Optional[torch.Tensor] = None) -> DynamicResult:
         """Exit steps and predictions that ``threshold`` (default: the controller's) gives on a trace."""
-        thr = self.threshold if threshold is None else torch.as_tensor(threshold, dtype=torch.float32).expand(
-            self.t_max)
-        conf = trace.confidence
+        thr = self.threshold if threshold is None else self._thresholds(threshold, "threshold")
+        conf = trace.confidence if trace.accumulated is None else self.scores(trace.accumulated)
         steps = torch.arange(1, conf.shape[0] + 1).unsqueeze(1)
         ready = (conf >= thr[: conf.shape[0]].unsqueeze(1)) & (steps >= self.t_min)
         ready[-1] = True
@@ -133,8 +178,9 @@ class DynamicConfidence:
         x_active = seq
         for t in range(1, self.t_max + 1):
             out = model.step(x_active[t - 1])
+            out = out.float()
             total = out.clone() if total is None else total + out
-            conf = confidence(total / t, self.score, self.temperature)
+            conf = confidence(total / t if self.evidence == "mean" else total, self.score, self.temperature)
             if keep_traces:
                 for i, c in zip(active.tolist(), conf.tolist()):
                     confs[i].append(c)
@@ -166,12 +212,24 @@ class DynamicConfidence:
 
     # ----- persistence ------------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"score": self.score, "temperature": self.temperature, "threshold": self.threshold.tolist(),
+        return {"score": self.score, "evidence": self.evidence, "temperature": self.temperature,
+                "threshold": [v if math.isfinite(v) else None for v in self.threshold.tolist()],  # JSON-safe
                 "t_min": self.t_min, "t_max": self.t_max}
 
     @classmethod
     def from_state(cls, state: dict) -> "DynamicConfidence":
-        return cls(state["score"], state["temperature"], state["threshold"], state["t_min"], state["t_max"])
+        """A controller from :meth:`state` (checked like the constructor's arguments); states saved
+        before ``evidence`` existed averaged the readout, so they load with ``evidence="mean"``."""
+        if not isinstance(state, dict):
+            raise ValueError(f"dynamic_confidence: expected a dict of settings, got {type(state).__name__}")
+        missing = {"score", "temperature", "threshold", "t_min", "t_max"} - set(state)
+        if missing:
+            raise ValueError(f"dynamic_confidence: missing settings {sorted(missing)}")
+        threshold = state["threshold"]
+        if isinstance(threshold, (list, tuple)):
+            threshold = [math.inf if v is None else v for v in threshold]
+        return cls(state["score"], state["temperature"], threshold, state["t_min"], state["t_max"],
+                   state.get("evidence", "mean"))
 
     def attach(self, model: nn.Module) -> nn.Module:
         """Store this setting on ``model`` (saved with it by ``torch.save(model)``)."""
@@ -181,5 +239,5 @@ class DynamicConfidence:
     def __repr__(self) -> str:
         thr = self.threshold
         shown = f"{thr[0].item():.4g}" if bool((thr == thr[0]).all()) else f"[{self.t_max} per-step values]"
-        return (f"DynamicConfidence(score={self.score!r}, temperature={self.temperature:g}, threshold={shown}, "
-                f"t_min={self.t_min}, t_max={self.t_max})")
+        return (f"DynamicConfidence(score={self.score!r}, evidence={self.evidence!r}, "
+                f"temperature={self.temperature:.4g}, threshold={shown}, t_min={self.t_min}, t_max={self.t_max})")
