@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikelab.dynamic import DynamicConfidence, Trace, calibrate_trace, oracle, simulate
+from spikelab.dynamic import DynamicConfidence, calibrate_trace, oracle, simulate
 from spikelab.dynamic.calibrate import candidates, schedule_weights
 from spikelab.dynamic.cutoff import calibrate_top_k, top_k_thresholds
 

@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # these load on first use (``spikelab.train``, ``.convert``, ``.export``, ``.viz``, ``.stats``)
-    if name in ("train", "convert", "export", "viz", "stats", "testing", "files"):
+    # these load on first use (``spikelab.train``, ``.convert``, ``.dynamic``, ``.export``, ``.viz``, ...)
+    if name in ("train", "convert", "dynamic", "export", "viz", "stats", "testing", "files"):
         import importlib
 
         return importlib.import_module(f"spikelab.{name}")
@@ -29,6 +29,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "EIF", "IF", "LIF", "LeakyIntegrator",
-    "MPRLIF", "Monitor", "Neuron", "PLIF", "ProbabilisticLIF", "convert", "data", "export", "layers", "models", "neurons", "reset", "select_batch", "surrogate",
+    "MPRLIF", "Monitor", "Neuron", "PLIF", "ProbabilisticLIF", "convert", "data", "dynamic", "export", "layers", "models", "neurons", "reset", "select_batch", "surrogate",
     "files", "stats", "testing", "train", "tune_cpu_allocator", "viz", "__version__",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikelab.dynamic import DynamicConfidence, Trace, calibrate_trace, candidates, fit_temperature, simulate
+from spikelab.dynamic import DynamicConfidence, calibrate_trace, candidates, fit_temperature, simulate
 from spikelab.dynamic.calibrate import schedule_weights
 from spikelab.dynamic.cutoff import calibrate_top_k, optimal_cutoff_steps, top_k_thresholds
 from spikelab.dynamic.risk import certified_prefix, samples_needed

@@ -111,6 +111,30 @@ def test_step_matches_forward_and_state_persists(name):
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
+def test_steps_in_chunks_continue_the_stream(name):
+    """steps() on chunks 5 + 1 + 6 equals one forward and 12 step() calls (stochastic included:
+    the noise follows the stream's step counter), and the state goes on from there."""
+    neuron = ALL[name]()
+    x = torch.rand(12, 3, 5) * 1.5
+    torch.manual_seed(1)
+    whole = torch.stack([neuron.step(x[t]) for t in range(12)])
+    sl.reset(neuron)
+    torch.manual_seed(1)
+    chunks = torch.cat([neuron.steps(x[:5]), neuron.steps(x[5:6]), neuron.steps(x[6:])])
+    assert torch.equal(chunks, whole)
+    if name != "ProbabilisticLIF":
+        assert torch.equal(neuron(x), whole)
+    with pytest.raises(ValueError, match="steps got steps of shape"):
+        neuron.steps(torch.rand(2, 4, 5))
+    net = sl.layers.Sequential(torch.nn.Linear(5, 7), ALL[name](), torch.nn.Linear(7, 2), sl.LIF(beta=0.9))
+    torch.manual_seed(3)
+    ref = torch.stack([net.step(x[t]) for t in range(12)])
+    sl.reset(net)
+    torch.manual_seed(3)
+    assert torch.equal(torch.cat([net.steps(x[:7]), net.steps(x[7:])]), ref)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
 def test_forward_starts_fresh(name):
     neuron = ALL[name]()
     x = torch.rand(8, 2, 4) * 1.5

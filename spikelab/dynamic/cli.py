@@ -30,15 +30,19 @@ def add_parsers(sub) -> None:
     c.add_argument("--data", default="digits_dvs", help="held-out data: a .pt file with x and y, or 'digits_dvs'")
     c.add_argument("--trust", action="store_true", help="load files holding pickled Python objects (whole saved models); this runs code from the file: only for files you trust")
     c.add_argument("--held-out", type=int, default=400, help="samples taken from digits_dvs' train split")
-    c.add_argument("--score", choices=("maxprob", "margin", "entropy", "logit_margin"), default="maxprob")
+    c.add_argument("--score", choices=("logit_margin", "maxprob", "margin", "entropy"), default="logit_margin",
+                   help="default: the top-1 minus top-2 summed readout (measured best, docs/dynamic.md)")
     c.add_argument("--evidence", choices=("sum", "mean"), default="sum",
                    help="score the readout summed over the steps so far (default) or its mean")
     c.add_argument("--temperature", type=float, default=None, help="default: fitted on the held-out data")
     c.add_argument("--t-max", type=int, default=64)
     c.add_argument("--t-min", type=int, default=1)
     c.add_argument("--max-drop", type=float, default=0.3, help="accuracy points below the static accuracy")
-    c.add_argument("--delta", type=float, default=None,
-                   help="certify the budget: the drop on new data exceeds it with probability at most DELTA")
+    c.add_argument("--delta", type=float, default=0.1,
+                   help="certify the budget: the drop on new data exceeds it with probability at most DELTA "
+                        "(default 0.1; too few held-out samples fall back to --uncertified, with a warning)")
+    c.add_argument("--uncertified", action="store_true",
+                   help="the fewest steps within the budget on the held-out data, without the guarantee")
     c.add_argument("--static", action=argparse.BooleanOptionalAction, default=True,
                    help="inputs are images shown at every step (default) rather than [T, B, ...] sequences")
     c.add_argument("--out", default="dynamic_out")
@@ -72,7 +76,8 @@ def run_calibrate(args) -> int:
         snn = _load(args.snn, args.trust)
         x, y = _held_out(args.data, args.held_out)
         ctl = DynamicConfidence(args.score, args.temperature, 0.9, args.t_min, args.t_max, args.evidence)
-        cal = calibrate(ctl, snn, x, y, max_accuracy_drop=args.max_drop / 100, static=args.static, delta=args.delta)
+        cal = calibrate(ctl, snn, x, y, max_accuracy_drop=args.max_drop / 100, static=args.static,
+                        delta=None if args.uncertified else args.delta)
     except (ValueError, FileNotFoundError) as err:
         print(f"spikelab calibrate: {err}", file=sys.stderr)
         return 2

@@ -32,26 +32,39 @@ def top_k_thresholds(controller: DynamicConfidence, trace: Trace, labels: torch.
                      epsilon: float) -> torch.Tensor:
     """The per-step thresholds of the Top-K cutoff at ``epsilon`` (``inf`` where no gap qualifies),
     for a ``logit_margin`` controller (``>=`` against them equals the paper's ``>`` against ``beta``)."""
+    return _thresholds(_table(controller, trace, labels), epsilon)
+
+
+def _table(controller: DynamicConfidence, trace: Trace, labels: torch.Tensor) -> tuple:
+    """Per step, the gaps sorted down, where a set "gap > beta" can end, and the share of each
+    top-k set that has reached its optimal cutoff step."""
     if controller.score != "logit_margin":
         raise ValueError(f"controller: the Top-K cutoff thresholds the top-1 minus top-2 gap, so it needs "
                          f"score='logit_margin' (got {controller.score!r})")
-    if not 0 <= epsilon < 1:
-        raise ValueError(f"epsilon: expected a fraction in [0, 1), got {epsilon!r}")
     if trace.accumulated is None:
         raise ValueError("trace: the Top-K cutoff needs the accumulated outputs (controller.trace(...))")
     gaps = controller.scores(trace.accumulated).double().cpu().numpy()  # [t_max, B]
     oct_steps = optimal_cutoff_steps(trace, labels).cpu().numpy()
     t_max, batch = gaps.shape
-    betas = np.full(t_max, np.inf)
-    for t in range(t_max):
-        order = np.argsort(-gaps[t], kind="stable")
-        g = gaps[t][order]
-        ready = np.cumsum(oct_steps[order] <= t + 1) / np.arange(1, batch + 1)
-        # a set "gap > beta" holds the top k samples only where the k-th gap is above the (k+1)-th
-        valid = np.append(g[:-1] > g[1:], True) & (ready >= 1 - epsilon - 1e-12)
-        if valid.any():
-            k = np.nonzero(valid)[0][-1]  # the largest qualifying set: the smallest beta
-            betas[t] = g[k + 1] if k + 1 < batch else -1.0
+    order = np.argsort(-gaps, axis=1, kind="stable")
+    g = np.take_along_axis(gaps, order, 1)
+    steps = np.arange(1, t_max + 1)[:, None]
+    ready = np.cumsum(oct_steps[order] <= steps, axis=1) / np.arange(1, batch + 1)
+    # a set "gap > beta" holds the top k samples only where the k-th gap is above the (k+1)-th
+    ends = np.concatenate([g[:, :-1] > g[:, 1:], np.ones((t_max, 1), bool)], axis=1)
+    return g, ready, ends
+
+
+def _thresholds(table: tuple, epsilon: float) -> torch.Tensor:
+    if not 0 <= epsilon < 1:
+        raise ValueError(f"epsilon: expected a fraction in [0, 1), got {epsilon!r}")
+    g, ready, ends = table
+    t_max, batch = g.shape
+    valid = ends & (ready >= 1 - epsilon - 1e-12)
+    last = batch - 1 - np.argmax(valid[:, ::-1], axis=1)  # the largest qualifying set: the smallest beta
+    nxt = np.minimum(last + 1, batch - 1)
+    betas = np.where(last + 1 < batch, g[np.arange(t_max), nxt], -1.0)
+    betas = np.where(valid.any(1), betas, np.inf)
     thr = torch.from_numpy(betas).float()
     finite = torch.isfinite(thr)
     thr[finite] = torch.nextafter(thr[finite], torch.full_like(thr[finite], math.inf)).clamp_min(0.0)
@@ -68,9 +81,10 @@ def calibrate_top_k(controller: DynamicConfidence, trace: Trace, labels: torch.T
     epsilons = list(epsilons) if epsilons is not None else [0.0] + np.geomspace(1e-3, 0.5, 40).tolist()
     static_right = int((trace.prediction[-1] == labels).sum())
     allowed = math.floor(max_accuracy_drop * len(labels) + 1e-9)
+    table = _table(controller, trace, labels)
     rows = []
     for eps in epsilons:
-        thr = top_k_thresholds(controller, trace, labels, eps)
+        thr = _thresholds(table, eps)
         result = controller.decide(trace, thr)
         rows.append({"epsilon": eps, "thresholds": thr, "correct": int((result.predictions == labels).sum()),
                      "mean_steps": result.mean_steps})

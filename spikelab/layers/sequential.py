@@ -63,6 +63,20 @@ class Sequential(nn.Sequential, SequenceModule):
             return layer(x_seq)
         return layer(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
 
+    def steps(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """Advance ``T`` steps on ``x_seq`` ``[T, B, ...]`` from the streaming state, like ``T``
+        calls of :meth:`step` (neurons run their multi-step kernels), so a stream can go on in
+        chunks; ``forward`` instead starts every sequence from a fresh state."""
+        check_time_steps(check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]"))
+        for layer in self:
+            if not _takes_sequences(layer):
+                x_seq = self._run_layer(layer, x_seq)
+            elif callable(getattr(layer, "steps", None)):
+                x_seq = layer.steps(x_seq)
+            else:
+                x_seq = torch.stack([layer.step(x) for x in x_seq])
+        return x_seq
+
     def step(self, x: torch.Tensor) -> torch.Tensor:
         check_float_tensor(x, "x", 1, "[B, ...]")
         for layer in self:

@@ -241,23 +241,41 @@ class BaseNeuron(nn.Module):
         check_float_tensor(x, "x", 1, "[B, ...]")
         self._check_channels(x.shape, "x")
         self._check_device(x, "x")
+        self._streaming_state(x, "step", "x")
+        out, self._state = self.advance(x, self._state)
+        self._note_active(out)
+        return out
+
+    def steps(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """Advance ``T`` steps on ``x_seq`` ``[T, B, ...]`` from the streaming state (fresh if
+        none) in one kernel call: the same as ``T`` calls of :meth:`step`, the state persisting
+        until :meth:`reset`, so a stream can go on in chunks."""
+        check_time_steps(check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]"))
+        self._check_channels(x_seq.shape[1:], "x_seq")
+        self._check_device(x_seq, "x_seq")
+        self._streaming_state(x_seq[0], "steps", "x_seq")
+        out, self._state = self._run(x_seq, self._state)
+        self._note_active(out.detach().ne(0).any(0))
+        return out
+
+    def _streaming_state(self, x: torch.Tensor, method: str, name: str) -> None:
         if self._state is None:
             self._state = self._fresh_state(x.shape, x)
         elif self._state[0].shape != x.shape:
             raise ValueError(
-                f"x: {type(self).__name__}.step got shape {tuple(x.shape)} but its state has shape "
+                f"{name}: {type(self).__name__}.{method} got steps of shape {tuple(x.shape)} but its state has shape "
                 f"{tuple(self._state[0].shape)}; call reset() before feeding a differently shaped input"
             )
         elif self._state[0].dtype != x.dtype or self._state[0].device != x.device:
             raise ValueError(
-                f"x: {type(self).__name__}.step got {x.dtype} on {x.device} but its state is "
+                f"{name}: {type(self).__name__}.{method} got {x.dtype} on {x.device} but its state is "
                 f"{self._state[0].dtype} on {self._state[0].device}; call reset() first or convert the input"
             )
-        out, self._state = self.advance(x, self._state)
+
+    def _note_active(self, out: torch.Tensor) -> None:
         if self.mp_init and self.training:
             fired = (out.detach() != 0)
             self._active = fired if self._active is None else (self._active | fired)
-        return out
 
     def initial_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """A fresh state for one step ``x`` ``[B, ...]`` (zeros, or the MP-Init membrane)."""

@@ -86,6 +86,13 @@ class ProbabilisticLIF(BaseNeuron):
         finally:
             self._streaming = False
 
+    def steps(self, x_seq: torch.Tensor) -> torch.Tensor:
+        self._streaming = True
+        try:
+            return super().steps(x_seq)
+        finally:
+            self._streaming = False
+
     def reset(self) -> None:
         super().reset()
         self._stream_key = None
