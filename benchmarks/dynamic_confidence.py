@@ -64,13 +64,14 @@ def evaluate(name: str, factory, calibration, held: torch.Tensor, yh, test: torc
     """Calibrate on held-out outputs, score on test outputs."""
     t_max = held.shape[0]
     ctl = factory(t_max)
-    quiet(calibration, ctl, ctl.trace_outputs(held), yh)
+    cal = quiet(calibration, ctl, ctl.trace_outputs(held), yh)
     trace = ctl.trace_outputs(test)
     result = ctl.decide(trace)
     static = (trace.prediction[-1] == yt).float().mean().item()
     best = oracle(trace, yt)["stable_mean_steps"]
     accuracy = (result.predictions == yt).float().mean().item()
-    return {"policy": name, "controller": repr(ctl), "accuracy": accuracy, "static_accuracy": static,
+    return {"policy": name, "controller": repr(ctl), "certified_delta": getattr(cal, "delta", None),
+            "accuracy": accuracy, "static_accuracy": static,
             "drop_points": 100 * (static - accuracy), "mean_steps": result.mean_steps,
             "step_reduction": 1 - result.mean_steps / t_max,
             "share_of_oracle_saving": (t_max - result.mean_steps) / max(t_max - best, 1e-9)}
@@ -188,6 +189,8 @@ def events(args, log) -> dict:
                                        args.budget / 100)
             rows.append(row)
             r = row["resplits"]
+            if "certified" in name and row["certified_delta"] is None:
+                log("  (the next row fell back to the uncertified choice: too few held-out samples)")
             log(f"  {name:55s} test {row['accuracy']:.4f} ({-row['drop_points']:+.2f} pts) at "
                 f"{row['mean_steps']:6.1f} steps: {100 * row['share_of_oracle_saving']:5.1f}% of the oracle's saving"
                 f" | {r['repeats']} re-splits: {-r['mean_drop_points']:+.2f} pts mean, "
@@ -229,7 +232,8 @@ def risk(pool: torch.Tensor, labels: torch.Tensor, size: int, args, log) -> list
         label = f"delta={r['delta']}" if r["delta"] is not None else "uncertified"
         log(f"  risk simulation, {label:12s}: expected drop over {args.budget:.2f} pts in "
             f"{100 * r['violation_rate']:.1f}% of {r['repeats']} calibrations (+-{100 * r['violation_stderr']:.1f}); "
-            f"mean drop {100 * r['mean_drop']:.2f} pts at {r['mean_steps']:.1f} steps")
+            f"mean drop {100 * r['mean_drop']:.2f} pts at {r['mean_steps']:.1f} steps"
+            + (f"; {r['uncertified_fallbacks']} fell back uncertified" if r["uncertified_fallbacks"] else ""))
     return rows
 
 
@@ -258,6 +262,8 @@ def images(args, log) -> dict:
     for name, (factory, calibration) in policies(budget).items():
         row = evaluate(name, factory, calibration, held, ytr[cal_idx], test, yte)
         rows.append(row)
+        if "certified" in name and row["certified_delta"] is None:
+            log("  (the next row fell back to the uncertified choice: too few held-out samples)")
         log(f"  {name:55s} test {row['accuracy']:.4f} ({-row['drop_points']:+.2f} pts) at {row['mean_steps']:5.1f} "
             f"steps ({100 * row['step_reduction']:.1f}% fewer)")
     ctl = DynamicConfidence(t_max=t_max)

@@ -3,6 +3,8 @@ calibration, oracle, bad input."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -91,6 +93,11 @@ def test_oracle_and_report(tmp_path):
     ctl = DynamicConfidence(t_max=4, threshold=0.5)
     data = report(ctl, trace, labels, out_dir=tmp_path)
     assert len(data["exit_histogram"]) == 4 and sum(data["exit_histogram"]) == 3
+
+    def strict(name):
+        raise ValueError(f"{name} is not JSON")
+
+    json.loads((tmp_path / "dynamic_report.json").read_text(), parse_constant=strict)  # no Infinity/NaN
     assert (tmp_path / "dynamic.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -108,3 +115,35 @@ def test_bad_input():
         DynamicConfidence(t_max=4).run(plain, torch.rand(3, 4), static=True)
     with pytest.raises(ValueError, match="static=True"):
         DynamicConfidence(t_max=8).run(sl.layers.Sequential(nn.Linear(4, 2)), torch.rand(3, 4))
+
+
+def test_calibrate_and_infer_commands_round_trip(converted, tmp_path, capsys):
+    """`spikelab calibrate` certifies (or says why not), saves the controller with the model, and
+    `spikelab infer --dynamic` uses it: the same exit steps as the controller in Python."""
+    from spikelab.cli import main
+
+    snn, _, _ = converted
+    torch.manual_seed(5)
+    x = torch.rand(600, 12)
+    with torch.no_grad():
+        y = snn.run(x, 24).sum(0).argmax(1)
+    y[:30] = (y[:30] + 1) % 4  # not one class, some wrong
+    torch.save(snn, tmp_path / "snn.pt")
+    torch.save({"x": x, "y": y}, tmp_path / "held.pt")
+    torch.save({"x": x[:100], "y": y[:100]}, tmp_path / "test.pt")
+    out = tmp_path / "out"
+    argv = ["calibrate", str(tmp_path / "snn.pt"), "--trust", "--data", str(tmp_path / "held.pt"), "--t-max", "24",
+            "--max-drop", "1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "logit_margin" in printed and (out / "snn_dynamic.pt").exists() and (out / "dynamic.png").exists()
+    saved = torch.load(out / "snn_dynamic.pt", weights_only=False)
+    ctl = DynamicConfidence.from_state(saved.dynamic_confidence)
+    assert ctl.score == "logit_margin" and ctl.evidence == "sum" and ctl.t_max == 24
+    assert main(["infer", str(out / "snn_dynamic.pt"), "--trust", "--dynamic", "--data", str(tmp_path / "test.pt")]) == 0
+    expected = ctl.run(snn, x[:100], mode="live", static=True)
+    assert f"at {expected.mean_steps:.1f} mean steps" in capsys.readouterr().out
+    # too few held-out samples for the certificate: it says so and falls back
+    torch.save({"x": x[:100], "y": y[:100]}, tmp_path / "small.pt")
+    with pytest.warns(UserWarning, match="cannot certify"):
+        assert main(argv[:4] + [str(tmp_path / "small.pt")] + argv[5:]) == 0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikelab.dynamic import DynamicConfidence, calibrate_trace, candidates, fit_temperature, simulate
+from spikelab.dynamic import DynamicConfidence, Trace, calibrate_trace, candidates, fit_temperature, simulate
 from spikelab.dynamic.calibrate import schedule_weights
 from spikelab.dynamic.cutoff import calibrate_top_k, optimal_cutoff_steps, top_k_thresholds
 from spikelab.dynamic.risk import certified_prefix, samples_needed
@@ -297,3 +297,43 @@ def test_live_mode_equals_trace_mode_with_per_step_thresholds(score, evidence):
     traced = ctl.run(snn, x, mode="trace", static=True)
     assert torch.equal(live.predictions, traced.predictions) and torch.equal(live.exit_steps, traced.exit_steps)
     assert live.mean_steps <= 8
+
+
+@pytest.mark.parametrize("gamma", [-0.5, 0.0, 0.7])
+def test_per_step_thresholds_decide_exactly_as_every_candidate(gamma):
+    """The float32 per-step thresholds set on the controller reproduce the calibrated outcome of
+    every candidate, including scores that sit exactly on a scaled boundary (sqrt(2) at step 2
+    of 4 with gamma = -0.5 scales to exactly 1)."""
+    from spikelab.dynamic.calibrate import _per_step
+
+    out, labels = random_outputs(16, 60, 3, seed=21)
+    ctl = DynamicConfidence("logit_margin", t_max=16)
+    trace = ctl.trace_outputs(out)
+    scores = trace.confidence.clone()
+    scores[3, :5] = torch.tensor(2.0).sqrt()  # on a boundary for gamma = -0.5 (w_4 = 1/2 of t_max = 16)
+    found = candidates(scores.double() * schedule_weights(gamma, 16).unsqueeze(1), trace.prediction, labels)
+    for i in range(1, len(found["threshold"])):
+        result = ctl.decide(Trace(scores, trace.prediction), _per_step(float(found["threshold"][i]), gamma, ctl))
+        assert int(result.exit_steps.sum()) == found["steps"][i], found["threshold"][i]
+        assert int((result.predictions == labels).sum()) == found["correct"][i]
+
+
+def test_live_traces_equal_trace_mode_with_a_membrane_readout():
+    """A non-spiking readout (a plain Linear last): live and trace mode sum the same way (float64),
+    so every sample's scores agree to float32 rounding of the layer outputs (a matrix product
+    over fewer rows may round differently), and the exits exactly."""
+    import spikelab as sl
+
+    torch.manual_seed(4)
+    net = sl.layers.Sequential(torch.nn.Linear(6, 32), sl.LIF(beta=0.9), torch.nn.Linear(32, 5))
+    x = torch.rand(120, 50, 6)
+    ctl = DynamicConfidence(t_max=120)
+    trace = ctl.trace(net, x)
+    labels = torch.arange(50) % 5  # an untrained net: arbitrary labels are fine for a mechanics check
+    calibrate_trace(ctl, trace, labels, max_accuracy_drop=None, target_steps=40, delta=None)
+    live = ctl.run(net, x, mode="live", keep_traces=True)
+    traced = ctl.run(net, x, mode="trace")
+    assert torch.equal(live.exit_steps, traced.exit_steps) and torch.equal(live.predictions, traced.predictions)
+    assert len(live.confidences) == len(traced.confidences)
+    for a, b in zip(live.confidences, traced.confidences):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)

@@ -41,7 +41,7 @@ class Calibration:
     schedule: float = 0.0  # gamma of the chosen schedule
     temperature: float = 1.0
     delta: Optional[float] = None  # set: the pick is certified at this error rate
-    candidates: int = 0  # distinct thresholds scored
+    candidates: int = 0  # distinct thresholds scored (over every schedule)
     samples: int = 0
     thresholds: list = field(default_factory=list)  # the per-step thresholds set on the controller
 
@@ -121,12 +121,17 @@ def schedule_weights(gamma: float, t_max: int) -> torch.Tensor:
 
 
 def _per_step(base: float, gamma: float, controller: DynamicConfidence) -> torch.Tensor:
-    """Float32 per-step thresholds that let every score whose scaled value reaches ``base`` through
-    (rounded down where float32 rounding would have gone up)."""
-    exact = base / schedule_weights(gamma, controller.t_max)
-    thr = exact.float()
-    up = thr.double() > exact
-    thr[up] = torch.nextafter(thr[up], torch.zeros_like(thr[up]))
+    """Float32 per-step thresholds ``c_t`` deciding exactly as calibrated: a float32 score ``s``
+    passes ``s >= c_t`` if and only if ``s * w_t >= base`` in float64 (``c_t`` is the smallest
+    float32 with ``c_t * w_t >= base``), so the deployed rule is the tested one."""
+    weights = schedule_weights(gamma, controller.t_max)
+    thr = (base / weights).float()
+    zero = torch.zeros_like(thr)
+    for _ in range(4):  # float32 rounding is off by at most an ulp or two
+        low = thr.double() * weights < base
+        thr = torch.where(low, torch.nextafter(thr, torch.full_like(thr, math.inf)), thr)
+        lower = torch.nextafter(thr, zero)
+        thr = torch.where(~low & (lower.double() * weights >= base), lower, thr)
     if controller.score in BOUNDED:
         thr[thr > 1] = math.inf
     return thr
@@ -157,8 +162,14 @@ def calibrate_trace(controller: DynamicConfidence, trace: Trace, labels: torch.T
         raise ValueError(f"delta: expected a probability in (0, 1), got {delta!r}")
     if max_accuracy_drop is None or target_steps is not None:
         delta = None  # only a budget can be certified
-    if not schedules or any(not math.isfinite(float(g)) for g in schedules):
+    try:
+        schedules = [float(g) for g in schedules]
+    except (TypeError, ValueError):
+        raise ValueError(f"schedules: expected a list of exponents (numbers), got {schedules!r}") from None
+    if not schedules or not all(math.isfinite(g) for g in schedules):
         raise ValueError(f"schedules: expected finite exponents, got {schedules!r}")
+    if target_steps is not None and not (isinstance(target_steps, (int, float)) and target_steps >= 1):
+        raise ValueError(f"target_steps: expected a mean number of steps >= 1, got {target_steps!r}")
     if trace.prediction.shape[0] != controller.t_max:
         raise ValueError(f"trace: {trace.prediction.shape[0]} steps, the controller's t_max is {controller.t_max}")
     if trace.accumulated is not None:
@@ -180,10 +191,11 @@ def calibrate_trace(controller: DynamicConfidence, trace: Trace, labels: torch.T
                       "the guarantee, as with delta=None", stacklevel=3)
         delta = None
     static_right = int((trace.prediction[-1] == labels).sum())
-    rows = []
+    rows, scored = [], 0
     for gamma in schedules:
         found = candidates(scores.double() * schedule_weights(float(gamma), t_max).unsqueeze(1), trace.prediction,
                            labels, controller.t_min)
+        scored += len(found["threshold"])
         keep = np.ones(len(found["threshold"]), bool)
         if delta is not None:
             keep[:] = False
@@ -212,7 +224,7 @@ def calibrate_trace(controller: DynamicConfidence, trace: Trace, labels: torch.T
     front = [{"threshold": r["threshold"], "schedule": r["schedule"], "accuracy": r["correct"] / batch,
               "mean_steps": r["steps"] / batch} for r in _pareto_rows(rows)]
     return Calibration(chosen["threshold"], accuracy, mean_steps, static_right / batch, front, chosen["schedule"],
-                       controller.temperature, delta, sum(1 for _ in rows), batch, controller.threshold.tolist())
+                       controller.temperature, delta, scored, batch, controller.threshold.tolist())
 
 
 def _warn_small(batch: int, budget: float) -> None:
@@ -258,11 +270,14 @@ def sweep(controller: DynamicConfidence, trace: Trace, labels: torch.Tensor, gri
     """Accuracy and mean exit step for ``grid`` constant thresholds spread over the quantiles
     of the controller's scores on ``trace`` (plus ``inf``: no early exit)."""
     scores = trace.confidence if trace.accumulated is None else controller.scores(trace.accumulated)
-    levels = torch.quantile(scores.flatten().double()[:2 ** 24], torch.linspace(0, 1, grid, dtype=torch.float64))
+    flat = scores.flatten().double()
+    flat = flat[:: max(1, flat.numel() // 2 ** 24)]  # quantile's size limit: a strided sample of every step
+    levels = torch.quantile(flat, torch.linspace(0, 1, grid, dtype=torch.float64))
     rows = []
     for thr in sorted(set(levels.float().tolist())) + [math.inf]:
         result = controller.decide(Trace(scores, trace.prediction), torch.tensor(thr))
-        rows.append({"threshold": thr, "accuracy": (result.predictions == labels).float().mean().item(),
+        rows.append({"threshold": thr if math.isfinite(thr) else None,  # JSON-safe: None = no early exit
+                     "accuracy": (result.predictions == labels).float().mean().item(),
                      "mean_steps": result.mean_steps})
     return rows
 
@@ -351,7 +366,7 @@ def _plot(data: dict, path: Path) -> None:
     a2.set_xlabel("exit step")
     a2.set_ylabel("samples")
     a2.set_title("exit steps")
-    finite = [r for r in data["sensitivity"] if math.isfinite(r["threshold"])]
+    finite = [r for r in data["sensitivity"] if r["threshold"] is not None]
     a3.plot([r["threshold"] for r in finite], [r["mean_steps"] for r in finite])
     a3.set_xlabel("threshold")
     a3.set_ylabel("mean steps")

@@ -84,8 +84,10 @@ def run_calibrate(args) -> int:
     out = Path(args.out)
     report(ctl, ctl.trace(snn, x, static=args.static), y, out_dir=out)
     torch.save(ctl.attach(snn), out / "snn_dynamic.pt")
+    guarantee = (f"certified: drop > {args.max_drop} points with probability <= {cal.delta}" if cal.delta is not None
+                 else "not certified")
     print(f"{ctl}: held-out accuracy {cal.accuracy:.4f} (static {cal.static_accuracy:.4f}) at "
-          f"{cal.mean_steps:.1f} mean steps of {args.t_max}")
+          f"{cal.mean_steps:.1f} mean steps of {args.t_max} ({guarantee})")
     print(f"wrote {out / 'snn_dynamic.pt'}, dynamic_report.json, dynamic.png")
     return 0
 

@@ -144,7 +144,8 @@ class DynamicConfidence:
         if not isinstance(outputs, torch.Tensor) or outputs.ndim != 3 or outputs.shape[0] != self.t_max:
             shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
             raise ValueError(f"outputs: expected per-step outputs [t_max={self.t_max}, B, classes], got {shape}")
-        accumulated = outputs.detach().float().cumsum(0)
+        # summed in float64 step after step, exactly as live mode sums, then scored in float32
+        accumulated = outputs.detach().double().cumsum(0).float()
         return Trace(self.scores(accumulated), accumulated.argmax(-1), accumulated)
 
     def decide(self, trace: Trace, threshold: Optional[torch.Tensor] = None) -> DynamicResult:
@@ -194,12 +195,13 @@ class DynamicConfidence:
             x = seq[t: t + size]
             x = x if rows is None else x.index_select(1, rows)
             outs = model.steps(x) if multi else model.step(x[0]).unsqueeze(0)
-            done = torch.zeros(len(active), dtype=torch.bool)
+            done = torch.zeros(len(active), dtype=torch.bool)  # bookkeeping on the CPU
             for out in outs:
                 t += 1
-                out = out.float()
-                total = out.clone() if total is None else total + out
-                conf = confidence(total / t if self.evidence == "mean" else total, self.score, self.temperature)
+                total = out.double() if total is None else total + out.double()
+                evidence = total.float()
+                conf = confidence(evidence / t if self.evidence == "mean" else evidence, self.score,
+                                  self.temperature).cpu()
                 running = ~done
                 if keep_traces:
                     for i, c in zip(active[running].tolist(), conf[running].tolist()):
@@ -208,16 +210,15 @@ class DynamicConfidence:
                 if t == self.t_max:
                     now = running
                 if now.any():
-                    finished = active[now]
-                    preds[finished] = total[now].argmax(-1)
-                    exits[finished] = t
+                    preds[active[now]] = evidence.argmax(-1).cpu()[now]
+                    exits[active[now]] = t
                     done |= now
             if done.all():
                 break
             if done.any():
                 keep = (~done).nonzero().flatten()
-                model.select_batch(keep)
-                active, total = active[keep], total[keep]
+                model.select_batch(keep.to(seq.device))
+                active, total = active[keep], total[keep.to(total.device)]
                 rows = active.to(seq.device)
         model.reset()
         return DynamicResult(preds, exits, confs)

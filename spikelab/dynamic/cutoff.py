@@ -77,7 +77,11 @@ def calibrate_top_k(controller: DynamicConfidence, trace: Trace, labels: torch.T
     """Choose ``epsilon`` on held-out traces: the fewest mean steps within ``max_accuracy_drop``
     of the static accuracy; sets the controller's thresholds and returns the choice and the
     front of every ``epsilon`` tried."""
-    labels = torch.as_tensor(labels)
+    from spikelab.dynamic.calibrate import _check_labels
+
+    labels = _check_labels(trace, labels)
+    if not (isinstance(max_accuracy_drop, (int, float)) and 0 <= max_accuracy_drop < 1):
+        raise ValueError(f"max_accuracy_drop: expected a fraction in [0, 1), got {max_accuracy_drop!r}")
     epsilons = list(epsilons) if epsilons is not None else [0.0] + np.geomspace(1e-3, 0.5, 40).tolist()
     static_right = int((trace.prediction[-1] == labels).sum())
     allowed = math.floor(max_accuracy_drop * len(labels) + 1e-9)
@@ -88,7 +92,7 @@ def calibrate_top_k(controller: DynamicConfidence, trace: Trace, labels: torch.T
         result = controller.decide(trace, thr)
         rows.append({"epsilon": eps, "thresholds": thr, "correct": int((result.predictions == labels).sum()),
                      "mean_steps": result.mean_steps})
-    fitting = [r for r in rows if r["correct"] >= static_right - allowed] or rows[:1]
+    fitting = [r for r in rows if r["correct"] >= static_right - allowed] or [max(rows, key=lambda r: r["correct"])]
     chosen = min(fitting, key=lambda r: (r["mean_steps"], -r["correct"]))
     controller.threshold = chosen["thresholds"]
     front = [{"epsilon": r["epsilon"], "accuracy": r["correct"] / len(labels), "mean_steps": r["mean_steps"]}

@@ -59,14 +59,16 @@ def simulate(controller: DynamicConfidence, trace: Trace, labels: torch.Tensor, 
     gen = torch.Generator().manual_seed(seed)
     batch = trace.prediction.shape[1]
     static = (trace.prediction[-1] == labels).float().mean().item()
-    drops, steps = [], []
+    drops, steps, fallbacks = [], [], 0
     for _ in range(repeats):
         pick = torch.randint(batch, (calibration_size,), generator=gen)
         ctl = copy.deepcopy(controller)
         part = Trace(trace.confidence[:, pick], trace.prediction[:, pick], trace.accumulated[:, pick])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            calibrate_trace(ctl, part, labels[pick], max_accuracy_drop=budget, delta=delta if certified else None)
+            cal = calibrate_trace(ctl, part, labels[pick], max_accuracy_drop=budget,
+                                  delta=delta if certified else None)
+        fallbacks += certified and cal.delta is None
         result = ctl.decide(trace)
         drops.append(static - (result.predictions == labels).float().mean().item())
         steps.append(result.mean_steps)
@@ -76,5 +78,6 @@ def simulate(controller: DynamicConfidence, trace: Trace, labels: torch.Tensor, 
             "repeats": repeats, "violation_rate": float(violations.mean()),
             "violation_stderr": float(math.sqrt(max(violations.mean() * (1 - violations.mean()), 1e-12) / repeats)),
             "mean_drop": float(drops_np.mean()), "mean_steps": float(np.mean(steps)),
-            "population": batch, "population_static_accuracy": static}
+            "population": batch, "population_static_accuracy": static,
+            "uncertified_fallbacks": int(fallbacks)}  # calibrations too small to certify (none, normally)
 
