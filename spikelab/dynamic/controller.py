@@ -183,36 +183,41 @@ class DynamicConfidence:
         confs: list[list[float]] = [[] for _ in range(batch)]
         # Several steps per call where the model can continue a sequence (``steps``): per-step
         # calls cost a fixed overhead that a long run would pay t_max times. The chunk grows
-        # with the time already spent (at most 1/8 of it), so a sample that exits inside a
-        # chunk costs at most ~12% extra work; decisions are still taken at every step.
+        # with the time already spent (a quarter of it), so a sample that exits inside a chunk
+        # costs at most 25% extra work; decisions are still taken at every step. Measured on
+        # the T = 300 event benchmark: a quarter keeps ~0.8 of the step saving in wall time,
+        # an eighth ~0.7, one step per call ~0.2.
         multi = callable(getattr(model, "steps", None))
         model.reset()
         total = None
         rows = None  # the input rows still running; None while every sample runs
         t = 0
         while t < self.t_max:
-            size = min(max(1, t // 8), self.t_max - t) if multi else 1
+            size = min(max(1, t // 4), self.t_max - t) if multi else 1
             x = seq[t: t + size]
             x = x if rows is None else x.index_select(1, rows)
             outs = model.steps(x) if multi else model.step(x[0]).unsqueeze(0)
-            done = torch.zeros(len(active), dtype=torch.bool)  # bookkeeping on the CPU
-            for out in outs:
-                t += 1
-                total = out.double() if total is None else total + out.double()
-                evidence = total.float()
-                conf = confidence(evidence / t if self.evidence == "mean" else evidence, self.score,
-                                  self.temperature).cpu()
-                running = ~done
-                if keep_traces:
-                    for i, c in zip(active[running].tolist(), conf[running].tolist()):
-                        confs[i].append(c)
-                now = running & ((conf >= self.threshold[t - 1]) if t >= self.t_min else torch.zeros_like(done))
-                if t == self.t_max:
-                    now = running
-                if now.any():
-                    preds[active[now]] = evidence.argmax(-1).cpu()[now]
-                    exits[active[now]] = t
-                    done |= now
+            # the chunk's decisions at once: summed evidence at each of its steps, first ready step
+            steps = torch.arange(t + 1, t + outs.shape[0] + 1)
+            sums = outs.double().cumsum(0) + (0 if total is None else total)
+            total = sums[-1]
+            evidence = sums.float()
+            scale = steps.to(evidence).view(-1, 1, 1) if self.evidence == "mean" else 1
+            conf = confidence(evidence / scale, self.score, self.temperature).cpu()  # [chunk, B]
+            ready = (conf >= self.threshold[t: t + len(steps)].unsqueeze(1)) & (steps >= self.t_min).unsqueeze(1)
+            if steps[-1] == self.t_max:
+                ready[-1] = True
+            done = ready.any(0)
+            first = ready.float().argmax(0)  # the first ready step of each sample in the chunk
+            if done.any():
+                exits[active[done]] = steps[first[done]]
+                labels = evidence.argmax(-1).cpu()
+                preds[active[done]] = labels[first[done], done.nonzero().flatten()]
+            if keep_traces:
+                last = torch.where(done, first, len(steps) - 1).tolist()
+                for j, (i, n) in enumerate(zip(active.tolist(), last)):
+                    confs[i].extend(conf[: n + 1, j].tolist())
+            t += len(steps)
             if done.all():
                 break
             if done.any():

@@ -255,7 +255,8 @@ class BaseNeuron(nn.Module):
         self._check_device(x_seq, "x_seq")
         self._streaming_state(x_seq[0], "steps", "x_seq")
         out, self._state = self._run(x_seq, self._state)
-        self._note_active(out.detach().ne(0).any(0))
+        if self.mp_init and self.training:
+            self._note_active(out.detach().ne(0).any(0))
         return out
 
     def _streaming_state(self, x: torch.Tensor, method: str, name: str) -> None:
