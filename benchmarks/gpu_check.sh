@@ -30,6 +30,8 @@ unset TRITON_INTERPRET
 tests_rc=${PIPESTATUS[0]}
 (cd tests && timeout 120 $PY -m pytest -q -p no:cacheprovider test_blocks.py -k triton 2>&1) | tee -a "$OUT/triton_tests.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || tests_rc=1
+(cd tests && timeout 120 $PY -m pytest -q -p no:cacheprovider test_dynamic_calibration.py -k cuda 2>&1) | tee -a "$OUT/triton_tests.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || tests_rc=1
 
 echo "== LIF layer speed on the GPU"
 timeout 120 $PY benchmarks/neuron_speed.py --device cuda --repeats 20 --json "$OUT/gpu_bench.json" 2>&1 \

@@ -337,3 +337,16 @@ def test_live_traces_equal_trace_mode_with_a_membrane_readout():
     assert len(live.confidences) == len(traced.confidences)
     for a, b in zip(live.confidences, traced.confidences):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.sh runs it)")
+def test_live_mode_on_cuda_equals_trace_mode():
+    import spikelab as sl
+
+    torch.manual_seed(6)
+    net = sl.layers.Sequential(torch.nn.Linear(6, 32), sl.LIF(beta=0.9), torch.nn.Linear(32, 5), sl.LIF(beta=0.9))
+    net = net.cuda()
+    x = (torch.rand(60, 40, 6, device="cuda") < 0.5).float()
+    ctl = DynamicConfidence(t_max=60, threshold=3.0)
+    live, traced = ctl.run(net, x, mode="live"), ctl.run(net, x, mode="trace")
+    assert torch.equal(live.exit_steps, traced.exit_steps) and torch.equal(live.predictions, traced.predictions)
