@@ -350,3 +350,16 @@ def test_live_mode_on_cuda_equals_trace_mode():
     ctl = DynamicConfidence(t_max=60, threshold=3.0)
     live, traced = ctl.run(net, x, mode="live"), ctl.run(net, x, mode="trace")
     assert torch.equal(live.exit_steps, traced.exit_steps) and torch.equal(live.predictions, traced.predictions)
+
+
+def test_an_uncalibrated_controller_says_it_will_not_stop_early():
+    import spikelab as sl
+
+    net = sl.layers.Sequential(torch.nn.Linear(4, 3), sl.LIF(beta=0.9))
+    with pytest.warns(UserWarning, match="threshold: never set"):
+        result = DynamicConfidence(t_max=5).run(net, torch.rand(5, 2, 4), mode="trace")
+    assert result.exit_steps.tolist() == [5, 5]
+    calibrated_to_never = DynamicConfidence(t_max=5, threshold=math.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calibrated_to_never.run(net, torch.rand(5, 2, 4), mode="live")  # set on purpose: no warning

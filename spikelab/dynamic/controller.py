@@ -17,6 +17,7 @@ the batch, inputs and every neuron state together (``select_batch``), so the wor
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
@@ -103,6 +104,7 @@ class DynamicConfidence:
         self.fit_temperature = temperature is None
         self.temperature = 1.0 if temperature is None else float(temperature)
         self.threshold = math.inf if threshold is None else threshold
+        self._unset = threshold is None  # no threshold given or calibrated yet
 
     @property
     def threshold(self) -> torch.Tensor:
@@ -111,6 +113,7 @@ class DynamicConfidence:
     @threshold.setter
     def threshold(self, value) -> None:
         self._threshold = self._thresholds(value, "threshold")
+        self._unset = False
 
     def _thresholds(self, value, name: str) -> torch.Tensor:
         t = torch.as_tensor(value, dtype=torch.float32).flatten()
@@ -167,6 +170,7 @@ class DynamicConfidence:
         """Predictions and exit steps; ``live`` really drops finished samples, ``trace`` simulates
         all. ``inputs`` as in :meth:`trace`; ``keep_traces`` records every sample's scores in live mode."""
         if mode == "trace":
+            self._warn_unset()
             return self.decide(self.trace(model, inputs, static))
         if mode != "live":
             raise ValueError(f"mode: expected 'live' or 'trace', got {mode!r}")
@@ -176,6 +180,7 @@ class DynamicConfidence:
                                 f"({type(model).__name__} has none); use a spikelab Sequential, a converted SNN, "
                                 "or mode='trace'")
         seq = self._sequence(inputs, static)
+        self._warn_unset()
         batch = seq.shape[1]
         active = torch.arange(batch)
         preds = torch.full((batch,), -1, dtype=torch.long)
@@ -227,6 +232,11 @@ class DynamicConfidence:
                 rows = active.to(seq.device)
         model.reset()
         return DynamicResult(preds, exits, confs)
+
+    def _warn_unset(self) -> None:
+        if self._unset:
+            warnings.warn("threshold: never set (inf at every step), so every sample runs all t_max steps; calibrate "
+                          "the controller first (spikelab.dynamic.calibrate) or pass threshold=", stacklevel=4)
 
     def _sequence(self, inputs: torch.Tensor, static: bool) -> torch.Tensor:
         if not isinstance(inputs, torch.Tensor):
