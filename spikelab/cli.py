@@ -41,12 +41,29 @@ def _init_distributed() -> None:
         torch.distributed.init_process_group(backend)
 
 
+def _leave_distributed() -> None:
+    """Leave the process group before the interpreter exits: a gloo group torn down by the
+    interpreter's shutdown instead can abort the process ("terminate called without an
+    active exception") after training has finished."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def _train(args: argparse.Namespace) -> int:
     from spikelab.runtime import tune_for_command
-    from spikelab.train import ConfigError, trainer_from_config
 
     tune_for_command()
     _init_distributed()
+    try:
+        return _train_in_group(args)
+    finally:
+        _leave_distributed()
+
+
+def _train_in_group(args: argparse.Namespace) -> int:
+    from spikelab.train import ConfigError, trainer_from_config
     from spikelab.train.trainer import NonFiniteError
 
     try:
