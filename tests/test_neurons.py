@@ -124,7 +124,7 @@ def test_steps_in_chunks_continue_the_stream(name):
     assert torch.equal(chunks, whole)
     if name != "ProbabilisticLIF":
         assert torch.equal(neuron(x), whole)
-    with pytest.raises(ValueError, match="steps got steps of shape"):
+    with pytest.raises(ValueError, match=r"steps got a step of shape \(4, 5\) but its state has shape \(3, 5\)"):
         neuron.steps(torch.rand(2, 4, 5))
     net = sl.layers.Sequential(torch.nn.Linear(5, 7), ALL[name](), torch.nn.Linear(7, 2), sl.LIF(beta=0.9))
     torch.manual_seed(3)

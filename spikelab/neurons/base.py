@@ -264,7 +264,7 @@ class BaseNeuron(nn.Module):
             self._state = self._fresh_state(x.shape, x)
         elif self._state[0].shape != x.shape:
             raise ValueError(
-                f"{name}: {type(self).__name__}.{method} got steps of shape {tuple(x.shape)} but its state has shape "
+                f"{name}: {type(self).__name__}.{method} got a step of shape {tuple(x.shape)} but its state has shape "
                 f"{tuple(self._state[0].shape)}; call reset() before feeding a differently shaped input"
             )
         elif self._state[0].dtype != x.dtype or self._state[0].device != x.device:
