@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikelab.dynamic import DynamicConfidence, calibrate_trace, oracle, simulate
+from spikelab.dynamic import DynamicConfidence, calibrate_trace, oracle, pareto, simulate
 from spikelab.dynamic.calibrate import candidates, schedule_weights
 from spikelab.dynamic.cutoff import calibrate_top_k, top_k_thresholds
 
@@ -126,13 +126,8 @@ def default_schedule() -> float:
 
 
 def _front(steps: np.ndarray, accs: np.ndarray) -> list:
-    order = np.lexsort((-accs, steps))
-    front, best = [], -1.0
-    for i in order:
-        if accs[i] > best:
-            front.append((float(steps[i]), float(accs[i])))
-            best = accs[i]
-    return front
+    rows = [{"mean_steps": float(s), "accuracy": float(a)} for s, a in zip(steps, accs)]
+    return [(r["mean_steps"], r["accuracy"]) for r in pareto(rows)]
 
 
 def timed(fn, repeats: int = 3) -> float:

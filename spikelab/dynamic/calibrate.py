@@ -211,7 +211,7 @@ def calibrate_trace(controller: DynamicConfidence, trace: Trace, labels: torch.T
         fitting = [r for r in rows if r["correct"] >= static_right - allowed]
         chosen = min(fitting, key=lambda r: (r["steps"], -r["correct"]))
     else:
-        chosen = _knee(_pareto_rows(rows))
+        chosen = _knee(pareto(rows, "steps", "correct"))
     if max_accuracy_drop is not None and delta is None:
         _warn_small(batch, max_accuracy_drop)
     controller.threshold = _per_step(chosen["threshold"], chosen["schedule"], controller)
@@ -222,7 +222,7 @@ def calibrate_trace(controller: DynamicConfidence, trace: Trace, labels: torch.T
                       f"held-out data ({batch} samples); allow a larger drop, more held-out samples or a larger "
                       "t_max", stacklevel=3)
     front = [{"threshold": r["threshold"], "schedule": r["schedule"], "accuracy": r["correct"] / batch,
-              "mean_steps": r["steps"] / batch} for r in _pareto_rows(rows)]
+              "mean_steps": r["steps"] / batch} for r in pareto(rows, "steps", "correct")]
     return Calibration(chosen["threshold"], accuracy, mean_steps, static_right / batch, front, chosen["schedule"],
                        controller.temperature, delta, scored, batch, controller.threshold.tolist())
 
@@ -257,15 +257,6 @@ def calibrate(controller: DynamicConfidence, model, inputs: torch.Tensor, labels
     return calibrate_trace(controller, trace, labels, max_accuracy_drop, target_steps, delta, schedules)
 
 
-def _pareto_rows(rows: list[dict]) -> list[dict]:
-    front, best = [], -1
-    for row in sorted(rows, key=lambda r: (r["steps"], -r["correct"])):
-        if row["correct"] > best:
-            front.append(row)
-            best = row["correct"]
-    return front
-
-
 def sweep(controller: DynamicConfidence, trace: Trace, labels: torch.Tensor, grid: int = 201) -> list[dict]:
     """Accuracy and mean exit step for ``grid`` constant thresholds spread over the quantiles
     of the controller's scores on ``trace`` (plus ``inf``: no early exit)."""
@@ -282,13 +273,14 @@ def sweep(controller: DynamicConfidence, trace: Trace, labels: torch.Tensor, gri
     return rows
 
 
-def pareto(rows: list[dict]) -> list[dict]:
-    """The settings no other beats on both accuracy and mean steps, by increasing steps."""
-    front, best = [], -1.0
-    for row in sorted(rows, key=lambda r: (r["mean_steps"], -r["accuracy"])):
-        if row["accuracy"] > best:
+def pareto(rows: list[dict], steps: str = "mean_steps", accuracy: str = "accuracy") -> list[dict]:
+    """The settings no other beats on both accuracy and mean steps, by increasing steps
+    (``steps``/``accuracy``: the keys that hold them)."""
+    front, best = [], -math.inf
+    for row in sorted(rows, key=lambda r: (r[steps], -r[accuracy])):
+        if row[accuracy] > best:
             front.append(row)
-            best = row["accuracy"]
+            best = row[accuracy]
     return front
 
 
@@ -304,17 +296,26 @@ def _knee(front: list[dict]) -> dict:
     return max(front, key=distance)
 
 
+def optimal_cutoff_steps(trace: Trace, labels: torch.Tensor) -> torch.Tensor:
+    """Per sample, the first step (1-based) after which its prediction stays correct; ``inf`` if never."""
+    correct = trace.prediction == labels.unsqueeze(0)  # [t_max, B]
+    # stays correct from t on: correct at t and at every later step
+    stays = torch.flip(torch.cumprod(torch.flip(correct.int(), [0]), 0), [0]).bool()
+    steps = torch.arange(1, correct.shape[0] + 1, dtype=torch.float64).unsqueeze(1)
+    return torch.where(stays, steps, torch.tensor(math.inf, dtype=torch.float64)).min(0).values
+
+
 def oracle(trace: Trace, labels: torch.Tensor) -> dict:
     """The SNN's potential: per sample, the first step after which its prediction stays correct
     (``t_max`` if never) and the first step at which it is correct at all."""
     correct = trace.prediction == labels.unsqueeze(0)  # [t_max, B]
     t_max = correct.shape[0]
     steps = torch.arange(1, t_max + 1).unsqueeze(1)
-    # stays correct from t on: correct at t and at every later step
-    stays = torch.flip(torch.cumprod(torch.flip(correct.int(), [0]), 0), [0]).bool()
-    stable = torch.where(stays.any(0), torch.where(stays, steps, t_max + 1).min(0).values, torch.tensor(t_max))
+    settle = optimal_cutoff_steps(trace, labels)
+    settled = torch.isfinite(settle)
+    stable = torch.where(settled, settle, float(t_max))
     first = torch.where(correct.any(0), torch.where(correct, steps, t_max + 1).min(0).values, torch.tensor(t_max))
-    return {"stable_accuracy": stays.any(0).float().mean().item(), "stable_mean_steps": stable.float().mean().item(),
+    return {"stable_accuracy": settled.float().mean().item(), "stable_mean_steps": stable.float().mean().item(),
             "first_correct_accuracy": correct.any(0).float().mean().item(),
             "first_correct_mean_steps": first.float().mean().item()}
 

@@ -17,15 +17,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from spikelab.dynamic.calibrate import _check_labels, optimal_cutoff_steps
 from spikelab.dynamic.controller import DynamicConfidence, Trace
-
-
-def optimal_cutoff_steps(trace: Trace, labels: torch.Tensor) -> torch.Tensor:
-    """Per sample, the first step (1-based) after which its prediction stays correct; ``inf`` if never."""
-    correct = trace.prediction == labels.unsqueeze(0)
-    stays = torch.flip(torch.cumprod(torch.flip(correct.int(), [0]), 0), [0]).bool()
-    steps = torch.arange(1, correct.shape[0] + 1, dtype=torch.float64).unsqueeze(1)
-    return torch.where(stays, steps, torch.tensor(math.inf, dtype=torch.float64)).min(0).values
 
 
 def top_k_thresholds(controller: DynamicConfidence, trace: Trace, labels: torch.Tensor,
@@ -77,8 +70,6 @@ def calibrate_top_k(controller: DynamicConfidence, trace: Trace, labels: torch.T
     """Choose ``epsilon`` on held-out traces: the fewest mean steps within ``max_accuracy_drop``
     of the static accuracy; sets the controller's thresholds and returns the choice and the
     front of every ``epsilon`` tried."""
-    from spikelab.dynamic.calibrate import _check_labels
-
     labels = _check_labels(trace, labels)
     if not (isinstance(max_accuracy_drop, (int, float)) and 0 <= max_accuracy_drop < 1):
         raise ValueError(f"max_accuracy_drop: expected a fraction in [0, 1), got {max_accuracy_drop!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -79,19 +80,22 @@ class ProbabilisticLIF(BaseNeuron):
         seed = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64)
         return torch.cat([seed, torch.zeros(1, dtype=torch.int64)])
 
-    def step(self, x: torch.Tensor) -> torch.Tensor:
+    @contextlib.contextmanager
+    def _stream(self):
+        """Streaming calls draw their noise from the stream's key and step counter."""
         self._streaming = True
         try:
-            return super().step(x)
+            yield
         finally:
             self._streaming = False
 
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        with self._stream():
+            return super().step(x)
+
     def steps(self, x_seq: torch.Tensor) -> torch.Tensor:
-        self._streaming = True
-        try:
+        with self._stream():
             return super().steps(x_seq)
-        finally:
-            self._streaming = False
 
     def reset(self) -> None:
         super().reset()
