@@ -9,8 +9,8 @@ Quick start::
 
 from spikelab import data, layers, models, neurons, surrogate
 from spikelab.backends import BackendUnavailableError
-from spikelab.neurons import (EIF, IF, LIF, MPRLIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator,
-                              Neuron, ProbabilisticLIF)
+from spikelab.neurons import (EIF, IF, LIF, MPRLIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, DelayedResetCurrentLIF,
+                              DelayedResetLIF, LeakyIntegrator, Neuron, ProbabilisticLIF)
 from spikelab.monitor import Monitor
 from spikelab.runtime import tune_cpu_allocator
 from spikelab.state import reset, select_batch
@@ -28,7 +28,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "EIF", "IF", "LIF", "LeakyIntegrator",
+    "AdaptiveLIF", "BackendUnavailableError", "BaseNeuron", "CurrentLIF", "DelayedResetCurrentLIF", "DelayedResetLIF", "EIF", "IF", "LIF", "LeakyIntegrator",
     "MPRLIF", "Monitor", "Neuron", "PLIF", "ProbabilisticLIF", "convert", "data", "dynamic", "export", "layers", "models", "neurons", "reset", "select_batch", "surrogate",
     "files", "stats", "testing", "train", "tune_cpu_allocator", "viz", "__version__",
 ]

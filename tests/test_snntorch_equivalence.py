@@ -81,3 +81,192 @@ def test_threshold_equality_mapping():
     mapped = _run_snntorch(snn.Leaky(beta=1.0, threshold=below, reset_mechanism="zero"), x, 1)
     assert torch.equal(ours, mapped)
     assert ours[:, 0, 0].tolist() == [1.0, 0.0, 1.0, 1.0, 0.0]
+
+
+# ----- snnTorch's defaults (reset_delay=True): the delayed-reset neurons ---------------------------------
+
+BACKENDS = ["torch", "numba"]
+
+
+def _compare_all(ours, theirs, x, n_states, params=()):
+    """Spikes identical; gradients of the input and of ``params`` (ours, theirs) pairs within float32."""
+    x1 = x.clone().requires_grad_(True)
+    x2 = x.clone().requires_grad_(True)
+    s1 = ours(x1)
+    s2 = _run_snntorch(theirs, x2, n_states)
+    assert s1.sum() > 0 and (s1 == 0).any(), "the test input should make some neurons spike, not all"
+    assert torch.equal(s1, s2)
+    w = torch.randn_like(s1)
+    (s1 * w).sum().backward()
+    (s2 * w).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-5, atol=1e-5)
+    for a, b in params:
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES + [(120, 8, 64)])
+@pytest.mark.parametrize("beta,threshold", [(0.5, 1.0), (0.9, 0.7), (1.0, 1.5)])
+def test_delayed_reset_lif_matches_default_leaky(backend, shape, beta, threshold):
+    # inputs well above the threshold too: the delayed reset may leave the membrane above it
+    torch.manual_seed(int(beta * 10) + len(shape))
+    x = torch.randn(shape) * 1.5 + 0.3
+    ours = sl.DelayedResetLIF(beta=beta, threshold=threshold, backend=backend)
+    theirs = snn.Leaky(beta=beta, threshold=threshold)
+    _compare_all(ours, theirs, x, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_delayed_reset_lif_learned_parameters_match_leaky(backend):
+    torch.manual_seed(3)
+    x = torch.randn(30, 4, 16) * 1.2 + 0.4
+    ours = sl.DelayedResetLIF(beta=0.8, threshold=1.2, learn=("beta",), learn_threshold=True,
+                              surrogate="fast_sigmoid", surrogate_alpha=25, backend=backend)
+    theirs = snn.Leaky(beta=0.8, threshold=1.2, learn_beta=True, learn_threshold=True,
+                       spike_grad=snn.surrogate.fast_sigmoid(slope=25))
+    _compare_all(ours, theirs, x, 1, params=[(ours.beta, theirs.beta), (ours.threshold, theirs.threshold)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES + [(120, 8, 64)])
+@pytest.mark.parametrize("alpha,beta", [(0.6, 0.8), (0.9, 0.95)])
+def test_delayed_reset_current_lif_matches_default_synaptic(backend, shape, alpha, beta):
+    torch.manual_seed(int(alpha * 10) + len(shape))
+    x = torch.randn(shape) * 1.2 + 0.2
+    ours = sl.DelayedResetCurrentLIF(alpha=alpha, beta=beta, backend=backend)
+    theirs = snn.Synaptic(alpha=alpha, beta=beta)
+    _compare_all(ours, theirs, x, 2)
+
+
+def test_delayed_reset_differs_from_immediate_reset():
+    # the mapping matters: with snnTorch's default Leaky, spikelab's plain LIF is not the port
+    torch.manual_seed(0)
+    x = torch.randn(60, 8, 32) * 1.5 + 0.3
+    delayed = sl.DelayedResetLIF(beta=0.9)(x)
+    immediate = sl.LIF(beta=0.9, reset="subtract")(x)
+    assert not torch.equal(delayed, immediate)
+    assert torch.equal(delayed, _run_snntorch(snn.Leaky(beta=0.9), x, 1))
+
+
+def test_delayed_reset_refuses_other_reset_modes_and_bad_decays():
+    with pytest.raises(ValueError, match="reset.*detach_reset=True"):
+        sl.DelayedResetLIF(beta=0.9, reset="zero")
+    with pytest.raises(ValueError, match="beta"):
+        sl.DelayedResetLIF(beta=1.5)
+    with pytest.raises(ValueError, match="alpha"):
+        sl.DelayedResetCurrentLIF(alpha=-0.1)
+    assert "reset=subtract (delayed)" in repr(sl.DelayedResetLIF())
+
+
+def test_delayed_reset_streaming_matches_sequence():
+    # step() keeps the pending reset between calls: a stream reproduces the whole-sequence run
+    torch.manual_seed(4)
+    x = torch.randn(25, 3, 10) * 1.5 + 0.3
+    neuron = sl.DelayedResetLIF(beta=0.7)
+    whole = neuron(x)
+    streamed = torch.stack([neuron.step(x[t]) for t in range(x.shape[0])])
+    assert torch.equal(whole, streamed)
+    assert set(neuron.state) == {"v", "r"}
+
+
+# ----- snnTorch tutorial 6 (convolutional SNN), ported line by line (docs/snntorch.md) ----------------
+
+def _tutorial_snntorch(beta, steps):
+    from torch import nn
+    from snntorch import surrogate
+
+    grad = surrogate.fast_sigmoid(slope=25)
+    return nn.Sequential(nn.Conv2d(1, 12, 5), nn.MaxPool2d(2),
+                         snn.Leaky(beta=beta, spike_grad=grad, init_hidden=True),
+                         nn.Conv2d(12, 64, 5), nn.MaxPool2d(2),
+                         snn.Leaky(beta=beta, spike_grad=grad, init_hidden=True),
+                         nn.Flatten(),
+                         nn.Linear(64 * 4 * 4, 10),
+                         snn.Leaky(beta=beta, spike_grad=grad, init_hidden=True, output=True))
+
+
+def _tutorial_spikelab(beta):
+    L = sl.layers
+
+    def lif():
+        return sl.DelayedResetLIF(beta=beta, surrogate="fast_sigmoid", surrogate_alpha=25)
+
+    return L.Sequential(L.Conv2d(1, 12, 5), L.MaxPool2d(2), lif(),
+                        L.Conv2d(12, 64, 5), L.MaxPool2d(2), lif(),
+                        L.Flatten(),
+                        L.Linear(64 * 4 * 4, 10), lif())
+
+
+def test_snntorch_tutorial_cnn_ported_line_by_line():
+    from snntorch import functional as SF
+    from snntorch import utils
+
+    torch.manual_seed(0)
+    beta, steps = 0.5, 25
+    theirs = _tutorial_snntorch(beta, steps)
+    ours = _tutorial_spikelab(beta)
+    # same weights: the spikelab layers hold the torch layers' parameters under the same positions
+    theirs_params = [p for p in theirs.parameters()]
+    ours_params = [p for p in ours.parameters()]
+    assert [p.shape for p in theirs_params] == [p.shape for p in ours_params]
+    with torch.no_grad():
+        for a, b in zip(ours_params, theirs_params):
+            a.copy_(b * 4)  # larger weights: every layer spikes
+            b.copy_(a)
+    data = torch.rand(4, 1, 28, 28)
+    targets = torch.tensor([3, 1, 4, 1])
+
+    # snnTorch: the tutorial's forward_pass and loss
+    utils.reset(theirs)
+    spk_rec, mem_rec = [], []
+    for _ in range(steps):
+        spk_out, mem_out = theirs(data)
+        spk_rec.append(spk_out)
+        mem_rec.append(mem_out)
+    spk_rec, mem_rec = torch.stack(spk_rec), torch.stack(mem_rec)
+    SF.ce_rate_loss()(spk_rec, targets).backward()
+
+    # spikelab: the whole sequence at once; the membrane through a Monitor
+    x_seq = data.unsqueeze(0).expand(steps, *data.shape)
+    with sl.Monitor(ours, layers=["8"], membrane=True) as mon:
+        out = ours(x_seq)
+    sl.train.losses.tet(out, targets).backward()
+
+    assert 0 < spk_rec.mean() < 1
+    assert torch.equal(out, spk_rec)
+    torch.testing.assert_close(mon.membrane["8"], mem_rec.detach(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(ours_params, theirs_params):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_rleaky_maps_to_recurrent_delayed_reset_lif():
+    # RLeaky adds the feedback after the decay, spikelab before the neuron: the same sum in another
+    # order, so spikes agree except where rounding decides (none here), gradients within float32
+    from torch import nn
+
+    torch.manual_seed(5)
+    n = 12
+    theirs = snn.RLeaky(beta=0.8, linear_features=n)
+    ours = sl.layers.Recurrent(sl.DelayedResetLIF(beta=0.8), nn.Linear(n, n))
+    ours.feedback.load_state_dict(theirs.recurrent.state_dict())
+    x = torch.randn(40, 5, n) + 0.3
+    spk, mem = theirs.init_rleaky()
+    outs = []
+    for t in range(x.shape[0]):
+        spk, mem = theirs(x[t], spk, mem)
+        outs.append(spk)
+    ref = torch.stack(outs)
+    got = ours(x)
+    assert 0 < ref.mean() < 1
+    assert torch.equal(got, ref)
+
+
+def test_spikegen_rate_is_poisson_encoder():
+    from snntorch import spikegen
+
+    data = torch.rand(6, 1, 8, 8)
+    torch.manual_seed(11)
+    theirs = spikegen.rate(data, num_steps=20)
+    torch.manual_seed(11)
+    ours = sl.layers.PoissonEncoder(num_steps=20)(data)
+    assert torch.equal(ours, theirs)

@@ -9,8 +9,9 @@ from spikelab.neurons.probabilistic import ProbabilisticLIF
 from spikelab.neurons.spec import Neuron, NeuronSpecError
 from spikelab.neurons.eif import EIF
 from spikelab.neurons.mpr import MPRLIF
+from spikelab.neurons.delayed import DelayedResetCurrentLIF, DelayedResetLIF
 from spikelab.kernels.expr import clamp, exp, log, maximum, minimum, sigmoid, sqrt, tanh, where
 
 __all__ = ["BaseNeuron", "IF", "LIF", "PLIF", "AdaptiveLIF", "CurrentLIF", "LeakyIntegrator", "ProbabilisticLIF",
-           "EIF", "MPRLIF", "Neuron", "NeuronSpecError", "exp", "log", "tanh", "sigmoid", "sqrt", "clamp", "minimum", "maximum",
+           "EIF", "MPRLIF", "DelayedResetLIF", "DelayedResetCurrentLIF", "Neuron", "NeuronSpecError", "exp", "log", "tanh", "sigmoid", "sqrt", "clamp", "minimum", "maximum",
            "where"]
