@@ -67,9 +67,10 @@ def _train_in_group(args: argparse.Namespace) -> int:
     from spikelab.train.trainer import NonFiniteError
 
     try:
-        trainer = trainer_from_config(args.config, out_dir=args.out, quiet=args.quiet)
-    except ConfigError as err:
-        print(f"spikelab train: {args.config}: {err}", file=sys.stderr)
+        trainer = trainer_from_config(args.config, out_dir=args.out, quiet=args.quiet, overrides=args.set or ())
+    except ConfigError as err:  # a malformed --set names itself; other errors name the file too
+        print(f"spikelab train: {err}" if str(err).startswith("--set") else
+              f"spikelab train: {args.config}: {err}", file=sys.stderr)
         return 2
     if args.resume:
         try:
@@ -84,14 +85,18 @@ def _train_in_group(args: argparse.Namespace) -> int:
         return 1
     if trainer.rank == 0 and history:
         last = history[-1]
-        print(f"epoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f}, best {trainer.best:.4f}; "
-              f"checkpoints in {trainer.out}")
+        names = {"val": "validation", "test": "test"}
+        scores = ", ".join(f"{name} accuracy {last[f'{split}_accuracy']:.4f}"
+                           for split, name in names.items() if f"{split}_accuracy" in last)
+        chosen = names[trainer.select_on.split("_")[0]]
+        print(f"epoch {last['epoch']}: {scores}; best {chosen} accuracy {trainer.best:.4f}; "
+              f"checkpoints, log.csv, history.json and training_curve.png in {trainer.out}")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     from spikelab.data.collate import pad_collate
-    from spikelab.train import ConfigError, load_config, make_datasets, make_model
+    from spikelab.train import ConfigError, load_config, make_model, make_splits
     from spikelab.train.trainer import Trainer
 
     from spikelab import files
@@ -104,20 +109,27 @@ def _eval(args: argparse.Namespace) -> int:
     try:
         files.expect_keys(state, args.checkpoint, ("config", "model"), "a spikelab training checkpoint")
         cfg = load_config(state["config"])
-        train, test, sensor, classes = make_datasets(cfg, quiet=True)
-        model = make_model(cfg, sensor, classes)
+        data = make_splits(cfg, quiet=True)
+        model = make_model(cfg, data.sensor_size, data.classes)
     except (ValueError, FileNotFoundError) as err:  # ConfigError is a ValueError
         print(f"spikelab eval: {args.checkpoint}: {err}" if isinstance(err, ConfigError) else
               f"spikelab eval: {err}", file=sys.stderr)
+        return 2
+    split = args.split or ("test" if data.test is not None else "val")
+    dataset = {"train": data.train, "val": data.val, "test": data.test}[split]
+    if dataset is None:
+        why = ("the configuration has no data.val_split" if split == "val" else
+               f"{cfg['data']['name']} has no test split under data.root; use --split val")
+        print(f"spikelab eval: {args.checkpoint}: no {split} split: {why}", file=sys.stderr)
         return 2
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
         print(f"spikelab eval: {args.checkpoint}: weights do not fit the configured model ({err})", file=sys.stderr)
         return 2
-    trainer = Trainer(model, train, test, cfg, pad_collate, quiet=True)
-    result = trainer.evaluate(train if args.split == "train" else test)
-    print(f"{args.split} accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+    trainer = Trainer(model, data.train, data.test, cfg, pad_collate, quiet=True, val_set=data.val)
+    result = trainer.evaluate(dataset)
+    print(f"{split} accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} ({len(dataset)} samples)")
     for layer, rate in result["rates"].items():
         print(f"  firing rate of layer {layer}: {rate:.4f}")
     return 0
@@ -139,8 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train from a YAML configuration",
                            description="Train from CONFIG.yaml (keys: model, data, train, out; see "
-                                       "docs/training.md). Under torchrun, trains data-parallel.")
+                                       "docs/training.md), writing best.pt, last.pt, log.csv, history.json and "
+                                       "training_curve.png to the output folder. Under torchrun, trains "
+                                       "data-parallel.")
     train.add_argument("config", help="YAML configuration file")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override one configuration value, a dotted key and a YAML value, e.g. "
+                            "--set train.epochs=2 --set data.val_split=0.2 --set model.hidden=[64,32] "
+                            "(repeatable; checked like the file)")
     train.add_argument("--out", help="output folder (overrides the config's 'out')")
     train.add_argument("--resume", help="checkpoint (last.pt) to continue from")
     train.add_argument("--trust", action="store_true", help="load files holding pickled Python objects (whole saved models); this runs code from the file: only for files you trust")
@@ -151,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Rebuild the model and data of a checkpoint's configuration and report "
                                     "accuracy, loss and per-layer firing rates.")
     ev.add_argument("checkpoint", help="best.pt or last.pt written by 'spikelab train'")
-    ev.add_argument("--split", choices=("test", "train"), default="test")
+    ev.add_argument("--split", choices=("test", "val", "train"),
+                    help="test (default where the dataset has a test split), val (the part held out by "
+                         "data.val_split; the default otherwise) or train (the training part)")
     ev.add_argument("--trust", action="store_true", help="load files holding pickled Python objects (whole saved models); this runs code from the file: only for files you trust")
     ev.set_defaults(func=_eval)
 

@@ -9,6 +9,7 @@ several entries; :meth:`Monitor.cat` joins them along the batch).
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Sequence, Union
 
 import torch
@@ -20,9 +21,17 @@ LayerSpec = Union[None, str, type, Sequence[Union[str, type]]]
 
 
 def _selected(model: nn.Module, layers: LayerSpec) -> list[tuple[str, nn.Module]]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module holding spikelab neurons, got {type(model).__name__}")
     named = [(n, m) for n, m in model.named_modules() if n]
+    if isinstance(model, BaseNeuron):  # a bare neuron is watched under its class name
+        named.insert(0, (type(model).__name__, model))
     if layers is None:
-        return [(n, m) for n, m in named if isinstance(m, BaseNeuron)]
+        neurons = [(n, m) for n, m in named if isinstance(m, BaseNeuron)]
+        if not neurons:
+            raise ValueError(f"Monitor: {type(model).__name__} holds no spikelab neuron to watch; name the layers "
+                             f"to record (layers=[...], from model.named_modules()) for other modules' outputs")
+        return neurons
     wanted = [layers] if isinstance(layers, (str, type)) else list(layers)
     picked, names = [], dict(named)
     for spec in wanted:
@@ -84,6 +93,9 @@ class Monitor:
         return self
 
     def detach(self) -> None:
+        if self._handles and not any(self._spikes.values()):
+            warnings.warn("Monitor recorded nothing: it records forward() calls (a whole sequence); "
+                          "step() and steps() do not pass through it", stacklevel=3)
         for h in self._handles:
             h.remove()
         self._handles = []

@@ -194,5 +194,70 @@ def accuracy_vs_timesteps(accuracy: Mapping[int, float], reference: Optional[flo
     return _save(fig, path)
 
 
+def _history(history) -> tuple[list[dict], str]:
+    """The per-epoch records of ``history`` (records, a ``history.json`` or the run folder
+    holding one) and where they came from, for messages."""
+    import json
+
+    where = "history"
+    if isinstance(history, (str, Path)):
+        path = Path(history)
+        if path.is_dir():
+            path = path / "history.json"
+        where = str(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file; expected the history.json that training writes")
+        try:
+            history = json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if isinstance(history, Mapping):
+        history = history.get("history")  # a demo's summary.json holds it under "history"
+    if not isinstance(history, Sequence) or isinstance(history, str) or not history or not all(
+            isinstance(r, Mapping) and isinstance(r.get("epoch"), (int, float)) for r in history):
+        raise ValueError(f"{where}: expected a non-empty list of per-epoch records, each with an 'epoch' "
+                         "(as Trainer.fit returns and history.json holds)")
+    return [dict(r) for r in history], where
+
+
+def training_curve(history, path: PathLike = None, title: Optional[str] = None) -> Figure:
+    """Accuracy and loss per epoch, for every split the history holds (``train_``, ``val_``,
+    ``test_``), with the epoch ``best.pt`` keeps (best validation accuracy, else test) marked.
+
+    ``history``: the list :meth:`spikelab.train.Trainer.fit` returns, a ``history.json`` that
+    training writes, or the run folder holding it (a demo's ``summary.json`` works too).
+    """
+    records, where = _history(history)
+    fig = Figure(figsize=(9, 3.4))
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    styles = {"train": "o", "val": "^", "test": "s"}
+    names = {"train": "train", "val": "validation", "test": "test"}
+    for ax, metric in ((acc_ax, "accuracy"), (loss_ax, "loss")):
+        for split, marker in styles.items():
+            points = [(r["epoch"], r[f"{split}_{metric}"]) for r in records
+                      if isinstance(r.get(f"{split}_{metric}"), (int, float))]
+            if points:
+                ax.plot(*zip(*points), marker=marker, label=names[split])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+    select = "val_accuracy" if any("val_accuracy" in r for r in records) else "test_accuracy"
+    scored = [r for r in records if isinstance(r.get(select), (int, float))]
+    if scored:
+        best = max(scored, key=lambda r: r[select])  # the first of equals, as the trainer keeps it
+        acc_ax.axvline(best["epoch"], color="gray", linestyle=":", linewidth=1,
+                       label=f"best.pt (epoch {best['epoch']:g})")
+    epochs = sorted({r["epoch"] for r in records})
+    if len(epochs) <= 20:
+        for ax in (acc_ax, loss_ax):
+            ax.set_xticks(epochs)
+    acc_ax.set_ylim(0, 1)
+    for ax in (acc_ax, loss_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title if title is not None else f"training curve ({len(records)} epochs)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 __all__ = ["spike_raster", "membrane_trace", "rate_histogram", "event_frames", "event_animation",
-           "events_and_spikes", "accuracy_vs_timesteps"]
+           "events_and_spikes", "accuracy_vs_timesteps", "training_curve"]

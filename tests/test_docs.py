@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-RUNNABLE = ["quickstart.md", "export.md", "custom-neurons.md", "tutorials/train-on-events.md", "tutorials/convert.md"]
+RUNNABLE = ["quickstart.md", "export.md", "custom-neurons.md", "training.md", "tutorials/train-on-events.md", "tutorials/convert.md"]
 # tutorials/dynamic.md runs in test_dynamic_tutorial_results, which also checks its figures
 
 

@@ -46,6 +46,29 @@ def test_monitor_by_type_accumulates_batches_and_refuses_bad_specs():
         _ = mon.membrane
 
 
+def test_monitor_watches_a_bare_neuron_and_refuses_what_it_cannot_watch():
+    neuron, x = sl.LIF(beta=0.8), torch.rand(9, 3, 5) * 2
+    with sl.Monitor(neuron, membrane=True) as mon:
+        out = neuron(x)
+    assert list(mon.spikes) == ["LIF"]
+    assert torch.equal(mon.spikes["LIF"], out) and mon.membrane["LIF"].shape == (9, 3, 5)
+    from torch import nn
+
+    with pytest.raises(ValueError, match="Sequential holds no spikelab neuron to watch"):
+        sl.Monitor(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
+    with pytest.raises(TypeError, match="expected an nn.Module"):
+        sl.Monitor(lambda x: x)
+    # other modules are watched when named
+    plain = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    with sl.Monitor(plain, layers=["1"]) as mon:
+        plain(torch.rand(4, 2, 3))
+    assert mon.spikes["1"].shape == (4, 2, 3)
+    # streaming does not pass through forward hooks: said, not silently empty
+    with pytest.warns(UserWarning, match="recorded nothing.*step"):
+        with sl.Monitor(neuron):
+            neuron.step(x[0])
+
+
 def test_firing_rates_per_layer_and_neuron():
     net, x = _net(), torch.rand(20, 6, 10) * 2
     rates = firing_rates(net, x)

@@ -270,3 +270,30 @@ def test_spikegen_rate_is_poisson_encoder():
     torch.manual_seed(11)
     ours = sl.layers.PoissonEncoder(num_steps=20)(data)
     assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("theirs,ours,alpha", [("atan", "atan", 2.0), ("fast_sigmoid", "fast_sigmoid", 25.0),
+                                               ("sigmoid", "sigmoid", 25.0), ("fast_sigmoid", "fast_sigmoid", 5.0)])
+def test_surrogates_map(theirs, ours, alpha):
+    from snntorch import surrogate
+
+    kwargs = {} if theirs == "atan" else {"slope": alpha}
+    fn = getattr(surrogate, theirs)(**kwargs) if theirs != "atan" else surrogate.atan(alpha=alpha)
+    x1 = torch.linspace(-3, 3, 121).requires_grad_(True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    fn(x1).sum().backward()
+    sl.surrogate.spike(x2, sl.surrogate.get(ours, alpha)).sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-5, atol=1e-5)  # tails: exp under- and overflow
+
+
+def test_losses_map():
+    from snntorch import functional as SF
+
+    torch.manual_seed(6)
+    spk = (torch.rand(10, 5, 10) < 0.3).float()
+    y = torch.randint(0, 10, (5,))
+    torch.testing.assert_close(sl.train.losses.tet(spk, y), SF.ce_rate_loss()(spk, y).squeeze())
+    torch.testing.assert_close(sl.train.losses.membrane_ce(spk, y), SF.ce_count_loss()(spk, y).squeeze())
+    # snnTorch divides by the step count (and truncates T * rate to whole spikes: 8 and 2 here)
+    torch.testing.assert_close(sl.train.losses.count_mse(spk, y, 0.8, 0.2) / spk.shape[0],
+                               SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)(spk, y).squeeze())

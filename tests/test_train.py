@@ -127,9 +127,29 @@ def test_yaml_config(tmp_path):
     path.write_text("model:\n  name: mlp\n  hidden: [64]\ntrain:\n  lr: 0.01\n")
     cfg = load_config(path)
     assert cfg["model"] == {"name": "mlp", "hidden": [64]} and cfg["train"]["lr"] == 0.01
+    path.write_text("train:\n  lr: 1e-3\n  weight_decay: 5.0e-4\n")  # YAML 1.2 numbers, not strings
+    cfg = load_config(path)
+    assert cfg["train"]["lr"] == 0.001 and cfg["train"]["weight_decay"] == 0.0005
     path.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+def test_trainer_takes_a_plain_dict_and_selects_best_on_validation(tmp_path):
+    from spikelab.train import split_dataset
+
+    train, val = split_dataset(Patterns(48, 1), val_split=0.25, seed=0)
+    assert len(train) == 36 and len(val) == 12
+    trainer = Trainer(sl.models.SpikingMLP(24, 4, hidden=(8,)), train, val_set=val, quiet=True,
+                      cfg={"train": {"epochs": 2, "batch_size": 12}, "out": str(tmp_path)})  # not load_config'd
+    history = trainer.fit()
+    assert trainer.select_on == "val_accuracy" and "test_accuracy" not in history[0]
+    assert trainer.best == max(r["val_accuracy"] for r in history)
+    assert (tmp_path / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="expected a test_set or a val_set"):
+        Trainer(trainer.model, train, cfg={})
+    with pytest.raises(ConfigError, match=r"^train\.lr: expected a positive value"):
+        Trainer(trainer.model, train, val, {"train": {"lr": -1}})
 
 
 def test_losses_on_hand_inputs():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -14,30 +14,62 @@ from spikelab.data import datasets as D
 from spikelab.data.collate import pad_collate
 from spikelab.data.transforms import ToFrame
 from spikelab.train.config import ConfigError, load_config, neuron_factory
+from spikelab.train.splits import split_dataset
 
 _CLASSES = {"digits_dvs": D.DigitsDVS, "nmnist": D.NMNIST, "ncaltech101": D.NCaltech101,
             "dvsgesture": D.DVSGesture, "cifar10dvs": D.CIFAR10DVS, "shd": D.SHD}
 
 
-def make_datasets(cfg: dict, quiet: bool = False):
-    """(train set, test set, sensor size, number of classes); a missing folder is a ConfigError."""
+class DataSplits(NamedTuple):
+    """What :func:`make_splits` returns: the training part, the validation part (None without
+    ``data.val_split``), the test split (None where the dataset folder has none), the sensor size
+    and the number of classes."""
+
+    train: Any
+    val: Any
+    test: Any
+    sensor_size: tuple
+    classes: int
+
+
+def make_splits(cfg: dict, quiet: bool = False) -> DataSplits:
+    """The configured dataset's splits, with ``data.val_split`` held out of the training split
+    and ``data.subset`` of the rest kept (deterministic in ``train.seed``, stratified by label).
+
+    A missing folder is a ConfigError (``data.root: ...``); so is a dataset without a test split
+    (N-MNIST's ``Test/``, ``shd_test.h5``, ...) unless ``data.val_split`` is set: the held-out
+    part is then the evaluation set.
+    """
     d = cfg["data"]
     cls = _CLASSES[d["name"]]
     to_frames = ToFrame(tuple(cls.sensor_size), n_time_bins=d["time_bins"], dtype=np.float32)
     kwargs = dict(transform=to_frames, cache=bool(d["cache"]))
+    digits = cls is D.DigitsDVS
     try:
-        if cls is D.DigitsDVS:
-            train = cls(d["root"], "train", quiet=quiet, **kwargs)
-            test = cls(d["root"], "test", quiet=True, **kwargs)
-        else:
-            train = cls(d["root"], "train", **kwargs)
-            test = cls(d["root"], "test", **kwargs)
+        train = cls(d["root"], "train", **(dict(quiet=quiet) if digits else {}), **kwargs)
     except D.DatasetNotFoundError as err:
         raise ConfigError(f"data.root: {err}") from None
-    return train, test, tuple(cls.sensor_size), len(train.classes)
+    try:
+        test = cls(d["root"], "test", **(dict(quiet=True) if digits else {}), **kwargs)
+    except D.DatasetNotFoundError as err:
+        if d["val_split"] is None:
+            raise ConfigError(f"data.root: {err} Without a test split, set data.val_split (e.g. 0.2, or "
+                              "--set data.val_split=0.2 on the command line) to hold out that share of the "
+                              "training set for evaluation.") from None
+        test = None
+    train_part, val = split_dataset(train, d["val_split"], d["subset"], cfg["train"]["seed"])
+    return DataSplits(train_part, val, test, tuple(cls.sensor_size), len(train.classes))
+
+
+def make_datasets(cfg: dict, quiet: bool = False):
+    """(train set, test set, sensor size, number of classes) of :func:`make_splits`: the training
+    part, and the test split (or the validation part where the dataset has no test split)."""
+    s = make_splits(cfg, quiet=quiet)
+    return s.train, s.test if s.test is not None else s.val, s.sensor_size, s.classes
 
 
 def make_model(cfg: dict, sensor_size, classes: int) -> torch.nn.Module:
+    """The configured model for samples of ``sensor_size`` (W, H, P) and ``classes`` outputs."""
     spec = dict(cfg["model"])
     name = spec.pop("name")
     if "neuron" in spec:
@@ -121,19 +153,21 @@ def check_memory(cfg: dict, model: torch.nn.Module, sample_shape: tuple, device:
     return need
 
 
-def trainer_from_config(source, out_dir: Optional[Path] = None, quiet: bool = False):
-    """A ready :class:`~spikelab.train.trainer.Trainer` for a config dict or YAML file."""
+def trainer_from_config(source, out_dir: Optional[Path] = None, quiet: bool = False,
+                        overrides: Sequence[str] = ()):
+    """A ready :class:`~spikelab.train.trainer.Trainer` for a config dict or YAML file
+    (``overrides``: ``KEY=VALUE`` strings, see :func:`~spikelab.train.config.load_config`)."""
     from spikelab.train.trainer import Trainer
 
-    cfg = load_config(source)
+    cfg = load_config(source, overrides)
     torch.manual_seed(cfg["train"]["seed"])
     np.random.seed(cfg["train"]["seed"])
     out = output_folder(out_dir or cfg["out"])
-    train, test, sensor, classes = make_datasets(cfg, quiet=quiet)
-    model = make_model(cfg, sensor, classes)
-    w, h, p = (int(v) for v in sensor)
+    data = make_splits(cfg, quiet=quiet)
+    model = make_model(cfg, data.sensor_size, data.classes)
+    w, h, p = (int(v) for v in data.sensor_size)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     from spikelab.train.trainer import rank_and_world
 
     check_memory(cfg, model.to(device), (p, h, w), device, world=rank_and_world()[1])
-    return Trainer(model, train, test, cfg, pad_collate, out_dir=out, quiet=quiet)
+    return Trainer(model, data.train, data.test, cfg, pad_collate, out_dir=out, quiet=quiet, val_set=data.val)

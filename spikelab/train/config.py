@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 DATASETS = ("digits_dvs", "nmnist", "ncaltech101", "dvsgesture", "cifar10dvs", "shd")
 MODELS = ("mlp", "cnn", "sew_resnet")
@@ -16,7 +18,8 @@ NONFINITE = ("stop", "skip_batch")
 
 DEFAULTS: dict[str, Any] = {
     "model": {"name": "cnn"},
-    "data": {"name": "digits_dvs", "root": None, "time_bins": 10, "cache": True, "num_workers": 0},
+    "data": {"name": "digits_dvs", "root": None, "time_bins": 10, "cache": True, "num_workers": 0,
+             "val_split": None, "subset": None},
     "train": {"epochs": 5, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0,
               "scheduler": "cosine", "step_size": 10, "gamma": 0.1, "loss": "rate_ce", "rate_reg": 0.0,
               "target_rate": 0.1, "grad_clip": None, "amp": False, "seed": 0, "checkpoint_every": 0,
@@ -67,6 +70,25 @@ def _choice(cfg, section, key, choices):
         raise ConfigError(f"{section}.{key}: unknown value {cfg[section][key]!r}; expected one of {list(choices)}")
 
 
+def _fraction_or_count(cfg) -> None:
+    """``data.val_split``: a fraction in (0, 1); ``data.subset``: a count >= 1 or a fraction in (0, 1]."""
+    split, subset = cfg["data"]["val_split"], cfg["data"]["subset"]
+    if split is not None and (isinstance(split, bool) or not isinstance(split, (int, float))
+                              or not 0 < split < 1):
+        raise ConfigError(f"data.val_split: expected a fraction between 0 and 1 (exclusive) of the training set "
+                          f"to hold out for validation, e.g. 0.2, got {split!r}")
+    if subset is None:
+        return
+    if isinstance(subset, bool) or not isinstance(subset, (int, float)):
+        raise ConfigError(f"data.subset: expected a number of training samples (an integer >= 1) or a fraction "
+                          f"in (0, 1], got {subset!r}")
+    if isinstance(subset, int) and subset < 1:
+        raise ConfigError(f"data.subset: expected a number of training samples >= 1, got {subset}")
+    if isinstance(subset, float) and not 0 < subset <= 1:
+        raise ConfigError(f"data.subset: expected a fraction in (0, 1] of the training set (or an integer count), "
+                          f"got {subset!r}")
+
+
 NEURONS = {"lif": "LIF", "if": "IF", "plif": "PLIF", "alif": "AdaptiveLIF", "cuba": "CurrentLIF",
            "probabilistic": "ProbabilisticLIF"}
 
@@ -91,20 +113,109 @@ def neuron_factory(spec):
     return lambda: cls(**args)
 
 
-def load_config(source) -> dict:
-    """A validated configuration from a dict or a YAML file, defaults filled in."""
-    if isinstance(source, (str, Path)):
-        import yaml
+@functools.lru_cache(maxsize=None)
+def _yaml_loader():
+    """PyYAML's safe loader, reading ``1e-3`` as the number YAML 1.2 says it is (PyYAML alone,
+    following YAML 1.1, reads it as a string)."""
+    import yaml
 
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
+    return Loader
+
+
+def parse_yaml(text: str, where: str):
+    """``text`` read as YAML (see :func:`_yaml_loader`); a ConfigError starting with ``where`` if it is not."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_yaml_loader())
+    except yaml.YAMLError as err:
+        problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+        detail = f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if problem and mark else \
+            " ".join(str(err).split())
+        raise ConfigError(f"{where}: not valid YAML ({detail})") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.epochs=2"`` -> ``(["train", "epochs"], 2)``: a dotted key and a YAML value
+    (``[64, 32]`` is a list, ``1e-3`` a float, ``null`` None, ``abc`` a string)."""
+    key, sep, value = str(text).partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not key or not all(p.strip() for p in parts):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted KEY, e.g. --set train.epochs=2 "
+                          "or --set model.hidden=[64,32]")
+    try:
+        return [p.strip() for p in parts], parse_yaml(value, key) if value.strip() else None
+    except ConfigError as err:
+        raise ConfigError(f"{err} (from --set {text})") from None
+
+
+def apply_overrides(source: dict, overrides: Sequence[str]) -> dict:
+    """A copy of the raw configuration ``source`` with every ``KEY=VALUE`` of ``overrides`` set
+    (later ones win). Keys are not checked here: :func:`load_config` checks the result."""
+    out = copy.deepcopy(source)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node, default = out, DEFAULTS
+        for i, part in enumerate(parts[:-1]):
+            where = ".".join(parts[:i + 1])
+            if isinstance(default, dict) and part in default and default[part] is not None \
+                    and not isinstance(default[part], dict):
+                raise ConfigError(f"{where}: a value, not a section; cannot set {'.'.join(parts)} (from --set {text})")
+            if node.get(part) is None:
+                node[part] = {}
+            elif not isinstance(node[part], dict):
+                raise ConfigError(f"{where}: holds {node[part]!r}, not a mapping; cannot set {'.'.join(parts)} "
+                                  f"(from --set {text})")
+            node = node[part]
+            default = default.get(part) if isinstance(default, dict) else None
+        node[parts[-1]] = value
+    return out
+
+
+def _override_of(err: ConfigError, overrides: Sequence[str]) -> str:
+    """The override that set the key an error names, as `` (from --set KEY=VALUE)``, or ''."""
+    keys = [k.strip() for k in str(err).split(":", 1)[0].split(",")]
+    for text in reversed(list(overrides)):
+        key = str(text).partition("=")[0].strip()
+        if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in keys):
+            return f" (from --set {text})"
+    return ""
+
+
+def load_config(source, overrides: Sequence[str] = ()) -> dict:
+    """A validated configuration from a dict or a YAML file, defaults filled in.
+
+    ``overrides`` are ``KEY=VALUE`` strings (``"train.epochs=2"``, ``"model.hidden=[64,32]"``),
+    applied to the file's values before the check, so a wrong value is refused with the same
+    message as in the file (plus the override that set it).
+    """
+    if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
             raise ConfigError(f"config: no such file {path}")
-        try:
-            source = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config: {path} is not valid YAML ({err})") from None
+        source = parse_yaml(path.read_text(), f"config: {path}")
+        if source is None:
+            source = {}
     if not isinstance(source, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(source).__name__}")
+    if overrides:
+        source = apply_overrides(source, overrides)
+        try:
+            return _check(source)
+        except ConfigError as err:
+            raise ConfigError(f"{err}{_override_of(err, overrides)}") from None
+    return _check(source)
+
+
+def _check(source: dict) -> dict:
     cfg = _merge(DEFAULTS, source)
     if cfg["model"].get("name") not in MODELS:
         raise ConfigError(f"model.name: unknown model {cfg['model'].get('name')!r}; expected one of {list(MODELS)}")
@@ -115,6 +226,7 @@ def load_config(source) -> dict:
         raise ConfigError(f"data.root: the {cfg['data']['name']} dataset needs the folder that holds it")
     _number(cfg, "data", "time_bins", positive=True, integer=True, maximum=2 ** 31 - 1)
     _number(cfg, "data", "num_workers", minimum=0, maximum=1024, integer=True)
+    _fraction_or_count(cfg)
     _number(cfg, "train", "epochs", positive=True, integer=True, maximum=2 ** 31 - 1)
     _number(cfg, "train", "batch_size", positive=True, integer=True, maximum=2 ** 31 - 1)
     _number(cfg, "train", "lr", positive=True)

@@ -23,8 +23,9 @@ def tet(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def count_mse(out: torch.Tensor, y: torch.Tensor, correct_rate: float = 0.8, incorrect_rate: float = 0.2
               ) -> torch.Tensor:
-    """MSE between each class's output count over time and a target count (snnTorch's
-    ``mse_count_loss``): ``correct_rate * T`` for the true class, ``incorrect_rate * T`` else."""
+    """MSE between each class's output count over time and a target count: ``correct_rate * T`` for
+    the true class, ``incorrect_rate * T`` else. snnTorch's ``mse_count_loss`` is this divided by
+    ``T`` (it also truncates the targets to whole spikes)."""
     steps = out.shape[0]
     target = torch.full_like(out[0], incorrect_rate * steps)
     target.scatter_(1, y.unsqueeze(1), correct_rate * steps)

@@ -159,18 +159,34 @@ def restore_rng(state: dict) -> None:
 
 
 class Trainer:
-    """Fit ``model`` on ``train_set``, evaluating on ``test_set`` after every epoch.
+    """Fit ``model`` on ``train_set``, evaluating after every epoch.
 
-    ``cfg`` is a validated configuration (:func:`spikelab.train.load_config`); ``collate`` turns
-    samples into ``(x [T, B, ...], labels, lengths)``.
+    ``cfg`` is a configuration: a dict in the shape of the YAML file (checked and completed by
+    :func:`spikelab.train.load_config`; None: every default). ``collate`` turns samples into
+    ``(x [T, B, ...], labels, lengths)`` (default :func:`spikelab.data.pad_collate`). After each
+    epoch the model is evaluated on ``val_set`` and ``test_set`` (either may be None, not both);
+    ``best.pt`` holds the epoch with the best validation accuracy, or test accuracy without a
+    ``val_set``. ``data.val_split``/``data.subset`` are applied by
+    :func:`~spikelab.train.make_splits` (and ``trainer_from_config``); for your own datasets,
+    :func:`~spikelab.train.split_dataset` makes the parts. ``out_dir`` receives ``best.pt``,
+    ``last.pt``, ``log.csv``, ``history.json`` and ``training_curve.png``.
     """
 
-    def __init__(self, model: nn.Module, train_set, test_set, cfg: dict, collate: Callable,
-                 out_dir: Optional[Path] = None, quiet: bool = False) -> None:
+    def __init__(self, model: nn.Module, train_set, test_set=None, cfg: Optional[dict] = None,
+                 collate: Optional[Callable] = None, out_dir: Optional[Path] = None, quiet: bool = False,
+                 val_set=None) -> None:
+        from spikelab.train.config import load_config
+
+        if test_set is None and val_set is None:
+            raise ValueError("Trainer: expected a test_set or a val_set to evaluate on after every epoch")
+        if collate is None:
+            from spikelab.data.collate import pad_collate as collate
+        cfg = load_config(cfg if cfg is not None else {})  # idempotent on a checked configuration
         self.cfg = cfg
         self.t = cfg["train"]
         self.collate = collate
-        self.train_set, self.test_set = train_set, test_set
+        self.train_set, self.test_set, self.val_set = train_set, test_set, val_set
+        self.select_on = "val_accuracy" if val_set is not None else "test_accuracy"  # chooses best.pt
         self.out = Path(out_dir or cfg["out"])
         self.quiet = quiet
         self.rank, self.world = rank_and_world()
@@ -379,7 +395,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, dataset=None) -> dict:
-        dataset = self.test_set if dataset is None else dataset
+        """Accuracy, loss and mean firing rate per layer on ``dataset`` (default: the test set,
+        or the validation set where there is none)."""
+        if dataset is None:
+            dataset = self.test_set if self.test_set is not None else self.val_set
         self.model.eval()
         monitor = RateMonitor(self.model)
         total, correct, loss, rates = 0, 0.0, 0.0, {}
@@ -440,11 +459,14 @@ class Trainer:
                 with warnings.catch_warnings():  # a run resumed at an epoch's end steps the schedule first
                     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
                     self.sched.step()
-            test = self.evaluate()
+            scores = {}
+            for split, dataset in (("val", self.val_set), ("test", self.test_set)):
+                if dataset is not None:
+                    result = self.evaluate(dataset)
+                    scores.update({f"{split}_loss": result["loss"], f"{split}_accuracy": result["accuracy"]})
             seen = max(p["seen"], 1)
             record = {"epoch": self.epoch + 1, "step": self.global_step,
-                      "train_loss": p["loss_sum"] / seen, "train_accuracy": p["correct"] / seen,
-                      "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+                      "train_loss": p["loss_sum"] / seen, "train_accuracy": p["correct"] / seen, **scores,
                       "lr": self.opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - start, 2),
                       "skipped_batches": p["skipped"], **{f"rate/{k}": v / seen for k, v in p["rate_sum"].items()}}
             self.history.append(record)
@@ -452,13 +474,25 @@ class Trainer:
             self.step_in_epoch = 0
             self.progress = copy.deepcopy(_EPOCH_PROGRESS)
             self._log(record, writer)
-            if test["accuracy"] > self.best:
-                self.best = test["accuracy"]
+            if record[self.select_on] > self.best:
+                self.best = record[self.select_on]
                 self.save("best.pt")
             self.save("last.pt")
         if writer:
             writer.close()
         return self.history
+
+    def _plot(self) -> None:
+        """Redraw ``training_curve.png`` from the history (a failure to draw warns, never stops training)."""
+        try:
+            from spikelab.viz import training_curve
+
+            figure = training_curve(self.history)
+            with replaced_atomically(self.out / "training_curve.png", fsync=False) as tmp:
+                figure.savefig(tmp, format="png", dpi=100)
+        except Exception as err:  # a plot is a convenience: the run and its logs matter more
+            warnings.warn(f"{self.out / 'training_curve.png'} not drawn ({type(err).__name__}: {err})",
+                          RuntimeWarning, stacklevel=2)
 
     def _tensorboard(self):
         if not self.t["tensorboard"] or self.rank != 0:
@@ -481,6 +515,7 @@ class Trainer:
             w.writerows(self.history)
         with replaced_atomically(self.out / "history.json") as tmp:
             tmp.write_text(json.dumps(self.history, indent=2))
+        self._plot()
         if writer:
             for k, v in record.items():
                 if k not in ("epoch",):
