@@ -1,10 +1,12 @@
 """Hardware profiles: one model that fits each target and one that breaks it in listed ways;
-quantisation to the target's weight width."""
+quantisation to the target's weight width (BatchNorm folded, average pooling as sum pooling);
+conflicts between a target and exact NIR export; ``spikelab export --quantize``."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -108,3 +110,188 @@ def test_residual_network_is_checked_layer_by_layer():
     assert report.rules() == {"layer type"}  # only its average pooling: Speck pools by summing
     assert {v.layer for v in report.violations} == {"3"}
     assert report.neurons == 8 * 32 * 32 + 2 * 8 * 16 * 16
+
+
+# ----- the network as deployed: BatchNorm folded, average pooling as sum pooling ----------------------
+
+def _cnn(neuron=None, seed: int = 0):
+    from spikelab import models
+
+    torch.manual_seed(seed)
+    net = models.SpikingCNN(2, 10, 16, (4, 8), neuron=neuron or (lambda: sl.LIF(tau=2.0, reset="zero")))
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(1.5, 3.0)
+    return net.eval()
+
+
+def _on_8bit_grid(w: np.ndarray) -> bool:
+    q = w / (np.abs(w).max() / 127)
+    return bool(np.allclose(q, q.round(), atol=1e-3)) and np.abs(q).max() <= 127 + 1e-3
+
+
+def test_quantized_weights_are_the_exported_ones():
+    """BatchNorm is folded before rounding: the NIR file holds 8-bit weights, and reads back to
+    the quantized network's outputs exactly."""
+    import nir
+
+    from spikelab.export import from_nir, to_nir
+
+    net = _cnn()
+    x = (torch.rand(8, 3, 2, 16, 16) < 0.3).float()
+    q, report = quantize(net, "loihi2")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in q.modules())
+    assert check(q, "loihi2", (2, 16, 16)).ok
+    graph = to_nir(q, dt=1e-3, sample_input=x)
+    weighted = [n for n in graph.nodes.values() if isinstance(n, (nir.Conv2d, nir.Affine))]
+    assert len(weighted) == 3 and all(_on_8bit_grid(n.weight) for n in weighted)
+    assert {type(n).__name__ for n in graph.nodes.values()} >= {"SumPool2d"}  # loihi2 pools by summing
+    assert report["rewrites"] == ["3: AvgPool2d as SumPool2d, its 1/4 moved into the weights of 4 (Conv2d)",
+                                  "7: AvgPool2d as SumPool2d, its 1/4 moved into the weights of 9 (Linear)"]
+    with torch.no_grad():
+        ours = q(x)
+        assert ours.abs().sum() > 0
+        assert torch.equal(from_nir(graph, dt=1e-3)(x), ours)
+    # the float network with BatchNorm is flagged layer by layer: its folded weights are floats
+    assert {v.layer for v in check(net, "loihi2", (2, 16, 16)).violations if v.rule == "weight bit width"} == \
+        {"0", "4", "9"}
+
+
+def test_fold_avgpool_keeps_outputs_exactly():
+    from spikelab.export import fold_avgpool
+
+    net = _cnn()
+    x = (torch.rand(8, 3, 2, 16, 16) < 0.3).float()
+    folded, changes = fold_avgpool(net)
+    assert len(changes) == 2 and isinstance(folded[3], L.SumPool2d) and isinstance(folded[7], L.SumPool2d)
+    torch.testing.assert_close(folded[4].weight, net[4].weight / 4, rtol=0, atol=0)
+    with torch.no_grad():
+        assert torch.equal(folded(x), net(x))  # a 2x2 factor is a power of two: nothing rounds
+    assert isinstance(net[3], L.AvgPool2d)  # the original is untouched
+    into_neuron = L.Sequential(L.Conv2d(2, 4, 3), L.AvgPool2d(2), sl.IF(reset="zero"))
+    assert fold_avgpool(into_neuron)[1] == []  # nowhere to move the factor: left as it is
+
+
+# ----- where a target and exact NIR export disagree ---------------------------------------------
+
+def test_xylo_subtract_reset_conflicts_with_exact_export():
+    from spikelab.export import NIRExportError, export_conflicts, to_nir
+
+    zero = L.Sequential(L.Linear(16, 32), sl.CurrentLIF(reset="zero"), L.Linear(32, 8), sl.CurrentLIF(reset="zero"))
+    conflicts = export_conflicts(zero, "xylo", (16,))
+    assert [c.layer for c in conflicts] == ["1", "3"]
+    assert "xylo resets only by subtract, which exact NIR export cannot write" in conflicts[0].conflict
+    assert "model.neuron.reset: subtract" in conflicts[0].fix and "--approximate" in conflicts[0].fix
+    assert check(quantize(zero, "xylo")[0], "xylo", (16,)).rules() == {"reset mode"}
+    subtract = L.Sequential(L.Linear(16, 32), sl.CurrentLIF(), L.Linear(32, 8), sl.CurrentLIF())
+    conflicts = export_conflicts(subtract, "xylo", (16,))
+    assert [c.layer for c in conflicts] == ["1", "3"]
+    assert conflicts[0].conflict.startswith("xylo takes it (CubaLIF, reset subtract) but exact NIR export does not "
+                                            "(reset by subtraction")
+    assert "--approximate" in conflicts[0].fix and "reset: zero" not in conflicts[0].fix  # xylo has no zero reset
+    assert check(quantize(subtract, "xylo")[0], "xylo", (16,)).ok
+    with pytest.raises(NIRExportError, match="reset by subtraction"):
+        to_nir(subtract, dt=1e-3, input_shape=(16,))
+    with pytest.warns(UserWarning):
+        to_nir(subtract, dt=1e-3, input_shape=(16,), approximate=True)  # the fix named above
+
+
+def test_speck_subtract_if_conflict_and_agreements():
+    from spikelab.export import export_conflicts
+
+    net = L.Sequential(L.Conv2d(2, 4, 3), sl.IF(), L.Flatten(), L.Linear(4 * 6 * 6, 3), sl.IF(reset="zero"))
+    (conflict,) = export_conflicts(net, "speck", (2, 8, 8))
+    assert conflict.layer == "1" and "speck takes it (IF, reset subtract)" in conflict.conflict
+    assert conflict.fix.startswith("train with model.neuron.reset: zero (speck takes it too")
+    assert str(conflict).startswith("1: speck takes it") and ". Fix: train with" in str(conflict)
+    # loihi2 and exact export agree: a subtract reset is refused by both (check and to_nir say so)
+    assert export_conflicts(net, "loihi2", (2, 8, 8)) == []
+    assert "reset mode" in check(net, "loihi2", (2, 8, 8)).rules()
+    assert export_conflicts(_cnn(), "loihi2", (2, 16, 16)) == []
+
+
+# ----- the command line: one-command deployment ------------------------------------------------------
+
+def _checkpoint(tmp_path, neuron: dict, name: str = "best.pt"):
+    """A checkpoint in the format 'spikelab train' and 'spikelab demo' write (random weights)."""
+    from spikelab.train import load_config, make_model
+
+    cfg = load_config({"model": {"name": "cnn", "channels": [4, 8], "neuron": neuron},
+                       "data": {"name": "digits_dvs", "time_bins": 6}, "out": str(tmp_path)})
+    torch.manual_seed(0)
+    model = make_model(cfg, (34, 34, 2), 10)
+    torch.save({"config": cfg, "model": model.state_dict()}, tmp_path / name)
+    return tmp_path / name, cfg
+
+
+def test_cli_quantize_needs_a_target(tmp_path, capsys):
+    from spikelab.cli import main
+
+    path, _ = _checkpoint(tmp_path, {"type": "lif", "tau": 2.0, "reset": "zero"})
+    assert main(["export", str(path), "--quantize", "--out", str(tmp_path / "n.nir")]) == 2
+    assert "--quantize needs --target" in capsys.readouterr().err
+    assert not (tmp_path / "n.nir").exists()
+
+
+def test_cli_deploys_in_one_command(tmp_path, capsys):
+    import json
+
+    import nir
+
+    from spikelab.cli import main
+    from spikelab.data.collate import pad_collate
+    from spikelab.export import from_nir
+    from spikelab.export.cli import load_checkpoint
+    from spikelab.train import make_datasets
+
+    path, cfg = _checkpoint(tmp_path, {"type": "lif", "tau": 2.0, "reset": "zero"})
+    out = tmp_path / "net.nir"
+    assert main(["export", str(path), "--target", "loihi2", "--out", str(out)]) == 1  # float weights, avg pooling
+    printed = capsys.readouterr().out
+    assert "weight bit width: float" in printed and "layer type: AvgPool2d" in printed
+    assert "add --quantize to deploy" in printed
+    assert main(["export", str(path), "--target", "loihi2", "--quantize", "--eval-samples", "24", "--quiet",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy on 24 test samples: float" in printed and "loihi2: fits" in printed
+    summary = json.loads(out.with_suffix(".loihi2.json").read_text())
+    q = summary["quantization"]
+    assert summary["ok"] and q["bits"] == 8 and q["eval_samples"] == 24 and len(q["rewrites"]) == 2
+    # the same accuracies from quantize()'s own evaluation, on the evenly spaced test samples
+    _, test, _, _ = make_datasets(cfg, quiet=True)
+    idx = np.unique(np.linspace(0, len(test) - 1, 24).round().astype(int))
+    x, y, _ = pad_collate([test[int(i)] for i in idx])
+    model = load_checkpoint(str(path)).model.eval()
+    quantized, report = quantize(model, "loihi2", data=(x, y))
+    assert (q["accuracy_before"], q["accuracy_after"]) == (report["accuracy_before"], report["accuracy_after"])
+    assert f"float {report['accuracy_before']:.4f}, 8-bit {report['accuracy_after']:.4f}" in printed
+    # the file holds the quantized network
+    graph = nir.read(out, type_check=True)
+    assert "8-bit" in graph.metadata["quantized"]
+    assert all(_on_8bit_grid(n.weight) for n in graph.nodes.values() if isinstance(n, (nir.Conv2d, nir.Affine)))
+    with torch.no_grad():
+        assert torch.equal(from_nir(graph, dt=1e-3)(x), quantized(x))
+
+
+def test_cli_names_conflicts_before_exporting(tmp_path, capsys):
+    from spikelab.cli import main
+
+    path, _ = _checkpoint(tmp_path, {"type": "if"})  # the default reset: subtract
+    out = tmp_path / "net.nir"
+    assert main(["export", str(path), "--target", "speck", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith("speck and exact NIR export conflict in 2 layer(s):\n  - 2: speck takes it (IF, "
+                                   "reset subtract)")
+    assert "Fix: train with model.neuron.reset: zero" in captured.out
+    assert "reset by subtraction" in captured.err and not out.exists()
+    # the fix it names: --approximate (the file records the change); --quantize makes it fit Speck
+    with pytest.warns(UserWarning, match="reset to 0"):
+        assert main(["export", str(path), "--target", "speck", "--approximate", "--quantize", "--eval-samples", "0",
+                     "--out", str(out)]) == 0
+    assert "speck: fits" in capsys.readouterr().out
+    import nir
+
+    assert "reset by subtraction" in nir.read(out).metadata["approximations"]

@@ -4,6 +4,10 @@ A profile is a set of limits; :func:`check` walks a chain model (as :func:`to_ni
 reports *every* violation: weight bit width, neuron count, fan-in and fan-out, kernel size,
 stride, layer type, neuron type and reset mode, input size. :func:`quantize` rounds weights to
 the target's width (symmetric, one scale per layer) and reports the accuracy change on data.
+Both see the network as it is deployed: BatchNorm folded into the layer before it (what
+:func:`~spikelab.export.to_nir` writes), so the weights checked and rounded are the ones exported.
+:func:`export_conflicts` names the layers where a target and exact NIR export want different
+things (Xylo resets by subtraction; NIR neurons reset to a value), with the fix.
 
 The built-in limits summarise the vendors' public descriptions of each chip's standard mode
 (Loihi 2 with its CUBA-LIF neuron; SynSense Speck's DYNAP-CNN cores; SynSense Xylo Audio's SNN
@@ -21,7 +25,8 @@ import torch
 from torch import nn
 
 from spikelab import layers as L
-from spikelab.export.nir_export import _out_shape
+from spikelab.export.errors import NIRExportError
+from spikelab.export.nir_export import _Builder, _out_shape, fold_batchnorm
 from spikelab.models import SEWBlock
 from spikelab.state import reset
 from spikelab.neurons import IF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator, LIF, PLIF, ProbabilisticLIF
@@ -213,8 +218,10 @@ def _count(shape: Sequence[int]) -> int:
 
 
 def check(model: nn.Module, target: Union[str, HardwareProfile], input_shape: Sequence[int]) -> CheckReport:
-    """Report every way ``model`` (per-sample input ``input_shape``) breaks ``target``'s limits."""
+    """Report every way ``model`` (per-sample input ``input_shape``) breaks ``target``'s limits
+    (BatchNorm after a convolution or linear layer is folded into it first, as on export)."""
     p = _profile(target)
+    model = fold_batchnorm(model)
     shape = tuple(int(s) for s in input_shape)
     out: list[Violation] = []
     if p.max_input_channels is not None and shape[0] > p.max_input_channels:
@@ -304,15 +311,24 @@ def quantize(model: nn.Module, target: Union[str, HardwareProfile, int],
              data: Optional[Union[tuple, Iterable]] = None) -> tuple[nn.Module, dict]:
     """A copy of ``model`` with every weight rounded to the target's bit width, and a report.
 
-    Weights (and biases, with the same scale) become ``scale * q`` with ``q`` a signed integer of
-    ``bits`` bits and one ``scale = max|w| / (2**(bits-1) - 1)`` per layer. With ``data`` (``(x
-    [T, B, ...], y [B])`` or an iterable of such batches; predictions are the summed outputs'
-    argmax), the report holds the accuracy before and after.
+    The copy is the network as the chip runs it: BatchNorm after a convolution or linear layer
+    is folded into it (``nn.Identity`` in its place), and where the target pools by summing
+    (a profile with ``SumPool2d`` and without ``AvgPool2d``), average pooling becomes sum pooling
+    with its ``1 / (kh * kw)`` moved into the next layer's weights (:func:`fold_avgpool`; listed
+    in the report's ``"rewrites"``). Then weights (and biases, with the same scale) become
+    ``scale * q`` with ``q`` a signed integer of ``bits`` bits and one
+    ``scale = max|w| / (2**(bits-1) - 1)`` per layer. With ``data`` (``(x [T, B, ...], y [B])``
+    or an iterable of such batches; predictions are the summed outputs' argmax), the report
+    holds the accuracy before and after.
     """
     bits = target if isinstance(target, int) else _profile(target).weight_bits
     if isinstance(bits, bool) or not 2 <= bits <= 32:
         raise ValueError(f"target: expected a bit width in [2, 32], got {bits!r}")
-    q_model = copy.deepcopy(model).eval()
+    q_model, rewrites = fold_batchnorm(model), []
+    if not isinstance(target, int):
+        p = _profile(target)
+        if "SumPool2d" in p.layer_types and "AvgPool2d" not in p.layer_types:
+            q_model, rewrites = fold_avgpool(q_model)
     levels = 2 ** (bits - 1) - 1
     per_layer = {}
     with torch.no_grad():
@@ -327,7 +343,7 @@ def quantize(model: nn.Module, target: Union[str, HardwareProfile, int],
             if m.bias is not None:
                 m.bias.copy_((m.bias / scale).round() * scale)
             per_layer[name] = {"scale": scale.item(), "max_abs_error": err}
-    report: dict = {"bits": bits, "layers": per_layer}
+    report: dict = {"bits": bits, "layers": per_layer, "rewrites": rewrites}
     if data is not None:
         data = list(data) if not isinstance(data, tuple) else data
         report["accuracy_before"] = _accuracy(model.eval(), data)
@@ -336,4 +352,120 @@ def quantize(model: nn.Module, target: Union[str, HardwareProfile, int],
     return q_model, report
 
 
-__all__ = ["HardwareProfile", "PROFILES", "Violation", "CheckReport", "check", "quantize"]
+_PASS = (L.Flatten, nn.Flatten, L.Dropout, nn.Dropout, nn.Identity)
+
+
+def fold_avgpool(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """A copy of ``model`` (eval mode) in which every ``AvgPool2d`` that feeds a ``Conv2d`` or
+    ``Linear`` of the same Sequential (through Flatten, Dropout or Identity only) is a sum pooling,
+    its ``1 / (kh * kw)`` multiplied into that layer's weights (the bias is unchanged), and the
+    list of these changes. The outputs are the same: exactly (in float32) for kernels whose size
+    is a power of two, such as 2x2, since scaling by a power of two rounds nowhere. Pooling that
+    feeds anything else (a neuron, a residual sum) is left as it is."""
+    folded = copy.deepcopy(model).eval()
+    changes: list[str] = []
+    for prefix, seq in folded.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for i, key in enumerate(names):
+            m = seq._modules[key]
+            if type(m) not in (L.AvgPool2d, nn.AvgPool2d) or m.divisor_override is not None or m.ceil_mode:
+                continue
+            padding = _pair(m.padding)
+            if any(padding) and not m.count_include_pad:
+                continue
+            j = i + 1
+            while j < len(names) and isinstance(seq._modules[names[j]], _PASS):
+                j += 1
+            target = seq._modules[names[j]] if j < len(names) else None
+            if not isinstance(target, (nn.Conv2d, nn.Linear)):
+                continue
+            kernel = _pair(m.kernel_size)
+            stride = _pair(m.stride if m.stride is not None else m.kernel_size)
+            area = kernel[0] * kernel[1]
+            seq._modules[key] = (L.SumPool2d(kernel, stride, padding) if isinstance(m, L.AvgPool2d) else
+                                 nn.AvgPool2d(kernel, stride, padding, divisor_override=1))
+            with torch.no_grad():
+                target.weight.mul_(1.0 / area)
+            where = f"{prefix}." if prefix else ""
+            changes.append(f"{where}{key}: AvgPool2d as SumPool2d, its 1/{area} moved into the weights of "
+                           f"{where}{names[j]} ({type(target).__name__})")
+    return folded, changes
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)
+
+
+# ----- where a target and exact NIR export disagree ----------------------------------------------
+
+_EXACT_TYPES = ("IF", "LIF", "CubaLIF")  # the profile neuron types NIR holds exactly
+
+
+def _exact_reset(mode: str) -> bool:
+    """NIR neurons reset to ``v_reset``: zero, or a value."""
+    return mode == "zero" or mode.startswith("to ")
+
+
+@dataclass
+class Conflict:
+    """A layer that a target and exact NIR export cannot both take as it is, and the way out."""
+
+    layer: str
+    conflict: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.layer}: {self.conflict}. Fix: {self.fix}"
+
+
+def export_conflicts(model: nn.Module, target: Union[str, HardwareProfile],
+                     input_shape: Sequence[int]) -> list[Conflict]:
+    """The neuron layers of ``model`` where ``target``'s profile and exact NIR export (what
+    :func:`~spikelab.export.to_nir` writes without ``approximate=True``) disagree, each naming the
+    layer, the conflict and the fix (a training option, or ``approximate=True`` /
+    ``--approximate``). Layers both refuse (e.g. a subtract reset on Loihi 2) are not conflicts:
+    :func:`check` and :func:`to_nir` report them. An empty list: no conflict."""
+    p = _profile(target)
+    exact_resets = [r for r in p.reset_modes if _exact_reset(r)]
+    exact_types = [t for t in p.neuron_types if t in _EXACT_TYPES]
+    builder = _Builder(1e-3, approximate=False)
+    out: list[Conflict] = []
+    for name, m, _, shape in _walk(fold_batchnorm(model), tuple(int(s) for s in input_shape)):
+        if not isinstance(m, (BaseNeuron, L.Recurrent)):
+            continue
+        neuron = m.neuron if isinstance(m, L.Recurrent) else m
+        kind, reset = _neuron_type(m), _reset(neuron)
+        try:
+            builder.neuron(name, neuron, tuple(shape))
+            exact_error = None
+        except NIRExportError as err:
+            exact_error = str(err).split(". Pass approximate=True")[0]
+        fits_type, fits_reset = kind in p.neuron_types, reset in p.reset_modes
+        approximate = ("export with --approximate (approximate=True): the NIR file then holds the nearest node, "
+                       "listed in its metadata")
+        if fits_type and fits_reset and exact_error:
+            if not _exact_reset(reset) and exact_resets:
+                fix = (f"train with model.neuron.reset: zero ({p.name} takes it too and NIR holds it exactly), "
+                       f"or {approximate}")
+            else:
+                fix = approximate
+            out.append(Conflict(name, f"{p.name} takes it ({kind}, reset {reset}) but exact NIR export does not "
+                                      f"({exact_error.split(': ', 1)[-1]})", fix))
+        elif fits_type and not fits_reset and exact_error is None and not exact_resets:
+            out.append(Conflict(
+                name, f"{p.name} resets only by {' or '.join(p.reset_modes)}, which exact NIR export cannot write "
+                      f"(NIR neurons reset to v_reset); this layer resets {reset}",
+                f"train with model.neuron.reset: {p.reset_modes[0]} (what {p.name} runs) and export with "
+                "--approximate (approximate=True): the NIR file then resets to 0 and lists that change in its "
+                "metadata"))
+        elif not fits_type and exact_error is None and not exact_types:
+            out.append(Conflict(name, f"{p.name} takes only {', '.join(p.neuron_types)} neurons, none of which NIR "
+                                      f"holds exactly; this layer is {kind}",
+                                f"train with one of {', '.join(p.neuron_types)} and export with --approximate"))
+    return out
+
+
+__all__ = ["HardwareProfile", "PROFILES", "Violation", "CheckReport", "Conflict", "check", "export_conflicts",
+           "fold_avgpool", "quantize"]

@@ -10,7 +10,8 @@ inference). Shapes come from ``sample_input`` or ``input_shape``.
 
 What NIR cannot express exactly is refused with the reason, unless ``approximate=True``: then
 the nearest expressible node is written, the change is recorded in the graph's metadata and a
-warning says what it is.
+warning says what it is. ``compat="norse"`` / ``"snntorch"`` writes the graph in the subset of
+NIR that peer's importer reads (:mod:`spikelab.export.peers`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from spikelab import layers as L
 from spikelab.export.errors import NIRExportError
+from spikelab.export.peers import PEERS, for_peer
 from spikelab.export.semantics import nir_threshold, tau_from_decay
 from spikelab.models import SEWBlock
 from spikelab.neurons import IF, LIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator, ProbabilisticLIF
@@ -349,7 +351,8 @@ class _StepOf(nn.Module):
 
 
 def to_nir(model: nn.Module, dt: float, sample_input: Optional[torch.Tensor] = None,
-           input_shape: Optional[Sequence[int]] = None, approximate: bool = False) -> nir.NIRGraph:
+           input_shape: Optional[Sequence[int]] = None, approximate: bool = False,
+           compat: Optional[str] = None) -> nir.NIRGraph:
     """Export ``model`` as a NIR graph for time step ``dt`` (seconds).
 
     Args:
@@ -360,12 +363,17 @@ def to_nir(model: nn.Module, dt: float, sample_input: Optional[torch.Tensor] = N
         input_shape: the per-sample shape, e.g. ``(2, 34, 34)``.
         approximate: write the nearest NIR node where the model cannot be expressed exactly
             (subtraction reset, stochastic or adaptive neurons), with a warning per change.
+        compat: ``"norse"`` or ``"snntorch"``: write the graph in the subset of NIR that peer's
+            importer reads (the same network, parameters moved to where it reads them; see
+            :mod:`spikelab.export.peers`); refused naming the node where no rewrite helps.
 
     Returns:
         a ``nir.NIRGraph`` (``nir.write(path, graph)`` saves it); its metadata holds ``dt``.
     """
     if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not dt > 0:
         raise ValueError(f"dt: expected a positive time step in seconds, got {dt!r}")
+    if compat is not None and compat not in PEERS:
+        raise ValueError(f"compat: unknown peer {compat!r}; expected one of {list(PEERS)} or None")
     if (sample_input is None) == (input_shape is None):
         raise ValueError("give exactly one of sample_input ([T, B, ...]) and input_shape (per sample)")
     if sample_input is not None:
@@ -391,7 +399,8 @@ def to_nir(model: nn.Module, dt: float, sample_input: Optional[torch.Tensor] = N
     meta = {"dt": float(dt), "exporter": "spikelab"}
     if builder.approximations:
         meta["approximations"] = "\n".join(builder.approximations)
-    return nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata=meta, type_check=False)
+    graph = nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata=meta, type_check=False)
+    return graph if compat is None else for_peer(graph, compat, float(dt))
 
 
 __all__ = ["to_nir", "fold_batchnorm", "register_neuron", "NEURON_EXPORTERS"]
