@@ -147,8 +147,6 @@ class ResNet18(nn.Module):
 
 def _resnet18():
     try:
-        import torchvision  # noqa: F401
-
         from torchvision.models import resnet18
 
         model = resnet18(num_classes=10)
@@ -170,6 +168,9 @@ def test_resnet18_gets_one_neuron_per_relu_call_site_and_converges():
     snn = convert(ann, torch.rand(32, 3, 16, 16), method="max")
     assert snn.report["sites"] == 1 + 8 * 2  # the stem, and each block's relu called twice
     assert len({id(s) for _, s in snn.sites()}) == 17
+    names = [name for name, _ in snn.sites()]  # named after the module paths, #k for each call of a reused one
+    assert names[:3] == ["relu", "layer1.0.relu#1", "layer1.0.relu#2"] and names[-1] == "layer4.1.relu#2"
+    assert "(call 2 of 2)" in snn.report["replaces"]["layer4.1.relu#2"]
     with torch.no_grad():
         target = ann(x).flatten()
         out = snn.run(x, 256)
@@ -257,7 +258,8 @@ def test_evaluate_report_and_exact_operation_counts(tmp_path):
     snn = convert(ann, torch.rand(100, 5))
     report = evaluate(snn, (x, y), timesteps=[1, 8, 64], ann=ann, out_dir=tmp_path)
     assert report["ann_accuracy"] == 1.0 and report["accuracy"]["64"] >= 0.9
-    assert 0 < report["firing_rate"]["site_0"] < 1
+    assert 0 < report["firing_rate"]["relu"] < 1  # the site of F.relu in TinyNet.forward
+    assert report["conversion"]["replaces"]["relu"].startswith("F.relu in TinyNet.forward, test_convert.py:")
     assert report["ops_per_sample_per_step"]["mac_first_layer"] == 5 * 8
     assert report["ann_energy_per_sample_uj"] == pytest.approx((5 * 8 + 8 * 3) * 4.6e-6)
     assert (tmp_path / "conversion_report.json").exists()
@@ -303,8 +305,8 @@ def test_thresholds_come_from_every_calibration_batch():
     zeros = -torch.rand(300_000, 1)  # ReLU -> 0: left out of the percentile
     batches = [small, big, zeros]
     top = convert(net, batches, method="max").report["thresholds"]
-    assert top["site_0"] == pytest.approx(float(big.max()))
-    q75 = convert(net, batches, method="robust", percentile=75).report["thresholds"]["site_0"]
+    assert top["1"] == pytest.approx(float(big.max()))  # the site of the ReLU module net[1]
+    q75 = convert(net, batches, method="robust", percentile=75).report["thresholds"]["1"]
     assert 14.0 < q75 < 16.0  # half the non-zero values are in [0, 1), half in [10, 20): about 15
     assert core.MAX_SAMPLES < 600_000
 

@@ -30,13 +30,51 @@ def _tensors(spec: str, split: str):
     raise ValueError(f"{spec}: expected a tensor or a dict with 'x' (and 'y')")
 
 
+def _timesteps(text: str) -> list[int]:
+    try:
+        steps = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--timesteps {text}: expected comma-separated positive integers, e.g. 1,2,4,8") from None
+    if not steps or min(steps) < 1:
+        raise ValueError(f"--timesteps {text}: expected positive integers")
+    return steps
+
+
+def _model_args(text: str) -> dict:
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--model-args {text}: not JSON ({err.msg} at column {err.colno}); expected an object "
+                         "such as '{\"classes\": 10}'") from None
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--model-args {text}: expected a JSON object such as '{{\"classes\": 10}}', "
+                         f"got a {type(kwargs).__name__}")
+    return kwargs
+
+
+def site_table(report: dict) -> str:
+    """One line per neuron site: its name, threshold and the ANN call it replaces."""
+    thresholds, replaces = report.get("thresholds", {}), report.get("replaces", {})
+    width = max([len(n) for n in thresholds] + [4])
+    values = {name: f"{t:.4g}" if isinstance(t, float) else f"{len(t)}ch, max {max(t):.4g}"
+              for name, t in thresholds.items()}
+    column = max([len(v) for v in values.values()] + [9])
+    lines = [f"  {'site':<{width}}  {'threshold':>{column}}  replaces"]
+    for name, value in values.items():
+        lines.append(f"  {name:<{width}}  {value:>{column}}  {replaces.get(name, '')}")
+    return "\n".join(lines)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="convert a trained ANN checkpoint into an SNN and evaluate it",
                        description="Convert a ReLU/QCFS network into an SNN of IF neurons, evaluate it at every "
                                    "T of --timesteps from one simulation, and write conversion_report.json, "
                                    "accuracy_vs_timesteps.png and snn.pt into --out.")
     p.add_argument("--weights", required=True, help="a saved model, or a state_dict (needs --model)")
-    p.add_argument("--model", help="architecture for a state_dict: 'package.module:Class' or a torchvision name")
+    p.add_argument("--model", help="architecture for a state_dict: 'module:Class' (the working folder is searched "
+                                   "first, as with python -m), 'path/to/file.py:Class', or a torchvision name")
+    p.add_argument("--model-args", default="{}", metavar="JSON",
+                   help="keyword arguments of the --model class, as a JSON object, e.g. '{\"classes\": 10}'")
     p.add_argument("--trust", action="store_true", help="load files holding pickled Python objects (whole saved models); this runs code from the file: only for files you trust")
     p.add_argument("--calibration", required=True, help="calibration inputs: a .pt file or 'digits_dvs'")
     p.add_argument("--test", help="labelled test data: a .pt file with x and y, or 'digits_dvs'")
@@ -56,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from spikelab.convert import ConversionError, convert, evaluate, load_ann
 
     try:
-        timesteps = [int(t) for t in args.timesteps.split(",")]
-        ann = load_ann(args.weights, arch=args.model, trust=args.trust)
+        timesteps = _timesteps(args.timesteps)
+        ann = load_ann(args.weights, arch=args.model, trust=args.trust, **_model_args(args.model_args))
         calib, _ = _tensors(args.calibration, "train")
         x, y = _tensors(args.test, "test") if args.test else (None, None)  # every file read before any work
         if args.test and y is None:
@@ -71,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.save(snn, out / "snn.pt")
     print(f"converted: {snn.report['sites']} neuron sites ({args.method}); saved {out / 'snn.pt'}")
+    print(site_table(snn.report))
     if args.test:
         report = evaluate(snn, [(x[i:i + 256], y[i:i + 256]) for i in range(0, len(x), 256)], timesteps, ann=ann,
                           out_dir=out)
@@ -81,3 +120,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         (out / "conversion_report.json").write_text(json.dumps({"conversion": snn.report}, indent=2))
     return 0
+
+
+__all__ = ["add_parser", "run", "site_table"]

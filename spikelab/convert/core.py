@@ -7,18 +7,24 @@ threshold of each site is a statistic of its ANN activations on calibration data
 or ``"robust"`` (the ``percentile``-th percentile, Rueckauer et al. 2017), per layer or per
 channel; a QCFS site uses its learned clip. The SNN runs the traced graph once per time step,
 so the readout (the last layer, never a neuron) gives ``[T, B, classes]``.
+
+Sites are named after what they replace: the module path for a module (``layer1.0.relu``, with
+``#1``, ``#2`` when one module is called at several places), the fx node name for a function or
+method call (``relu_3``); ``report["replaces"]`` says what and where, e.g. ``relu_3: F.relu in
+ResCNN.forward, mynet.py:14``. Reports and errors use these names.
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Iterable, Optional, Union
 
 import torch
 from torch import fx, nn
 
 from spikelab.convert.graph import (ConversionError, activation_sites, check_supported, fold_batchnorm, nodes_of,
-                                    replace_with_module, tidy, trace)
+                                    replace_with_module, site_names, submodule_key, tidy, trace)
 from spikelab.convert.qcfs import QCFS
 from spikelab.neurons import IF
 
@@ -36,10 +42,11 @@ class _Recorder(nn.Module):
     units are silent would otherwise get a threshold far below its active units.
     """
 
-    def __init__(self, activation: nn.Module, per_channel: bool) -> None:
+    def __init__(self, activation: nn.Module, per_channel: bool, label: str = "") -> None:
         super().__init__()
         self.activation = activation
         self.per_channel = per_channel
+        self.label = label
         self.maximum: torch.Tensor | None = None
         self.samples: list[torch.Tensor] | None = None  # one 1-D tensor per row (channel or layer)
         self.counts: list[int] = []
@@ -61,7 +68,7 @@ class _Recorder(nn.Module):
 
     def threshold(self, method: str, percentile: float) -> torch.Tensor:
         if self.maximum is None:
-            raise ConversionError("calibration data never reached this activation")
+            raise ConversionError(f"calibration data never reached the activation {self.label}")
         if method == "max":
             t = self.maximum.clone()
         else:
@@ -95,10 +102,13 @@ class _ActivationOf(nn.Module):
 
 class SpikingSite(nn.Module):
     """An IF neuron standing for one ANN activation call site: threshold ``theta``, reset by
-    subtraction, membrane starting at ``theta / 2``, output ``theta * spike``."""
+    subtraction, membrane starting at ``theta / 2``, output ``theta * spike``. ``name`` and
+    ``replaces`` say which call of the ANN it stands for (``relu_3``, ``F.relu in Net.forward, net.py:14``)."""
 
-    def __init__(self, threshold: torch.Tensor, start: float = 0.5) -> None:
+    def __init__(self, threshold: torch.Tensor, start: float = 0.5, name: str = "", replaces: str = "") -> None:
         super().__init__()
+        self.name = name
+        self.replaces = replaces
         threshold = threshold.detach().float().clamp_min(1e-6)
         channels = threshold.numel() if threshold.ndim == 1 else None
         self.neuron = IF(threshold=threshold.clone(), reset="subtract", num_channels=channels)
@@ -121,7 +131,9 @@ class SpikingSite(nn.Module):
 
     def extra_repr(self) -> str:
         t = self.neuron.threshold
-        return f"threshold={t.item():.4g}" if t.numel() == 1 else f"threshold=[{t.numel()} channels]"
+        text = f"threshold={t.item():.4g}" if t.numel() == 1 else f"threshold=[{t.numel()} channels]"
+        name, replaces = getattr(self, "name", ""), getattr(self, "replaces", "")  # absent in older pickles
+        return text + (f", name={name!r}" if name else "") + (f", replaces={replaces!r}" if replaces else "")
 
 
 class ConvertedSNN(nn.Module):
@@ -135,7 +147,17 @@ class ConvertedSNN(nn.Module):
         self.report = report
 
     def sites(self) -> list[tuple[str, SpikingSite]]:
-        return [(n, m) for n, m in self.graph_module.named_modules() if isinstance(m, SpikingSite)]
+        """``(name, site)`` in graph order; the name is the call the site replaces (``layer1.0.relu``,
+        ``relu_3``; see ``report["replaces"]``)."""
+        return [(getattr(m, "name", "") or n, m) for n, m in self.graph_module.named_modules()
+                if isinstance(m, SpikingSite)]
+
+    def site(self, name: str) -> SpikingSite:
+        """The site named ``name`` (as in :meth:`sites` and the report)."""
+        sites = dict(self.sites())
+        if name not in sites:
+            raise KeyError(f"no site {name!r}; the sites: {', '.join(sites)}")
+        return sites[name]
 
     def reset(self) -> None:
         for _, site in self.sites():
@@ -198,6 +220,10 @@ def convert(model: nn.Module, calibration_data: Union[torch.Tensor, Iterable], m
             raise ValueError(f"{name}: expected a fraction of the threshold in [0, 1), got {value}")
     if maxpool not in ("spike", "avg"):
         raise ValueError(f"maxpool: expected 'spike' or 'avg', got {maxpool!r}")
+    if not isinstance(model, nn.Module):
+        hint = " (a file: load it first with spikelab.convert.load_ann)" if isinstance(model, (str, Path)) else ""
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__} {model!r:.80}{hint}")
+    root = type(model)
     model = copy.deepcopy(model).eval()
     gm = trace(model)
     check_supported(gm)
@@ -212,36 +238,45 @@ def convert(model: nn.Module, calibration_data: Union[torch.Tensor, Iterable], m
     sites = activation_sites(gm)
     if not sites:
         raise ConversionError("the model has no ReLU-like activation to turn into neurons")
-    recorders: list[tuple[fx.Node, _Recorder]] = []
-    for i, node in enumerate(sites):
+    recorders: list[tuple[fx.Node, _Recorder, str, str]] = []
+    keys: set[str] = set()
+    for node, (name, replaces) in zip(sites, site_names(gm, sites, root)):
         if node.op == "call_module":
             act = gm.get_submodule(node.target)
         else:
             act = _ActivationOf(_callable(node))
-        rec = _Recorder(act, per_channel)
-        recorders.append((replace_with_module(gm, node, f"site_{i}", rec), rec))
+        rec = _Recorder(act, per_channel, f"{name} ({replaces})")
+        key = submodule_key(gm, name, keys)
+        recorders.append((replace_with_module(gm, node, key, rec), rec, name, replaces))
     tidy(gm)
     with torch.no_grad():
         seen = 0
         for x in _batches(calibration_data):
-            gm(x)
+            try:
+                gm(x)
+            except Exception as err:  # noqa: BLE001 - the model's own error, reported with the batch's shape
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ConversionError(f"calibration: the model fails on a calibration batch of shape {shape}: "
+                                      f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+                                      ". Calibration inputs must be what the ANN takes, [N, ...]") from None
             seen += len(x)
     if seen == 0:
         raise ValueError("calibration_data: no batches")
-    spike_fed = _fed_by_sites(gm, [node for node, _ in recorders])
-    thresholds = {}
-    for node, rec in recorders:
+    spike_fed = _fed_by_sites(gm, [node for node, *_ in recorders])
+    thresholds, origins = {}, {}
+    for node, rec, name, replaces in recorders:
         if isinstance(rec.activation, QCFS):
             t = rec.activation.clip.detach().clone()
         else:
             t = rec.threshold(method, percentile)
         site_start = spike_fed_start if (spike_fed_start is not None and node in spike_fed) else start
-        gm.add_submodule(node.target, SpikingSite(t, site_start))
-        thresholds[node.target] = t.tolist()
+        gm.add_submodule(node.target, SpikingSite(t, site_start, name=name, replaces=replaces))
+        thresholds[name] = t.tolist()
+        origins[name] = replaces
     gm.recompile()
     report = {"method": method, "percentile": percentile, "per_channel": per_channel, "maxpool": maxpool,
               "start": start, "spike_fed_start": start if spike_fed_start is None else spike_fed_start,
-              "calibration_samples": seen, "thresholds": thresholds, "sites": len(recorders)}
+              "calibration_samples": seen, "sites": len(recorders), "thresholds": thresholds, "replaces": origins}
     return ConvertedSNN(gm, report)
 
 
@@ -263,3 +298,6 @@ def _callable(node: fx.Node):
     extra = node.args[1:]
     kw = dict(node.kwargs)
     return lambda x: getattr(x, method)(*extra, **kw)
+
+
+__all__ = ["SpikingSite", "ConvertedSNN", "convert", "MAX_SAMPLES"]

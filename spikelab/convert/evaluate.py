@@ -2,7 +2,8 @@
 
 One simulation of ``max(timesteps)`` steps; the prediction at ``T`` is the argmax of the
 readout averaged over the first ``T`` steps. Also reported: the thresholds and firing rate of
-every neuron site, the synaptic operations, and an energy estimate against the ANN.
+every neuron site (keyed by the site's name, the ANN call it replaces: ``layer1.0.relu``,
+``relu_3``), the synaptic operations, and an energy estimate against the ANN.
 
 Operation counts: every Conv/Linear input that is non-zero at a step costs one accumulate
 (AC) per synapse it reaches, counted exactly with an all-ones copy of the layer (so borders,
@@ -112,3 +113,6 @@ def _write(report: dict, out: Path) -> None:
     accuracy = {int(t): a for t, a in report["accuracy"].items()}
     accuracy_vs_timesteps(accuracy, report["ann_accuracy"], out / "accuracy_vs_timesteps.png",
                           title="converted SNN: accuracy vs simulation length")
+
+
+__all__ = ["evaluate", "DEFAULT_TIMESTEPS"]

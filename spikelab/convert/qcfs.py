@@ -33,6 +33,7 @@ class QCFS(nn.Module):
             raise ValueError(f"clip: expected > 0, got {clip}")
         self.levels = levels
         self.clip = nn.Parameter(torch.tensor(float(clip)))
+        self.replaces: str | None = None  # the ReLU call it stands for, set by replace_relu_with_qcfs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scaled = x / self.clip * self.levels + 0.5
@@ -43,10 +44,18 @@ class QCFS(nn.Module):
 
 
 def replace_relu_with_qcfs(model: nn.Module, levels: int = 8, clip: float = 8.0) -> nn.Module:
-    """A copy of ``model`` (traced with torch.fx) with a fresh QCFS at every ReLU call site."""
-    from spikelab.convert.graph import activation_sites, replace_with_module, tidy, trace
+    """A copy of ``model`` (traced with torch.fx) with a fresh QCFS at every ReLU call site,
+    registered as ``qcfs_0``, ``qcfs_1``, ... (the names of its state_dict); each remembers the
+    call it replaces (``.replaces``) for the conversion report."""
+    from spikelab.convert.graph import activation_sites, replace_with_module, site_names, tidy, trace
 
     gm = trace(model)
-    for i, node in enumerate(activation_sites(gm)):
-        replace_with_module(gm, node, f"qcfs_{i}", QCFS(levels, clip))
+    sites = activation_sites(gm)
+    for i, (node, (name, described)) in enumerate(zip(sites, site_names(gm, sites, type(model)))):
+        q = QCFS(levels, clip)
+        q.replaces = f"{name}: {described}"
+        replace_with_module(gm, node, f"qcfs_{i}", q)
     return tidy(gm)
+
+
+__all__ = ["QCFS", "replace_relu_with_qcfs"]
