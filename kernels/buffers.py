@@ -84,3 +84,6 @@ def clear() -> None:
 
 def idle_bytes() -> int:
     return _idle_bytes
+
+
+__all__ = ["empty", "clear", "idle_bytes"]

@@ -63,3 +63,6 @@ def probabilistic_sequence(x, v, beta, input_scale, threshold, temperature, nois
     """Fused equivalent of :func:`spikelab.kernels.reference.probabilistic_sequence`."""
     return _run("probabilistic", x, (v,), (beta, input_scale, temperature, threshold), backend, trace, block,
                 noise_key=noise_key, reset_mode=reset_mode, reset_value=reset_value, detach_reset=detach_reset)
+
+
+__all__ = ["lif_sequence", "alif_sequence", "cuba_sequence", "probabilistic_sequence"]

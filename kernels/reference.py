@@ -218,3 +218,7 @@ def probabilistic_sequence(
             trace.append(h)
         outs.append(s)
     return torch.stack(outs), (v,)
+
+
+__all__ = ["fire", "reset_membrane", "lif_sequence", "alif_sequence", "cuba_sequence", "mix32",
+           "counter_uniform", "escape_spike", "probabilistic_sequence"]

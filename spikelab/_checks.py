@@ -106,3 +106,6 @@ def finite_tensor(value: Any, name: str) -> torch.Tensor:
     if not torch.isfinite(t).all():
         raise ValueError(f"{name}: expected finite values")
     return t
+
+
+__all__ = ["check_float_tensor", "check_time_steps", "check_number", "check_values", "as_batch_index", "finite_tensor"]

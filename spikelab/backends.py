@@ -160,3 +160,6 @@ def _check_fused(backend: str, device: torch.device, smooth: bool) -> None:
             f"backend {backend!r} needs the {backend} package, which is not installed; "
             f"`pip install {backend}` or use backend='torch' (the reference) or 'auto'"
         )
+
+
+__all__ = ["BackendUnavailableError", "check_backend_name", "prepare", "resolve", "resolve_block"]

@@ -196,5 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return args.func(args)
 
 
+__all__ = ["main"]
+
+
 if __name__ == "__main__":
     sys.exit(main())

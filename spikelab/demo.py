@@ -228,3 +228,6 @@ def run_demo(out_dir="demo_out", epochs: int = 5, seed: int = 0, quiet: bool = F
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+__all__ = ["DEMO_CONFIG", "count_image_cnn", "fit_classifier", "run_demo"]

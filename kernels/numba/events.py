@@ -63,3 +63,6 @@ def evt3_decode(words, out_x, out_y, out_t, out_p, out_word, fill, state):
     if fill:
         state[0], state[1], state[2], state[3], state[4], state[5] = y, base_x, pol, time_high, time_low, wraps
     return n
+
+
+__all__ = ["evt3_decode"]

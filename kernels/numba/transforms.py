@@ -94,3 +94,6 @@ def time_surfaces(x, y, t, p, with_p, sample_times, tau, surfaces):
                 for c in range(width):
                     if seen[a, b, c]:
                         surfaces[i, a, b, c] = np.exp(-(ts - last[a, b, c]) / tau)
+
+
+__all__ = ["accumulate_frames", "accumulate_frames_parallel", "denoise_mask", "voxel_grid", "time_surfaces"]

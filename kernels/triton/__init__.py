@@ -3,3 +3,5 @@
 Without a GPU they run on CPU tensors under ``TRITON_INTERPRET=1``, which is how CI checks
 their logic against the reference.
 """
+
+__all__: list[str] = []

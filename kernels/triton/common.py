@@ -86,3 +86,6 @@ def uniform(seed, counter):
     key = _mix32((counter >> 32) ^ seed)
     bits = _mix32((counter & 0xFFFFFFFF) ^ key)
     return (bits >> 8).to(tl.float32) * 5.960464477539063e-08
+
+
+__all__ = ["launch", "surrogate_grad", "reset_after", "grad_strides", "uniform"]

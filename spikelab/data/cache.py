@@ -524,3 +524,6 @@ class SplitCache:
 
     def get(self, index: int) -> tuple[np.ndarray, int]:
         return self.events[self.offsets[index]:self.offsets[index + 1]], int(self.labels[index])
+
+
+__all__ = ["CacheError", "default_cache_root", "fingerprint", "SplitCache"]

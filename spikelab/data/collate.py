@@ -27,3 +27,6 @@ def pad_collate(batch: Sequence, pad_value: float = 0.0, dtype: torch.dtype = to
         out[: x.shape[0], i] = x.to(dtype)
     labels = torch.as_tensor([int(y) for _, y in batch])
     return out, labels, lengths
+
+
+__all__ = ["pad_collate"]

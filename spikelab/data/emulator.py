@@ -79,3 +79,6 @@ def emulate_saccades(image: np.ndarray, sensor_size: Sequence[int] = (34, 34, 2)
     x, y, t, p = (np.concatenate(v) for v in (xs, ys, ts, ps))
     order = np.argsort(t, kind="stable")
     return make_events(x[order], y[order], np.floor(t[order]).astype(np.int64), p[order])
+
+
+__all__ = ["emulate_saccades"]

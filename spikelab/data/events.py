@@ -81,3 +81,6 @@ def check_events(events: np.ndarray, path: Optional[PathLike] = None, sensor_siz
                                      "pass allow_unsorted=True to sort them",
                                None if offsets is None else int(offsets[i]))
     return events
+
+
+__all__ = ["EVENT_DTYPE", "EventFormatError", "make_events", "check_events"]

@@ -199,3 +199,7 @@ def as_events(array: np.ndarray) -> np.ndarray:
     for name in ("x", "y", "t", "p"):
         out[name] = array[name] if name in array.dtype.names else 0
     return out
+
+
+__all__ = ["slice_bounds", "to_frame", "denoise", "select", "to_voxel_grid", "to_time_surface", "downsample",
+           "crop", "flip_lr", "flip_ud", "merge_polarities", "drop_events", "jitter_time", "as_events"]

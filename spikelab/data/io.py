@@ -61,3 +61,6 @@ def read_events(path, format: Optional[str] = None, **options) -> np.ndarray:
     if fmt not in PIECES:
         raise ValueError(f"format: expected one of {FORMATS}, got {fmt!r}")
     return read(PIECES[fmt], path, **options)
+
+
+__all__ = ["PIECES", "detect_format", "read_events"]

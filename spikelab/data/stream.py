@@ -63,3 +63,6 @@ def iter_windows(path, window_us: int, format: Optional[str] = None, chunk_bytes
             edge += window_us
     if len(carry):
         yield carry
+
+
+__all__ = ["iter_chunks", "iter_windows"]

@@ -375,3 +375,7 @@ def _plot(data: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+__all__ = ["SCHEDULES", "Calibration", "fit_temperature", "candidates", "schedule_weights",
+           "calibrate_trace", "calibrate", "sweep", "pareto", "optimal_cutoff_steps", "oracle", "report"]

@@ -123,3 +123,6 @@ def run_infer(args) -> int:
     print(f"accuracy {(preds == y).float().mean().item():.4f} at {steps:.1f} mean steps "
           f"({len(y)} samples, {seconds:.2f} s)")
     return 0
+
+
+__all__ = ["add_parsers"]

@@ -279,3 +279,6 @@ class DynamicConfidence:
         shown = f"{thr[0].item():.4g}" if bool((thr == thr[0]).all()) else f"[{self.t_max} per-step values]"
         return (f"DynamicConfidence(score={self.score!r}, evidence={self.evidence!r}, "
                 f"temperature={self.temperature:.4g}, threshold={shown}, t_min={self.t_min}, t_max={self.t_max})")
+
+
+__all__ = ["SCORES", "BOUNDED", "DynamicResult", "Trace", "confidence", "DynamicConfidence"]

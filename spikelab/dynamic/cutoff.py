@@ -90,3 +90,6 @@ def calibrate_top_k(controller: DynamicConfidence, trace: Trace, labels: torch.T
              for r in rows]
     return {"epsilon": chosen["epsilon"], "accuracy": chosen["correct"] / len(labels),
             "mean_steps": chosen["mean_steps"], "front": front}
+
+
+__all__ = ["top_k_thresholds", "calibrate_top_k"]

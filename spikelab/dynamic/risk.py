@@ -81,3 +81,5 @@ def simulate(controller: DynamicConfidence, trace: Trace, labels: torch.Tensor, 
             "population": batch, "population_static_accuracy": static,
             "uncertified_fallbacks": int(fallbacks)}  # calibrations too small to certify (none, normally)
 
+
+__all__ = ["certified_prefix", "samples_needed", "simulate"]

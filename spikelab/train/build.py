@@ -171,3 +171,6 @@ def trainer_from_config(source, out_dir: Optional[Path] = None, quiet: bool = Fa
 
     check_memory(cfg, model.to(device), (p, h, w), device, world=rank_and_world()[1])
     return Trainer(model, data.train, data.test, cfg, pad_collate, out_dir=out, quiet=quiet, val_set=data.val)
+
+
+__all__ = ["DataSplits", "make_splits", "make_datasets", "make_model", "trainer_from_config"]

@@ -246,3 +246,6 @@ def _check(source: dict) -> dict:
     if not isinstance(cfg["out"], str) or not cfg["out"]:
         raise ConfigError(f"out: expected an output folder path, got {cfg['out']!r}")
     return cfg
+
+
+__all__ = ["ConfigError", "neuron_factory", "apply_overrides", "load_config"]

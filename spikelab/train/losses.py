@@ -33,3 +33,6 @@ def count_mse(out: torch.Tensor, y: torch.Tensor, correct_rate: float = 0.8, inc
 
 
 LOSSES = {"rate_ce": rate_ce, "membrane_ce": membrane_ce, "tet": tet, "count_mse": count_mse}
+
+
+__all__ = ["rate_ce", "membrane_ce", "tet", "count_mse", "LOSSES"]

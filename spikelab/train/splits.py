@@ -124,3 +124,6 @@ def split_dataset(dataset, val_split: Optional[float] = None, subset: Union[int,
     train, val = split_indices(len(dataset), val_split, subset, seed, dataset_labels(dataset))
     return (DatasetView(dataset, train, "train"),
             DatasetView(dataset, val, "validation") if val is not None else None)
+
+
+__all__ = ["DatasetView", "split_indices", "split_dataset"]

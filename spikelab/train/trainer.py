@@ -520,3 +520,6 @@ class Trainer:
             for k, v in record.items():
                 if k not in ("epoch",):
                     writer.add_scalar(k, v, record["epoch"])
+
+
+__all__ = ["rank_and_world", "RateMonitor", "NonFiniteError", "Trainer"]

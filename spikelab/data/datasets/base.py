@@ -87,3 +87,6 @@ class EventDataset:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, samples={len(self)}, "
                 f"sensor_size={self.sensor_size}, cached={self._cache is not None})")
+
+
+__all__ = ["DatasetNotFoundError", "EventDataset"]

@@ -45,3 +45,6 @@ class CIFAR10DVS(EventDataset):
     def _load(self, index: int):
         path, label = self.samples[index]
         return read_aedat2(path, camera="dvs128"), label
+
+
+__all__ = ["CIFAR10DVS"]

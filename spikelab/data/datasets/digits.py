@@ -94,3 +94,6 @@ def digits_dvs_images(split: str = "train", root=None, quiet: bool = True):
     labels = np.array([label for _, label in dataset.samples])
     images /= max(float(images.max()), 1.0)
     return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+__all__ = ["VERSION", "build_digits_dvs", "DigitsDVS", "digits_dvs_images"]

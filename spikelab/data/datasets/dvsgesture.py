@@ -74,3 +74,6 @@ class DVSGesture(EventDataset):
         events = self._recording[1]
         t = events["t"]
         return events[np.searchsorted(t, start):np.searchsorted(t, end)], label
+
+
+__all__ = ["DVSGesture"]

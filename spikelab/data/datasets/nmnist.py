@@ -66,3 +66,6 @@ class NCaltech101(EventDataset):
     def _load(self, index: int):
         path, label = self.samples[index]
         return read_atis_bin(path, sensor_size=self.sensor_size), label
+
+
+__all__ = ["NMNIST", "NCaltech101"]

@@ -42,3 +42,6 @@ class SHD(EventDataset):
         state = dict(self.__dict__)
         state.pop("_handle", None)
         return state
+
+
+__all__ = ["SHD"]

@@ -38,3 +38,6 @@ def read_bytes(path) -> bytes:
     from spikelab.data.formats._source import read_bytes as read_regular
 
     return read_regular(path)
+
+
+__all__ = ["split_header"]

@@ -203,3 +203,6 @@ def stream(pieces: Callable[..., tuple], path, chunk_bytes: int, **options) -> I
     """Streamed reading of ``path`` with a format's ``pieces``, ``chunk_bytes`` at a time."""
     with open_regular(path) as f:
         yield from validated(*pieces(Source(path, file=f), chunk_bytes, **options), path)
+
+
+__all__ = ["not_regular", "read_bytes", "Source", "read_header", "records", "batched", "decode", "read", "stream"]

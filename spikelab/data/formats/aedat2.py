@@ -84,3 +84,6 @@ def write_aedat2(path, events: np.ndarray, camera: str = "dvs128") -> None:
     with open(path, "wb") as f:
         f.write(header)
         f.write(pairs.tobytes())
+
+
+__all__ = ["pieces", "decode_aedat2", "read_aedat2", "write_aedat2"]

@@ -110,3 +110,6 @@ def write_aedat3(path, events: np.ndarray, packet_events: int = 4096, source: in
                 body["t"] = t[part] & 0x7FFFFFFF
                 f.write(head.tobytes())
                 f.write(body.tobytes())
+
+
+__all__ = ["pieces", "decode_aedat3", "read_aedat3", "write_aedat3"]

@@ -275,3 +275,6 @@ def read_aedat4(path, allow_unsorted: bool = False, sensor_size=None,
     """Polarity events of an AEDAT 4.0 recording (frames, IMU and triggers skipped); each
     packet's decompressed size is bounded by ``max_packet_bytes`` (see :func:`packet_limit`)."""
     return read(pieces, path, allow_unsorted, sensor_size=sensor_size, max_packet_bytes=max_packet_bytes)
+
+
+__all__ = ["MAGIC", "MAX_PACKET_BYTES", "MAX_PACKET_ENV", "packet_limit", "pieces", "decode_aedat4", "read_aedat4"]

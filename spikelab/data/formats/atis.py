@@ -73,3 +73,6 @@ def write_atis_bin(path, events: np.ndarray) -> None:
     low = t % WRAP
     rows[at] = np.stack([x, y, (p << 7) | (low >> 16), (low >> 8) & 0xFF, low & 0xFF], axis=1)
     rows.tofile(path)
+
+
+__all__ = ["pieces", "decode_atis", "read_atis_bin", "write_atis_bin"]

@@ -210,3 +210,7 @@ def raw_pieces(src: Source, chunk_bytes: Optional[int], sensor_size=None) -> tup
 def read_prophesee_raw(path, sensor_size=None, allow_unsorted: bool = False) -> np.ndarray:
     """Events of a Prophesee RAW recording; EVT 2.0 or 3.0 from its ``% evt`` header line."""
     return read(raw_pieces, path, allow_unsorted, sensor_size=sensor_size)
+
+
+__all__ = ["dat_pieces", "decode_dat", "read_dat", "evt2_pieces", "decode_evt2", "write_evt2", "evt3_pieces",
+           "decode_evt3", "write_evt3", "raw_pieces", "read_prophesee_raw"]

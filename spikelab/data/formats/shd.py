@@ -124,3 +124,6 @@ def write_shd(path, samples, labels) -> None:
             times[i] = (ev["t"] / 1e6).astype(np.float32)
             units[i] = ev["x"].astype(np.uint16)
         f.create_dataset("labels", data=np.asarray(labels, dtype=np.uint16))
+
+
+__all__ = ["SENSOR_SIZE", "read_shd", "read_shd_all", "write_shd"]
