@@ -42,25 +42,7 @@ def _plots(out: Path, trainer, history) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] for h in history]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    a1.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train")
-    a1.plot(epochs, [h["test_accuracy"] for h in history], marker="s", label="test")
-    for axis in (a1, a2):
-        axis.set_xticks(epochs)
-    a1.set_xlabel("epoch")
-    a1.set_ylabel("accuracy")
-    a1.set_ylim(0, 1)
-    a1.legend()
-    a2.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
-    a2.plot(epochs, [h["test_loss"] for h in history], marker="s", label="test")
-    a2.set_xlabel("epoch")
-    a2.set_ylabel("cross-entropy")
-    a2.legend()
-    fig.suptitle("spikelab demo: spiking CNN on DigitsDVS")
-    fig.tight_layout()
-    fig.savefig(out / "training_curve.png", dpi=100)
-    plt.close(fig)
+    viz.training_curve(history, out / "training_curve.png", title="spikelab demo: spiking CNN on DigitsDVS")
 
     events, label = trainer.test_set.events(0)
     frames, _ = trainer.test_set[0]
