@@ -247,6 +247,9 @@ def _sym(e, d: Dialect) -> str:
         return d.logic("or", [_sym(a, d) for a in e.args])
     if isinstance(e, sympy.Not):
         return d.logic("not", [_sym(e.args[0], d)])
+    if isinstance(e, sympy.ITE):  # if a then b else c, as logic: (a and b) or (not a and c)
+        a, b, c = (_sym(x, d) for x in e.args)
+        return d.logic("or", [d.logic("and", [a, b]), d.logic("and", [d.logic("not", [a]), c])])
     if e == sympy.true:
         return "True"
     if e == sympy.false:

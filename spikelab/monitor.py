@@ -92,8 +92,8 @@ class Monitor:
                 module._membrane_trace = self._membrane[name]
         return self
 
-    def detach(self) -> None:
-        if self._handles and not any(self._spikes.values()):
+    def detach(self, _failed: bool = False) -> None:
+        if self._handles and not _failed and not any(self._spikes.values()):
             warnings.warn("Monitor recorded nothing: it records forward() calls (a whole sequence); "
                           "step() and steps() do not pass through it", stacklevel=3)
         for h in self._handles:
@@ -106,8 +106,8 @@ class Monitor:
     def __enter__(self) -> "Monitor":
         return self.attach()
 
-    def __exit__(self, *exc) -> None:
-        self.detach()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.detach(_failed=exc_type is not None)  # no "recorded nothing" on top of the real error
 
     def _hook(self, name: str):
         def hook(module, args, output):

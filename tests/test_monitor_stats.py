@@ -67,6 +67,13 @@ def test_monitor_watches_a_bare_neuron_and_refuses_what_it_cannot_watch():
     with pytest.warns(UserWarning, match="recorded nothing.*step"):
         with sl.Monitor(neuron):
             neuron.step(x[0])
+    import warnings
+
+    with warnings.catch_warnings():  # a failing run raises its own error, without the warning on top
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="x_seq"):
+            with sl.Monitor(neuron):
+                neuron(torch.rand(3))
 
 
 def test_firing_rates_per_layer_and_neuron():

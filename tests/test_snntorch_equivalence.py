@@ -128,6 +128,25 @@ def test_delayed_reset_lif_learned_parameters_match_leaky(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_delayed_reset_clamps_a_learned_decay_past_one_as_snntorch(backend):
+    # training may push a learned beta above 1; snnTorch clamps it at every step, so do we
+    torch.manual_seed(8)
+    x = torch.randn(30, 4, 16) * 1.2 + 0.2
+    ours = sl.DelayedResetLIF(beta=0.9, learn=("beta",), backend=backend)
+    theirs = snn.Leaky(beta=0.9, learn_beta=True)
+    with torch.no_grad():
+        ours.beta.fill_(1.3)
+        theirs.beta.fill_(1.3)
+    _compare_all(ours, theirs, x, 1)
+    ours_c = sl.DelayedResetCurrentLIF(alpha=0.5, beta=0.8, learn=True, backend=backend)
+    theirs_c = snn.Synaptic(alpha=0.5, beta=0.8, learn_alpha=True, learn_beta=True)
+    with torch.no_grad():
+        ours_c.alpha.fill_(-0.2)
+        theirs_c.alpha.fill_(-0.2)
+    _compare_all(ours_c, theirs_c, x, 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES + [(120, 8, 64)])
 @pytest.mark.parametrize("alpha,beta", [(0.6, 0.8), (0.9, 0.95)])
 def test_delayed_reset_current_lif_matches_default_synaptic(backend, shape, alpha, beta):
@@ -250,15 +269,21 @@ def test_rleaky_maps_to_recurrent_delayed_reset_lif():
     ours = sl.layers.Recurrent(sl.DelayedResetLIF(beta=0.8), nn.Linear(n, n))
     ours.feedback.load_state_dict(theirs.recurrent.state_dict())
     x = torch.randn(40, 5, n) + 0.3
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     spk, mem = theirs.init_rleaky()
     outs = []
     for t in range(x.shape[0]):
-        spk, mem = theirs(x[t], spk, mem)
+        spk, mem = theirs(x2[t], spk, mem)
         outs.append(spk)
     ref = torch.stack(outs)
-    got = ours(x)
+    got = ours(x1)
     assert 0 < ref.mean() < 1
     assert torch.equal(got, ref)
+    w = torch.randn_like(got)
+    (got * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.feedback.weight.grad, theirs.recurrent.weight.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_spikegen_rate_is_poisson_encoder():

@@ -152,6 +152,33 @@ def test_trainer_takes_a_plain_dict_and_selects_best_on_validation(tmp_path):
         Trainer(trainer.model, train, val, {"train": {"lr": -1}})
 
 
+def test_best_checkpoint_follows_validation_with_a_test_set_too_and_resume_checks_the_split(tmp_path):
+    from spikelab.train import split_dataset
+
+    torch.manual_seed(1)
+    train, val = split_dataset(Patterns(48, 1), val_split=0.25, seed=0)
+    test = Patterns(16, 2)
+    cfg = {"train": {"epochs": 4, "batch_size": 12, "lr": 0.05}, "data": {"val_split": 0.25}, "out": str(tmp_path)}
+    trainer = Trainer(sl.models.SpikingMLP(24, 4, hidden=(8,)), train, test, cfg, val_set=val, quiet=True)
+    history = trainer.fit()
+    assert {"val_accuracy", "test_accuracy"} <= set(history[0])
+    val_acc = [r["val_accuracy"] for r in history]
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert len(best["history"]) == val_acc.index(max(val_acc)) + 1  # the first epoch of best validation
+    assert best["select_on"] == "val_accuracy" and best["best"] == max(val_acc)
+    # resuming on other samples (another hold-out, or best chosen on test) is refused, naming why
+    other = Trainer(sl.models.SpikingMLP(24, 4, hidden=(8,)), train, test, dict(cfg, data={"val_split": 0.5}),
+                    val_set=val, quiet=True)
+    with pytest.raises(ValueError, match=r"last\.pt: .*data\.val_split: 0\.25 there, 0\.5 here"):
+        other.resume(tmp_path / "last.pt")
+    no_val = Trainer(sl.models.SpikingMLP(24, 4, hidden=(8,)), train, test, cfg, quiet=True)
+    with pytest.raises(ValueError, match="chosen on val_accuracy there, on test_accuracy here"):
+        no_val.resume(tmp_path / "last.pt")
+    same = Trainer(sl.models.SpikingMLP(24, 4, hidden=(8,)), train, test, cfg, val_set=val, quiet=True)
+    same.resume(tmp_path / "last.pt")
+    assert same.best == max(val_acc) and len(same.history) == 4
+
+
 def test_losses_on_hand_inputs():
     out = torch.zeros(4, 2, 3)
     out[:, 0, 1] = 2.0

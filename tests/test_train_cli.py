@@ -12,7 +12,7 @@ import yaml
 from spikelab import viz
 from spikelab.cli import main
 from spikelab.data import make_events, write_atis_bin
-from spikelab.train import ConfigError, load_config, make_splits, split_indices
+from spikelab.train import ConfigError, load_config, make_splits, split_dataset, split_indices
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CLASSES, PER_CLASS = (0, 1, 2), 6
@@ -140,6 +140,32 @@ def test_subset_size():
     assert np.bincount(labels[train]).tolist() == [10, 10, 10, 10]  # stratified
     with pytest.raises(ConfigError, match=r"^data\.subset: 90 training samples asked, but the training set holds 80"):
         split_indices(100, val_split=0.2, subset=90)
+    assert len(split_indices(100, subset=np.int64(7))[0]) == 7  # a NumPy integer is a count
+    # the public function checks its arguments as the configuration does
+    for bad in (dict(val_split=20), dict(val_split=-0.5), dict(val_split=1.0)):
+        with pytest.raises(ConfigError, match="^data.val_split: expected a fraction"):
+            split_indices(100, **bad)
+    for bad in (dict(subset=-3), dict(subset=0), dict(subset=True), dict(subset=1.5), dict(subset="10")):
+        with pytest.raises(ConfigError, match="^data.subset: expected"):
+            split_indices(100, **bad)
+
+
+def test_dataset_view_passes_on_only_its_own_samples():
+    class Labelled:
+        targets = np.arange(10) % 3
+        samples = [(f"f{i}", i % 3) for i in range(10)]
+        classes = ["a", "b", "c"]
+
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return i, int(self.targets[i])
+
+    train, val = split_dataset(Labelled(), val_split=0.3, seed=0)
+    assert val.targets.tolist() == [Labelled.targets[i] for i in val.indices]
+    assert val.samples == [Labelled.samples[i] for i in val.indices]
+    assert len(train.targets) == len(train) == 7 and train.classes == ["a", "b", "c"]
 
 
 def test_val_split_is_deterministic_stratified_and_disjoint(run):

@@ -18,7 +18,7 @@ identical, not only close; the one difference left is the equality case: spikela
 from __future__ import annotations
 
 from spikelab._checks import check_values
-from spikelab.kernels.expr import where
+from spikelab.kernels.expr import clamp, where
 from spikelab.neurons.spec import Neuron
 
 
@@ -59,7 +59,7 @@ class DelayedResetLIF(_DelayedReset, Neuron):
     states = ("v", "r")
 
     def charge(self, v, r, x, beta):
-        return {"v": beta * v + x - r}
+        return {"v": clamp(beta, 0.0, 1.0) * v + x - r}  # clamped as snnTorch does, for a learned beta
 
 
 class DelayedResetCurrentLIF(_DelayedReset, Neuron):
@@ -70,8 +70,8 @@ class DelayedResetCurrentLIF(_DelayedReset, Neuron):
     states = ("v", "i", "r")
 
     def charge(self, v, i, r, x, alpha, beta):
-        current = alpha * i + x
-        return {"i": current, "v": beta * v + current - r}
+        current = clamp(alpha, 0.0, 1.0) * i + x
+        return {"i": current, "v": clamp(beta, 0.0, 1.0) * v + current - r}
 
 
 __all__ = ["DelayedResetLIF", "DelayedResetCurrentLIF"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import numbers
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,23 +71,27 @@ def _choice(cfg, section, key, choices):
         raise ConfigError(f"{section}.{key}: unknown value {cfg[section][key]!r}; expected one of {list(choices)}")
 
 
-def _fraction_or_count(cfg) -> None:
-    """``data.val_split``: a fraction in (0, 1); ``data.subset``: a count >= 1 or a fraction in (0, 1]."""
-    split, subset = cfg["data"]["val_split"], cfg["data"]["subset"]
-    if split is not None and (isinstance(split, bool) or not isinstance(split, (int, float))
-                              or not 0 < split < 1):
+def check_split(val_split, subset) -> None:
+    """``data.val_split``: None or a fraction in (0, 1); ``data.subset``: None, a count >= 1 or a
+    fraction in (0, 1]. A ConfigError names the key and what was expected."""
+    if val_split is not None and (isinstance(val_split, bool) or not isinstance(val_split, numbers.Real)
+                                  or not 0 < val_split < 1):
         raise ConfigError(f"data.val_split: expected a fraction between 0 and 1 (exclusive) of the training set "
-                          f"to hold out for validation, e.g. 0.2, got {split!r}")
+                          f"to hold out for validation, e.g. 0.2, got {val_split!r}")
     if subset is None:
         return
-    if isinstance(subset, bool) or not isinstance(subset, (int, float)):
+    if isinstance(subset, bool) or not isinstance(subset, numbers.Real):
         raise ConfigError(f"data.subset: expected a number of training samples (an integer >= 1) or a fraction "
                           f"in (0, 1], got {subset!r}")
-    if isinstance(subset, int) and subset < 1:
+    if isinstance(subset, numbers.Integral) and subset < 1:
         raise ConfigError(f"data.subset: expected a number of training samples >= 1, got {subset}")
-    if isinstance(subset, float) and not 0 < subset <= 1:
+    if not isinstance(subset, numbers.Integral) and not 0 < subset <= 1:
         raise ConfigError(f"data.subset: expected a fraction in (0, 1] of the training set (or an integer count), "
                           f"got {subset!r}")
+
+
+def _fraction_or_count(cfg) -> None:
+    check_split(cfg["data"]["val_split"], cfg["data"]["subset"])
 
 
 NEURONS = {"lif": "LIF", "if": "IF", "plif": "PLIF", "alif": "AdaptiveLIF", "cuba": "CurrentLIF",
@@ -248,4 +253,4 @@ def _check(source: dict) -> dict:
     return cfg
 
 
-__all__ = ["ConfigError", "neuron_factory", "apply_overrides", "load_config"]
+__all__ = ["ConfigError", "neuron_factory", "apply_overrides", "check_split", "load_config"]

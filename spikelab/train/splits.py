@@ -6,11 +6,12 @@ same samples on every machine and in every DDP process.
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from spikelab.train.config import ConfigError
+from spikelab.train.config import ConfigError, check_split
 
 _HOLDOUT, _SUBSET = 1, 2  # salts: the hold-out and the subset draw from different streams
 
@@ -37,7 +38,12 @@ class DatasetView:
     def __getattr__(self, name: str):
         if name in ("dataset", "indices", "role") or name.startswith("__"):  # while unpickling
             raise AttributeError(name)
-        return getattr(self.dataset, name)
+        value = getattr(self.dataset, name)
+        if name in ("targets", "samples"):  # per-sample lists: this view's entries only
+            if isinstance(value, np.ndarray) or hasattr(value, "index_select"):
+                return value[self.indices]
+            return [value[int(i)] for i in self.indices]
+        return value
 
     def __repr__(self) -> str:
         return f"DatasetView({self.role}: {len(self)} of {len(self.dataset)} samples of {self.dataset!r})"
@@ -92,6 +98,9 @@ def split_indices(size: int, val_split: Optional[float] = None, subset: Union[in
     the rest for training. The hold-out depends only on ``(seed, val_split)``, not on
     ``subset``, so runs on different subsets are compared on the same validation samples.
     """
+    check_split(val_split, subset)
+    if isinstance(subset, numbers.Integral):
+        subset = int(subset)  # a NumPy integer is a count too
     labels = None if labels is None else np.asarray(labels).reshape(-1)
     if labels is not None and len(labels) != size:
         raise ValueError(f"labels: expected {size} labels, got {len(labels)}")

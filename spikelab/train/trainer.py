@@ -227,7 +227,7 @@ class Trainer:
                 "scheduler": self.sched.state_dict() if self.sched else None, "scaler":
                 self.scaler.state_dict() if self.scaler else None, "rng": capture_rng(), "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch, "global_step": self.global_step, "best": self.best,
-                "history": self.history, "config": self.cfg, "progress": self.progress}
+                "history": self.history, "config": self.cfg, "progress": self.progress, "select_on": self.select_on}
 
     def save(self, name: str) -> Optional[Path]:
         """Write a checkpoint atomically (on process 0); refuses (NonFiniteError, on every process
@@ -258,6 +258,7 @@ class Trainer:
         # on the CPU: the RNG states must stay there; load_state_dict moves the rest to the model's device
         state = files.load(path, trust=trust, map_location="cpu", what="checkpoint")
         files.expect_keys(state, path, self.CHECKPOINT_KEYS, "a spikelab training checkpoint (last.pt or best.pt)")
+        self._check_same_samples(state, path)
         if not isinstance(state["model"], dict):
             raise ValueError(f"{path}: 'model' holds a {type(state['model']).__name__}, expected a state_dict")
         bad = nonfinite_parameters(state["model"])
@@ -279,6 +280,20 @@ class Trainer:
         progress = state.get("progress")  # absent in checkpoints of older versions
         self.progress = copy.deepcopy(progress) if isinstance(progress, dict) and self.step_in_epoch else \
             copy.deepcopy(_EPOCH_PROGRESS)
+
+    def _check_same_samples(self, state: dict, path) -> None:
+        """Refuse to resume on other samples than the checkpoint's run: its split settings and the
+        score that chose best.pt must be this run's (else the best score compares two splits)."""
+        saved = state["config"] if isinstance(state["config"], dict) else {}
+        keys = (("data", "val_split"), ("data", "subset"), ("train", "seed"))
+        differ = [f"{a}.{b}: {saved.get(a, {}).get(b)!r} there, {self.cfg[a][b]!r} here" for a, b in keys
+                  if isinstance(saved.get(a), dict) and saved[a].get(b) != self.cfg[a][b]]
+        chosen = state.get("select_on")  # absent in checkpoints of older versions
+        if chosen is not None and chosen != self.select_on:
+            differ.append(f"best.pt chosen on {chosen} there, on {self.select_on} here")
+        if differ:
+            raise ValueError(f"{path}: the checkpoint's run used other training/validation samples ("
+                             f"{'; '.join(differ)}); resume with the same settings, or start a new run")
 
     # ----- training -------------------------------------------------------------------------------
     def _loader(self, dataset, epoch: int, skip: int, shuffle: bool):
