@@ -295,3 +295,67 @@ def test_cli_names_conflicts_before_exporting(tmp_path, capsys):
     import nir
 
     assert "reset by subtraction" in nir.read(out).metadata["approximations"]
+
+
+def test_cli_refuses_an_input_shape_the_model_does_not_fit(tmp_path, capsys):
+    """A saved module whose layers do not fit --input-shape: exit status 2 naming the layer and the
+    shapes, with or without --target, and no file written (to_nir and check refuse it too)."""
+    from spikelab.cli import main
+    from spikelab.export import NIRExportError, to_nir
+
+    net = L.Sequential(L.Conv2d(2, 4, 3), sl.LIF(tau=2.0, reset="zero"), L.Flatten(), L.Linear(144, 3))
+    torch.save(net, tmp_path / "m.pt")
+    out = tmp_path / "x.nir"
+    for extra in (["--target", "loihi2"], []):
+        assert main(["export", str(tmp_path / "m.pt"), "--trust", "--input-shape", "2,9,9", "--out", str(out)]
+                    + extra) == 2
+        err = capsys.readouterr().err
+        assert "does not fit --input-shape 2,9,9" in err and "layer '3' (Linear)" in err, err
+        assert "(1, 1, 196)" in err and "144x3" in err, err
+        assert not out.exists()
+    with pytest.raises(NIRExportError, match=r"3: Linear takes 144 input features.*per-sample shape \(196,\)"):
+        to_nir(net, dt=1e-3, input_shape=(2, 9, 9))
+    with pytest.raises(NIRExportError, match=r"0: Conv2d does not take its input of per-sample shape \(3, 9, 9\)"):
+        check(net, "loihi2", (3, 9, 9))
+    assert main(["export", str(tmp_path / "m.pt"), "--trust", "--input-shape", "2,8,8", "--out", str(out)]) == 0
+
+
+class _Stale(nn.Module):
+    """Predicts class 0 on its first call after a reset, class 9 after that (a streaming state)."""
+
+    _spikelab_stateful = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = torch.zeros(x.shape[0], x.shape[1], 10)
+        out[..., 0 if self.calls == 1 else 9] = 1.0
+        return out
+
+
+def test_cli_accuracy_is_quantizes_measure():
+    """evaluate_accuracy (spikelab export --quantize) and quantize(data=...) measure accuracy the
+    same way: every batch from a reset state."""
+    from spikelab.data.collate import pad_collate
+    from spikelab.export.cli import evaluate_accuracy
+    from spikelab.export.hardware import _accuracy
+    from spikelab.train import load_config, make_datasets
+
+    cfg = load_config({"model": {"name": "cnn", "channels": [4, 8]},
+                       "data": {"name": "digits_dvs", "time_bins": 2}})
+    _, test, _, _ = make_datasets(cfg, quiet=True)
+    idx = np.unique(np.linspace(0, len(test) - 1, 40).round().astype(int))
+    batches = [pad_collate([test[int(i)] for i in idx[j:j + 8]])[:2] for j in range(0, len(idx), 8)]
+    labels = torch.cat([y for _, y in batches])
+    expected = int((labels == 0).sum()) / len(labels)  # class 0 on every batch
+    stale = (int((batches[0][1] == 0).sum()) + int((labels[8:] == 9).sum())) / len(labels)
+    assert stale != expected  # what carrying the state over between batches would measure
+    assert _accuracy(_Stale(), batches) == expected
+    acc, n = evaluate_accuracy({"stale": _Stale()}, cfg, 40, batch_size=8, quiet=True)
+    assert n == len(labels) and acc["stale"] == expected

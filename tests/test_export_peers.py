@@ -277,3 +277,66 @@ def test_cli_writes_the_peer_graph(tmp_path, capsys):
     for name, runner in RUNNERS.items():
         out, theirs = runner(nir.read(tmp_path / f"{name[0]}.nir"), x)
         assert all(torch.equal(theirs[k], spikes[k]) for k in NEURONS), name
+
+
+@pytest.mark.parametrize("conv", [False, True], ids=["linear", "conv"])
+def test_snntorch_per_channel_time_constants_with_decay_input(tmp_path, conv):
+    """decay_input=True with a time constant per channel: the input scale r*dt/tau differs between
+    neurons, and snnTorch divides its one threshold by a single neuron's scale. compat="snntorch"
+    moves the scale into the feeding layer's weights and bias (r becomes tau/dt, scale 1), so
+    snnTorch spikes as spikelab does; spikelab reads the graph back to the same network."""
+    torch.manual_seed(5)
+    beta = [0.5, 0.9, 0.7]
+    if conv:
+        net = L.Sequential(L.Conv2d(2, 3, 3, padding=1), sl.LIF(beta=beta, decay_input=True, num_channels=3,
+                                                                reset="zero"), L.Flatten())
+        x = (torch.rand(60, 2, 2, 4, 4) < 0.5).float()
+    else:
+        net = L.Sequential(L.Linear(5, 3), sl.LIF(beta=beta, decay_input=True, num_channels=3, reset="zero"))
+        x = (torch.rand(60, 4, 5) < 0.5).float()
+    net.eval()
+    with torch.no_grad():  # a drive between 1 and 10: spikes in spikelab, none where the threshold is misread
+        net[0].weight.mul_(3.0)
+        net[0].bias.fill_(1.5)
+        ours = net(x)
+    per_channel = ours.reshape(*ours.shape[:2], 3, -1).sum((0, 1, 3))
+    assert (per_channel > 5).all(), f"the comparison needs spikes in every channel: {per_channel}"
+    graph = _through_file(to_nir(net, dt=DT, sample_input=x, compat="snntorch"), tmp_path, "tau")
+    lif = graph.nodes["1"]
+    np.testing.assert_allclose(lif.r * DT / lif.tau, 1.0, rtol=1e-12)  # snnTorch reads scale 1: no rescaling
+    snntorch_nir = peer("snntorch.import_nir")
+    import snntorch.utils
+
+    peer_net = snntorch_nir.import_from_nir(graph)
+    snntorch.utils.reset(peer_net)
+    with torch.no_grad():
+        theirs = torch.stack([peer_net(x[t])[0] for t in range(x.shape[0])])
+        back = from_nir(graph, dt=DT)(x)
+    assert torch.equal(theirs, ours), f"spike counts per channel: spikelab {per_channel.tolist()}, snnTorch " \
+        f"{theirs.reshape(*ours.shape[:2], 3, -1).sum((0, 1, 3)).tolist()}"
+    assert torch.equal(back, ours)
+
+
+def test_snntorch_per_channel_scale_refused_where_no_layer_can_take_it():
+    net = L.Sequential(L.Conv2d(2, 3, 3), sl.LIF(tau=2.0, reset="zero"), L.AvgPool2d(2),
+                       sl.LIF(beta=[0.5, 0.9, 0.7], decay_input=True, num_channels=3, reset="zero"))
+    with pytest.raises(NIRExportError, match=r"node '3' \(LIF\): its input scale r \* dt / tau differs between "
+                                             r"neurons.*fed by \[\"'2' \(AvgPool2d\)\"\]"):
+        to_nir(net, dt=DT, input_shape=(2, 10, 10), compat="snntorch")
+    uniform = L.Sequential(L.Conv2d(2, 3, 3), sl.LIF(tau=2.0, reset="zero"), L.AvgPool2d(2),
+                           sl.LIF(beta=0.9, decay_input=True, reset="zero"))
+    graph = to_nir(uniform, dt=DT, input_shape=(2, 10, 10), compat="snntorch")  # one scale: snnTorch's threshold
+    assert np.all(graph.nodes["3"].r == 1)  # division is exact, nothing moves
+
+
+def test_norse_refuses_sum_pooling_with_padding():
+    """Norse 1.1 reads SumPool2d as LPPool2d, which has no padding (it only logs a warning)."""
+    net = L.Sequential(L.Conv2d(2, 4, 3), sl.LIF(tau=2.0, reset="zero"), L.SumPool2d(2, 2, 1), L.Flatten(),
+                       L.Linear(4 * 5 * 5, 3))
+    with pytest.raises(NIRExportError, match=r"node '2' \(SumPool2d\): padding \(1, 1\); Norse 1.1 .*ignores its "
+                                             "padding"):
+        to_nir(net, dt=DT, input_shape=(2, 10, 10), compat="norse")
+    to_nir(net, dt=DT, input_shape=(2, 10, 10), compat="snntorch")  # snnTorch's AvgPool2d counts the padding
+    unpadded = L.Sequential(L.Conv2d(2, 4, 3), sl.LIF(tau=2.0, reset="zero"), L.SumPool2d(2), L.Flatten(),
+                            L.Linear(4 * 4 * 4, 3))
+    assert isinstance(to_nir(unpadded, dt=DT, input_shape=(2, 10, 10), compat="norse").nodes["2"], nir.SumPool2d)

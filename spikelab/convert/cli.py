@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         timesteps = _timesteps(args.timesteps)
-        ann = load_ann(args.weights, arch=args.model, trust=args.trust, **_model_args(args.model_args))
+        ann = load_ann(args.weights, arch=args.model, trust=args.trust,
+                       arch_kwargs=_model_args(args.model_args))  # one dict: any key reaches the class
         calib, _ = _tensors(args.calibration, "train")
         x, y = _tensors(args.test, "test") if args.test else (None, None)  # every file read before any work
         if args.test and y is None:

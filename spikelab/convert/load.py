@@ -8,17 +8,20 @@ The architecture is ``module:Class`` (imported with the working folder first on 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import inspect
+import keyword
 import os
 import pickletools
+import re
 import sys
 import traceback
 import zipfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -30,17 +33,21 @@ _PLUMBING = {"__builtin__", "builtins", "collections", "copyreg", "_codecs", "to
 
 @contextlib.contextmanager
 def _first_on_path(folder: Union[str, Path]) -> Iterator[None]:
-    """``folder`` first on ``sys.path`` for the duration (as ``python -m`` puts the working folder)."""
+    """``folder`` first on ``sys.path`` for the duration (as ``python -m`` puts the working folder); taken
+    off again however the body ends (an error, an exception of the user's code)."""
     folder = str(folder)
     sys.path.insert(0, folder)
-    importlib.invalidate_caches()  # a file written a moment ago must be seen
     try:
+        importlib.invalidate_caches()  # a file written a moment ago must be seen
         yield
     finally:
-        try:
-            sys.path.remove(folder)  # the first occurrence: the one put there above
-        except ValueError:
-            pass
+        if sys.path and sys.path[0] == folder:
+            del sys.path[0]
+        else:  # the code run moved it: the first occurrence is the one put there above
+            try:
+                sys.path.remove(folder)
+            except ValueError:
+                pass
 
 
 def _where(err: BaseException, prefer: Optional[str] = None, only: bool = False) -> str:
@@ -97,26 +104,77 @@ def _origin(name: str) -> Optional[str]:
     return found.origin if found is not None else None
 
 
+_MISSING = object()
+# the modules run from files: resolved path -> ((mtime_ns, size) when it was run, the module)
+_FILE_MODULES: dict[str, tuple[tuple[int, int], ModuleType]] = {}
+
+
+def _same_file(module: Any, path: Path) -> bool:
+    found = getattr(module, "__file__", None)
+    try:
+        return bool(found) and Path(found).resolve() == path
+    except (OSError, RuntimeError, TypeError, ValueError):
+        return False
+
+
+def _file_module_name(path: Path) -> str:
+    """The file's stem when ``import <stem>`` would run this very file (or nothing), so classes pickle
+    under the name a plain import finds; else a private name of its own that shadows nothing (not the
+    standard library's ``code``, not another module of that name the user imported)."""
+    stem = path.stem
+    if stem.isidentifier() and not keyword.iskeyword(stem) and stem not in sys.stdlib_module_names \
+            and stem not in sys.builtin_module_names:
+        held = sys.modules.get(stem, _MISSING)
+        if held is _MISSING or _same_file(held, path):
+            try:
+                found = importlib.util.find_spec(stem)
+            except Exception:  # noqa: BLE001 - a module without a spec, a broken package: the name is taken
+                found = _MISSING
+            if found is None or (found is not _MISSING and found.origin
+                                 and Path(found.origin).resolve() == path):
+                return stem
+    safe = re.sub(r"\W", "_", stem)
+    return f"spikelab_user_{safe}_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+
+
 def _import_file(path: Path, spec: str) -> ModuleType:
-    """Run the Python file ``path`` as a module (its folder first on ``sys.path``, as for a script)."""
+    """Run the Python file ``path`` as a module (its folder first on ``sys.path``, as for a script).
+
+    The file runs once: a later call for the same, unchanged file (same resolved path, mtime and
+    size) gives the same module, and a module of that file the user imported is used as it is. It is
+    registered in ``sys.modules`` (classes must be findable by name, for pickling and dataclasses)
+    under its stem only when that shadows nothing, else under a private ``spikelab_user_...`` name;
+    if running it fails, whatever held that name before is put back."""
     path = path if path.is_absolute() else Path(os.getcwd()) / path
     if not path.is_file():
         raise ValueError(f"{spec}: no such file {path}")
-    name = path.stem if path.stem.isidentifier() else "_spikelab_model"
-    held = sys.modules.get(name)
-    if held is not None and os.path.abspath(getattr(held, "__file__", "") or "") != str(path.resolve()):
-        name = f"_spikelab_model_{abs(hash(str(path.resolve())))}"  # the plain name is another module's
+    resolved = path.resolve()
+    stat = resolved.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    ran = _FILE_MODULES.get(str(resolved))
+    if ran is not None and ran[0] == stamp and sys.modules.get(ran[1].__name__) is ran[1]:
+        return ran[1]
+    name = _file_module_name(resolved)
+    held = sys.modules.get(name, _MISSING)
+    if held is not _MISSING and (ran is None or held is not ran[1]) and _same_file(held, resolved):
+        return held  # the user's own import of this file: as ``import`` would give it
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
         raise ValueError(f"{spec}: {path} is not a Python file that can be imported (expected a .py file)")
     module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module  # classes must be findable by name (pickling, dataclasses)
-    with _first_on_path(path.parent):
-        try:
+    sys.modules[name] = module
+    try:
+        with _first_on_path(path.parent):
             module_spec.loader.exec_module(module)
-        except Exception as err:  # noqa: BLE001 - any error of the user's file, reported with its place
+    except BaseException as err:
+        if held is _MISSING:
             sys.modules.pop(name, None)
-            raise ValueError(f"{spec}: running {path} failed: {_failure(err, str(path))}") from None
+        else:
+            sys.modules[name] = held
+        if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: not the file's error to report
+            raise
+        raise ValueError(f"{spec}: running {path} failed: {_failure(err, str(path))}") from None
+    _FILE_MODULES[str(resolved)] = (stamp, module)
     return module
 
 
@@ -153,9 +211,48 @@ def import_model(spec: str) -> Any:
     return obj
 
 
-def build_architecture(arch: str, **kwargs) -> nn.Module:
-    """An untrained model from ``module:Class`` / ``path/to/file.py:Class`` (called with
-    ``kwargs``) or a torchvision name. The working folder is searched first, as ``python -m`` does."""
+def _arch_kwargs(arch_kwargs: Optional[Mapping[str, Any]], legacy: dict) -> dict:
+    """The architecture's keyword arguments: the ``arch_kwargs`` dict (any key, even one named like a
+    parameter of the caller), plus those given loose as keyword arguments (the older form)."""
+    if arch_kwargs is None:
+        arch_kwargs = {}
+    if not isinstance(arch_kwargs, Mapping):
+        raise ValueError(f"arch_kwargs: expected a dict of the architecture's keyword arguments, got a "
+                         f"{type(arch_kwargs).__name__}")
+    bad = [k for k in arch_kwargs if not isinstance(k, str)]
+    if bad:
+        raise ValueError(f"arch_kwargs: keyword argument names must be strings, got {bad[:4]}")
+    both = sorted(set(arch_kwargs) & set(legacy))
+    if both:
+        raise ValueError(f"arch_kwargs: {', '.join(both)} given twice, in arch_kwargs and as a keyword argument")
+    return {**legacy, **arch_kwargs}
+
+
+def _takes(factory: Any) -> str:
+    """``Class(a, b=1)``: what the factory accepts, for an error message ('' when unknown)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return ""
+    return f"{getattr(factory, '__name__', 'it')}{signature}"
+
+
+def _build_failed(arch: str, what: str, factory: Any, kwargs: dict, err: BaseException, where: str) -> ValueError:
+    given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    takes = _takes(factory) if isinstance(err, TypeError) else ""
+    return ValueError(f"{arch}: building the model {what}({given}) failed: {_failure(err, where, only=True)}"
+                      + (f"; it takes {takes}" if takes else "") + ". Give constructor arguments as JSON on the "
+                      "command line (--model-args '{\"classes\": 10}') or in Python as "
+                      "load_ann(..., arch_kwargs={\"classes\": 10})")
+
+
+def build_architecture(arch: str, arch_kwargs: Optional[Mapping[str, Any]] = None, **kwargs) -> nn.Module:
+    """An untrained model from ``module:Class`` / ``path/to/file.py:Class`` or a torchvision name,
+    called with ``arch_kwargs`` (a dict: any key reaches the class, even ``arch`` or ``weights``;
+    loose keyword arguments are taken too, the older form). The working folder is searched first, as
+    ``python -m`` does. A constructor that fails (a ``TypeError`` for arguments it does not take
+    included) is a ``ValueError`` naming the class, the arguments given and those it takes."""
+    kwargs = _arch_kwargs(arch_kwargs, kwargs)
     if ":" in arch or arch.endswith(".py"):
         if arch.endswith(".py"):
             raise ValueError(f"{arch}: name the class too: '{arch}:Class'")
@@ -163,11 +260,8 @@ def build_architecture(arch: str, **kwargs) -> nn.Module:
         try:
             model = factory(**kwargs)
         except Exception as err:  # noqa: BLE001 - the user's constructor; reported with its place
-            given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-            raise ValueError(f"{arch}: building the model {arch.rpartition(':')[2]}({given}) failed: "
-                             f"{_failure(err, _source_file(factory), only=True)}. Give constructor arguments as "
-                             "JSON on the command line (--model-args '{\"classes\": 10}') or as keyword "
-                             "arguments of load_ann in Python") from None
+            raise _build_failed(arch, arch.rpartition(":")[2], factory, kwargs, err, _source_file(factory)) \
+                from None
         if not isinstance(model, nn.Module):
             raise ValueError(f"{arch}: returned a {type(model).__name__}, expected an nn.Module")
         return model
@@ -179,10 +273,14 @@ def build_architecture(arch: str, **kwargs) -> nn.Module:
         raise ValueError(f"{arch}: looks like a torchvision name, but torchvision does not import here; "
                          "give the architecture as 'module:Class' or 'path/to/file.py:Class'") from None
     try:
-        return tv.get_model(arch, **kwargs)
+        builder = tv.get_model_builder(arch)  # not get_model(arch, **kwargs): a 'name' key would clash
     except ValueError as err:
         raise ValueError(f"{arch}: unknown torchvision model ({err}); for your own model give "
                          "'module:Class' or 'path/to/file.py:Class'") from None
+    try:
+        return builder(**kwargs)
+    except Exception as err:  # noqa: BLE001 - torchvision's builder refusing the arguments
+        raise _build_failed(arch, f"torchvision {arch}", builder, kwargs, err, None) from None
 
 
 def _source_file(obj) -> Optional[str]:
@@ -217,6 +315,54 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in archive.namelist())
 
 
+_STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"}
+_MARK = object()  # a MARK on the simulated stack
+
+
+def _globals_in(data: bytes) -> Iterator[tuple[str, str]]:
+    """The ``(module, name)`` of every GLOBAL / INST / STACK_GLOBAL of a pickle, in order. A pure walk of
+    its opcodes (``pickletools.genops``) that follows the stack and the memo only as far as strings and
+    marks go, so a module name fetched back from the memo (protocol 4 ``BINGET``) is read right;
+    nothing is unpickled."""
+    stack: list[Any] = []
+    memo: dict[int, Any] = {}
+    for op, arg, _ in pickletools.genops(data):
+        name = op.name
+        if name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(arg)] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo[int(arg)])
+        elif name == "DUP":
+            stack.append(stack[-1])
+        elif name in _STRING_OPS:
+            stack.append(arg if isinstance(arg, str) else None)
+        elif name == "GLOBAL":
+            module, _, attr = str(arg).partition(" ")
+            yield module, attr
+            stack.append(None)
+        else:
+            if name == "STACK_GLOBAL":
+                attr, module = stack[-1], stack[-2]
+                if isinstance(module, str) and isinstance(attr, str):
+                    yield module, attr
+            elif name == "INST":
+                module, _, attr = str(arg).partition(" ")
+                yield module, attr
+            for kind in reversed(op.stack_before):
+                if kind is pickletools.stackslice:
+                    while stack[-1] is not _MARK:
+                        stack.pop()
+                elif kind is pickletools.markobject:
+                    if stack.pop() is not _MARK:
+                        raise ValueError("damaged pickle: no MARK where one is expected")
+                else:
+                    stack.pop()
+            for kind in op.stack_after:
+                stack.append(_MARK if kind is pickletools.markobject else None)
+
+
 def pickled_classes(path: Union[str, Path]) -> list[tuple[str, str]]:
     """The ``(module, name)`` of the classes and functions a torch.save file names, in the order the
     unpickler would meet them, beyond the plumbing every file holds; read without running it."""
@@ -229,16 +375,7 @@ def pickled_classes(path: Union[str, Path]) -> list[tuple[str, str]]:
             names = [n for n in archive.namelist() if n.endswith("data.pkl")]
             if not names:
                 return []
-            strings: list[str] = []
-            for op, arg, _ in pickletools.genops(archive.read(names[0])):
-                if op.name in ("GLOBAL", "INST"):
-                    module, _, name = str(arg).partition(" ")
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    module, name = strings[-2], strings[-1]
-                else:
-                    if isinstance(arg, str):
-                        strings.append(arg)
-                    continue
+            for module, name in _globals_in(archive.read(names[0])):
                 if module not in _PLUMBING and (module, name) not in found:
                     found.append((module, name))
     except Exception:  # noqa: BLE001 - a damaged file: the loader reports it
@@ -301,18 +438,32 @@ def _check_importable(path: Path, classes: list[tuple[str, str]]) -> None:
                              "was the class renamed since the file was saved?")
 
 
+def _import_advice(path: Path, classes: list[tuple[str, str]]) -> Optional[ValueError]:
+    """Why a trusted load that has failed could not rebuild its classes (the module that does not
+    import, and why), or None when they all import: advisory, asked only once the real load failed."""
+    try:
+        _check_importable(path, classes)
+    except ValueError as err:
+        return err
+    except Exception:  # noqa: BLE001 - the pre-check itself broke: the loader's own error stands
+        return None
+    return None
+
+
 def load_ann(weights: Union[str, Path, nn.Module, dict], arch: Optional[str] = None, trust: bool = False,
-             **arch_kwargs) -> nn.Module:
+             arch_kwargs: Optional[Mapping[str, Any]] = None, **kwargs) -> nn.Module:
     """The ANN to convert, in ``eval()`` mode.
 
     ``weights`` may be a module, a path to a fully saved model (read only with ``trust=True``:
     unpickling runs code), or a state_dict (or a path to one, possibly inside
     ``{"state_dict": ...}`` / ``{"model": ...}``); a state_dict needs ``arch`` (``module:Class``,
-    ``path/to/file.py:Class`` or a torchvision name), called with ``arch_kwargs``. Key or shape
-    mismatches are reported with the offending names.
+    ``path/to/file.py:Class`` or a torchvision name), called with the dict ``arch_kwargs`` (any key
+    reaches the class, even ``trust`` or ``weights``; loose keyword arguments ``**kwargs`` are taken
+    as well, the older form). Key or shape mismatches are reported with the offending names.
     """
     from spikelab import files
 
+    arch_kwargs = _arch_kwargs(arch_kwargs, kwargs)
     if isinstance(weights, nn.Module):
         return weights.eval()
     obj = weights
@@ -324,8 +475,6 @@ def load_ann(weights: Union[str, Path, nn.Module, dict], arch: Optional[str] = N
                 "that conversion traces. Save the weights instead, torch.save(model.state_dict(), 'weights.pt'), "
                 "and convert with --weights weights.pt --model module:Class")
         classes = pickled_classes(path) if path.is_file() else []
-        if trust and classes:
-            _check_importable(path, classes)
         try:
             with _first_on_path(os.getcwd()):  # a trusted whole model rebuilds classes from the working folder
                 obj = files.load(path, trust=trust, what="weights file")
@@ -333,6 +482,11 @@ def load_ann(weights: Union[str, Path, nn.Module, dict], arch: Optional[str] = N
             if not classes:
                 raise
             raise files.UntrustedFileError(_untrusted(path, classes)) from err
+        except Exception:
+            advice = _import_advice(path, classes) if trust and classes else None
+            if advice is None:
+                raise
+            raise advice from None
     if isinstance(obj, torch.jit.ScriptModule):
         raise ValueError(f"weights: {weights!r} is a TorchScript model; conversion needs the Python model: save "
                          "its state_dict and give the architecture")
@@ -346,7 +500,7 @@ def load_ann(weights: Union[str, Path, nn.Module, dict], arch: Optional[str] = N
     if arch is None:
         raise ValueError("arch: a state_dict needs the architecture (--model module:Class, path/to/file.py:Class "
                          "or a torchvision name; Python: load_ann(path, arch=...))")
-    model = build_architecture(arch, **arch_kwargs)
+    model = build_architecture(arch, arch_kwargs)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

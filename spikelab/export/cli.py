@@ -66,12 +66,15 @@ def load_model(path: str, trust: bool = False):
 
 
 def evaluate_accuracy(models: dict[str, nn.Module], config: dict, samples: int, batch_size: int = 64,
-                  quiet: bool = False) -> tuple[dict[str, float], int]:
+                      quiet: bool = False) -> tuple[dict[str, float], int]:
     """Accuracy of each of ``models`` on (at most) ``samples`` test samples of the checkpoint's
     configuration (evenly spaced over the test split, so every class is in; the validation part
-    where the dataset has no test split); prediction: argmax of the outputs summed over time.
+    where the dataset has no test split); prediction: argmax of the outputs summed over time,
+    each batch from a reset state (as :func:`~spikelab.export.quantize` measures it).
     Returns ({name: accuracy}, samples used)."""
     from tqdm.auto import tqdm
+
+    from spikelab.export.hardware import _correct
 
     from spikelab.data.collate import pad_collate
     from spikelab.train import load_config, make_datasets
@@ -84,13 +87,48 @@ def evaluate_accuracy(models: dict[str, nn.Module], config: dict, samples: int, 
     correct = dict.fromkeys(models, 0)
     for m in models.values():
         m.eval()
-    with torch.no_grad(), tqdm(total=len(indices), desc="test accuracy", unit="sample", disable=quiet) as bar:
+    with tqdm(total=len(indices), desc="test accuracy", unit="sample", disable=quiet) as bar:
         for i in range(0, len(indices), batch_size):
             x, y, _ = pad_collate([test[int(j)] for j in indices[i:i + batch_size]])
             for name, m in models.items():
-                correct[name] += int((m(x).sum(0).argmax(-1) == y).sum())
+                correct[name] += _correct(m, x, y)
             bar.update(len(y))
     return {name: c / len(indices) for name, c in correct.items()}, len(indices)
+
+
+def shape_error(model: nn.Module, input_shape: tuple[int, ...]) -> Optional[str]:
+    """None where ``model`` runs on zeros of per-sample shape ``input_shape`` (one step, one
+    sample), else a message naming the innermost layer that failed and the shape of its input.
+    The model's streaming state is reset afterwards."""
+    from spikelab.state import reset
+
+    names = {id(m): name for name, m in model.named_modules()}
+    running: list[tuple[nn.Module, tuple[int, ...]]] = []  # the modules entered and not yet left
+
+    def enter(m, args):
+        x = args[0] if args else None
+        running.append((m, tuple(x.shape) if isinstance(x, torch.Tensor) else ()))
+
+    def leave(m, args, out):
+        running.pop()
+
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    x = torch.zeros(1, 1, *input_shape)
+    try:
+        with torch.no_grad():
+            model(x)
+    except (RuntimeError, ValueError, IndexError) as err:
+        m, got = running[-1] if running else (model, tuple(x.shape))
+        name = names.get(id(m)) or type(model).__name__
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return (f"the model does not fit --input-shape {','.join(map(str, input_shape))}: on zeros of shape "
+                f"{tuple(x.shape)} ([T, B, *input-shape]), layer '{name}' ({type(m).__name__}) fails on its input "
+                f"of shape {got}: {reason}")
+    finally:
+        for h in hooks:
+            h.remove()
+        reset(model)
+    return None
 
 
 def _fail(message: str) -> int:
@@ -121,7 +159,13 @@ def _export(args: argparse.Namespace) -> int:
     if shape is None:
         return _fail("give --input-shape (per sample, e.g. 2,34,34) for a saved model")
     model.eval()
-    conflicts = export_conflicts(model, args.target, shape) if args.target else []
+    problem = shape_error(model, shape)  # to_nir reads layers' sizes, not whether they fit together
+    if problem:
+        return _fail(problem)
+    try:
+        conflicts = export_conflicts(model, args.target, shape) if args.target else []
+    except ValueError as err:
+        return _fail(str(err))
     if conflicts:
         print(f"{args.target} and exact NIR export conflict in {len(conflicts)} layer(s):")
         for c in conflicts:
@@ -150,7 +194,10 @@ def _export(args: argparse.Namespace) -> int:
                   f"{acc['quantized']:.4f} (change {acc['quantized'] - acc['float']:+.4f})")
         elif args.eval_samples:
             print("accuracy not measured: a saved module carries no dataset configuration")
-        graph = to_nir(exported, dt=dt, input_shape=shape, approximate=args.approximate, compat=args.compat)
+        try:
+            graph = to_nir(exported, dt=dt, input_shape=shape, approximate=args.approximate, compat=args.compat)
+        except ValueError as err:
+            return _fail(f"the network quantized for {args.target}: {err}")
         graph.metadata["quantized"] = f"{q['bits']}-bit weights for {args.target} (one scale per layer)"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +207,10 @@ def _export(args: argparse.Namespace) -> int:
           f"{', for ' + args.compat if args.compat else ''})")
     if not args.target:
         return 0
-    report = check(exported, args.target, shape)
+    try:
+        report = check(exported, args.target, shape)
+    except ValueError as err:
+        return _fail(str(err))
     print(report)
     avg_pooling = any(v.rule == "layer type" and v.found == "AvgPool2d" for v in report.violations)
     if not args.quantize and ("weight bit width" in report.rules() or avg_pooling):
@@ -208,4 +258,4 @@ def add_parser(sub) -> None:
     p.set_defaults(func=_export)
 
 
-__all__ = ["Loaded", "load_checkpoint", "load_model", "evaluate_accuracy", "add_parser"]
+__all__ = ["Loaded", "load_checkpoint", "load_model", "evaluate_accuracy", "shape_error", "add_parser"]

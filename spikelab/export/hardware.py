@@ -27,6 +27,7 @@ from torch import nn
 from spikelab import layers as L
 from spikelab.export.errors import NIRExportError
 from spikelab.export.nir_export import _Builder, _out_shape, fold_batchnorm
+from spikelab.export.peers import _pair
 from spikelab.models import SEWBlock
 from spikelab.state import reset
 from spikelab.neurons import IF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator, LIF, PLIF, ProbabilisticLIF
@@ -134,7 +135,8 @@ def _walk(model: nn.Module, shape: tuple[int, ...], name: str = ""):
                           nn.Identity, nn.BatchNorm1d, nn.BatchNorm2d)):
         yield name or type(model).__name__, model, shape, shape
         return
-    yield name or type(model).__name__, model, shape, _out_shape(model, shape)
+    name = name or type(model).__name__
+    yield name, model, shape, _out_shape(model, shape, name)
 
 
 def _neuron_type(m: nn.Module) -> str:
@@ -294,14 +296,20 @@ def check(model: nn.Module, target: Union[str, HardwareProfile], input_shape: Se
 
 # ----- quantisation ------------------------------------------------------------------------------
 
+def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """How many samples of the batch ``x [T, B, ...]`` the model, reset first, classifies as
+    ``y [B]``: the prediction is the argmax of its outputs summed over time."""
+    reset(model)
+    with torch.no_grad():
+        return int((model(x).sum(0).argmax(-1) == y).sum())
+
+
 def _accuracy(model: nn.Module, data) -> float:
     batches = [data] if isinstance(data, tuple) else data
     correct = total = 0
-    with torch.no_grad():
-        for x, y in batches:
-            reset(model)
-            correct += (model(x).sum(0).argmax(-1) == y).sum().item()
-            total += len(y)
+    for x, y in batches:
+        correct += _correct(model, x, y)
+        total += len(y)
     if total == 0:
         raise ValueError("data: no samples")
     return correct / total
@@ -392,10 +400,6 @@ def fold_avgpool(model: nn.Module) -> tuple[nn.Module, list[str]]:
             changes.append(f"{where}{key}: AvgPool2d as SumPool2d, its 1/{area} moved into the weights of "
                            f"{where}{names[j]} ({type(target).__name__})")
     return folded, changes
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)
 
 
 # ----- where a target and exact NIR export disagree ----------------------------------------------

@@ -28,7 +28,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from spikelab import layers as L
 from spikelab.export.errors import NIRExportError
-from spikelab.export.peers import PEERS, for_peer
+from spikelab.export.peers import PEERS, _pair, for_peer
 from spikelab.export.semantics import nir_threshold, tau_from_decay
 from spikelab.models import SEWBlock
 from spikelab.neurons import IF, LIF, PLIF, AdaptiveLIF, BaseNeuron, CurrentLIF, LeakyIntegrator, ProbabilisticLIF
@@ -278,15 +278,14 @@ def _fold(layer: nn.Module, bn: nn.Module) -> nn.Module:
     return fused
 
 
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
 def _layer_node(name: str, m: nn.Module, shape: tuple[int, ...]):
     """A stateless layer as a NIR node and its per-sample output shape."""
     if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
         raise NIRExportError(f"{name}: {type(m).__name__}: NIR has no max pooling; use AvgPool2d or SumPool2d")
     if isinstance(m, nn.Linear):
+        if not shape or shape[-1] != m.in_features:
+            raise NIRExportError(f"{name}: Linear takes {m.in_features} input features, and its input has per-sample "
+                                 f"shape {shape}: the input shape does not fit the model")
         w = _np(m.weight)
         node = nir.Linear(weight=w) if m.bias is None else nir.Affine(weight=w, bias=_np(m.bias))
         return node, shape[:-1] + (m.out_features,)
@@ -303,7 +302,7 @@ def _layer_node(name: str, m: nn.Module, shape: tuple[int, ...]):
         else:
             node = nir.Conv2d(input_shape=tuple(int(s) for s in spatial), weight=_np(m.weight), stride=m.stride,
                               padding=padding, dilation=m.dilation, groups=m.groups, bias=bias)
-        return node, _out_shape(m, shape)
+        return node, _out_shape(m, shape, name)
     if isinstance(m, nn.AvgPool2d):
         if m.ceil_mode:
             raise NIRExportError(f"{name}: AvgPool2d with ceil_mode=True has no NIR equivalent")
@@ -316,7 +315,7 @@ def _layer_node(name: str, m: nn.Module, shape: tuple[int, ...]):
         else:
             raise NIRExportError(f"{name}: AvgPool2d with divisor_override={m.divisor_override} / "
                                  f"count_include_pad={m.count_include_pad} has no NIR equivalent")
-        return node, _out_shape(m, shape)
+        return node, _out_shape(m, shape, name)
     if isinstance(m, L.Flatten):
         return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1), (int(np.prod(shape)),)
     if isinstance(m, nn.Flatten):
@@ -331,9 +330,14 @@ def _layer_node(name: str, m: nn.Module, shape: tuple[int, ...]):
                          "Scale, Threshold, IF, LIF, PLIF, CurrentLIF, LeakyIntegrator, Recurrent, Sequential")
 
 
-def _out_shape(m: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
-    with torch.no_grad():
-        return tuple(nn.Module.__call__(_plain(m), torch.zeros(1, *shape)).shape[1:])
+def _out_shape(m: nn.Module, shape: tuple[int, ...], name: str = "") -> tuple[int, ...]:
+    try:
+        with torch.no_grad():
+            return tuple(nn.Module.__call__(_plain(m), torch.zeros(1, *shape)).shape[1:])
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NIRExportError(f"{name or type(m).__name__}: {type(m).__name__} does not take its input of per-sample "
+                             f"shape {shape} ({reason}): the input shape does not fit the model") from None
 
 
 def _plain(m: nn.Module) -> nn.Module:

@@ -17,7 +17,11 @@ parameters to where the peer reads them:
   ``SumPool2d``, so sum pooling is written as ``AvgPool2d`` (padding counted, as NIR's and
   torch's average pooling do) with ``kh * kw`` moved into the next layer's weights. It reads
   ``LIF`` and ``CubaLIF`` time constants with a fixed ``dt = 1e-4`` s (export with ``dt=1e-4``),
-  takes one threshold per layer and resets to 0. It reads ``IF`` as ``Leaky(beta=0.9)`` with a
+  takes one threshold per layer and resets to 0. It divides that threshold by the ``LIF``
+  input scale ``r * dt / tau`` of one neuron, which is exact only where the scale is the same
+  for every neuron: where it differs (``decay_input=True`` with per-channel time constants) the
+  scale is moved into the weights and bias of the layer that feeds the neuron (one value per
+  output channel) and ``r`` becomes ``tau / dt`` (scale 1). It reads ``IF`` as ``Leaky(beta=0.9)`` with a
   subtracting reset, returning ``(spikes, membrane)`` (an upstream bug no rewrite avoids): such
   graphs are written with a warning, and :func:`fix_snntorch_if` repairs the imported network.
 
@@ -91,6 +95,8 @@ def for_peer(graph: nir.NIRGraph, peer: str, dt: float) -> nir.NIRGraph:
             g.nodes[name] = _batch_free_flatten(node)
         elif peer == "norse" and isinstance(node, nir.AvgPool2d):
             _avg_to_sum(g, name, who)
+        elif peer == "norse" and isinstance(node, nir.SumPool2d):
+            _refuse_padding(g, name, _pool_geometry(node)[2], who)
         elif peer == "snntorch" and isinstance(node, nir.SumPool2d):
             _sum_to_avg(g, name)
     for name, node in g.nodes.items():
@@ -115,9 +121,21 @@ def _batch_free_flatten(node: nir.Flatten) -> nir.Flatten:
     return nir.Flatten(input_type={"input": shape}, start_dim=start, end_dim=end)
 
 
+def _pair(v) -> tuple[int, int]:
+    """A pooling or convolution size (an int, or one or two values: a torch module's attribute or
+    a NIR node's array) as two ints (height, width)."""
+    return tuple(int(a) for a in np.broadcast_to(np.asarray(v), (2,)))
+
+
 def _pool_geometry(node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return tuple(np.broadcast_to(np.asarray(getattr(node, f)), (2,)).astype(int)
-                 for f in ("kernel_size", "stride", "padding"))
+    return tuple(np.array(_pair(getattr(node, f))) for f in ("kernel_size", "stride", "padding"))
+
+
+def _refuse_padding(g: _Graph, name: str, padding: np.ndarray, who: str) -> None:
+    if padding.any():
+        raise NIRExportError(f"node {g.describe(name)}: padding {tuple(int(p) for p in padding)}; {who} reads "
+                             "pooling as SumPool2d and ignores its padding (its LPPool2d has none). Use pooling "
+                             "without padding, or export without compat=")
 
 
 def _weighted_after(g: _Graph, name: str, who: str, why: str) -> str:
@@ -150,9 +168,7 @@ def _scale_weights(g: _Graph, name: str, factor: float) -> None:
 
 def _avg_to_sum(g: _Graph, name: str, who: str) -> None:
     kernel, stride, padding = _pool_geometry(g.nodes[name])
-    if padding.any():
-        raise NIRExportError(f"node {g.describe(name)}: padding {tuple(padding)}; {who} reads pooling as SumPool2d "
-                             "and ignores its padding. Use pooling without padding")
+    _refuse_padding(g, name, padding, who)
     target = _weighted_after(g, name, who, f"{who} reads no AvgPool2d, and its 1/{int(kernel.prod())} must "
                                            "move into the next layer's weights")
     g.nodes[name] = nir.SumPool2d(kernel_size=kernel, stride=stride, padding=padding)
@@ -182,34 +198,60 @@ def _neuron_for(g: _Graph, name: str, peer: str, who: str) -> None:
             warnings.warn(f"to_nir(compat='snntorch'): node {g.describe(name)}: {who} reads NIR IF as "
                           "Leaky(beta=0.9) with a subtracting reset (an upstream bug); after import, call "
                           "spikelab.export.peers.fix_snntorch_if(net) to run it as the IF it is", stacklevel=4)
+        if isinstance(node, nir.LIF):
+            # snnTorch feeds the input unscaled and divides the one threshold by the input scale of
+            # one neuron (np.unique(w_scale)[0]), as it computes it: exact only for a single scale
+            tau = np.asarray(node.tau)
+            scale = np.asarray(node.r) * SNNTORCH_DT / tau
+            if not np.allclose(scale, 1.0) and np.unique(scale).size > 1:
+                _move_into_source(g, name, np.asarray(node.r, dtype=np.float64) * SNNTORCH_DT /
+                                  np.asarray(tau, dtype=np.float64), who,
+                                  f"its input scale r * dt / tau differs between neurons ({who} divides its one "
+                                  "threshold by a single neuron's scale)", "the scale",
+                                  "use one time constant per layer or neurons with decay_input=False")
+                neuron = copy.copy(node)
+                neuron.r = np.broadcast_to(tau.astype(np.float64) / SNNTORCH_DT,
+                                           np.shape(node.r)).astype(np.asarray(node.r).dtype)
+                g.nodes[name] = neuron
         return
     if isinstance(node, nir.CubaLIF):
         return  # Norse reads w_in and r of CubaLIF nodes
     r = np.asarray(node.r, dtype=np.float64)
     if np.allclose(r, 1.0, rtol=0, atol=0):
         return
-    sources = g.sources(name)
-    src = sources[0] if len(sources) == 1 else None
-    if src is None or not isinstance(g.nodes[src], _WEIGHTED) or len(g.targets(src)) != 1:
-        raise NIRExportError(f"node {g.describe(name)}: r = {float(r.flat[0]):g}; {who} reads {type(node).__name__} "
-                             "with r = 1, so r must move into the weights of the layer feeding it, but it is fed by "
-                             f"{[g.describe(s) for s in sources]}. Use neurons with decay_input=True (r = 1) or "
-                             "export without compat=")
-    per_output = r.reshape(r.shape[0], -1) if r.ndim > 1 else r.reshape(-1, 1)
-    if not np.all(per_output == per_output[:, :1]):
-        raise NIRExportError(f"node {g.describe(name)}: r varies within a channel; {who} reads r = 1, and only a "
-                             f"value per output channel of {g.describe(src)} can move into its weights")
-    factor = per_output[:, 0]
-    layer = copy.copy(g.nodes[src])
-    w = np.asarray(layer.weight)
-    layer.weight = (w.astype(np.float64) * factor.reshape(-1, *([1] * (w.ndim - 1)))).astype(w.dtype)
-    if getattr(layer, "bias", None) is not None:
-        b = np.asarray(layer.bias)
-        layer.bias = (b.astype(np.float64) * np.broadcast_to(factor, b.shape)).astype(b.dtype)
-    g.nodes[src] = layer
+    _move_into_source(g, name, r, who, f"r = {float(r.flat[0]):g}; {who} reads {type(node).__name__} with r = 1",
+                      "r", "use neurons with decay_input=True (r = 1)")
     neuron = copy.copy(node)
     neuron.r = np.ones_like(np.asarray(node.r))
     g.nodes[name] = neuron
+
+
+def _move_into_source(g: _Graph, name: str, factor: np.ndarray, who: str, why: str, what: str,
+                      instead: str) -> None:
+    """Multiply the weights and bias of the Conv2d/Affine/Linear node that alone feeds neuron
+    ``name`` by ``factor`` (per neuron; one value per output channel), or refuse naming both."""
+    sources = g.sources(name)
+    src = sources[0] if len(sources) == 1 else None
+    if src is None or not isinstance(g.nodes[src], _WEIGHTED) or len(g.targets(src)) != 1:
+        shared = src is not None and len(g.targets(src)) > 1
+        raise NIRExportError(f"node {g.describe(name)}: {why}, so {what} must move into the weights of the layer "
+                             f"feeding it, but it is fed by {[g.describe(s) for s in sources]}"
+                             f"{' (which feeds other nodes too)' if shared else ''}"
+                             f", whose weights cannot take it. Feed the neuron from one convolution or linear layer, "
+                             f"{instead}, or export without compat=")
+    per_output = factor.reshape(factor.shape[0], -1) if factor.ndim > 1 else factor.reshape(-1, 1)
+    if not np.all(per_output == per_output[:, :1]):
+        raise NIRExportError(f"node {g.describe(name)}: {why}, and {what} varies within a channel; only a value "
+                             f"per output channel of {g.describe(src)} can move into its weights. Use one time "
+                             "constant per channel, or export without compat=")
+    per_channel = per_output[:, 0]
+    layer = copy.copy(g.nodes[src])
+    w = np.asarray(layer.weight)
+    layer.weight = (w.astype(np.float64) * per_channel.reshape(-1, *([1] * (w.ndim - 1)))).astype(w.dtype)
+    if getattr(layer, "bias", None) is not None:
+        b = np.asarray(layer.bias)
+        layer.bias = (b.astype(np.float64) * np.broadcast_to(per_channel, b.shape)).astype(b.dtype)
+    g.nodes[src] = layer
 
 
 def fix_snntorch_if(net) -> int:
