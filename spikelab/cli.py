@@ -108,7 +108,7 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     try:
         files.expect_keys(state, args.checkpoint, ("config", "model"), "a spikelab training checkpoint")
-        cfg = load_config(state["config"])
+        cfg = load_config(state["config"], args.set or ())
         data = make_splits(cfg, quiet=True)
         model = make_model(cfg, data.sensor_size, data.classes)
     except (ValueError, FileNotFoundError) as err:  # ConfigError is a ValueError
@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("test", "val", "train"),
                     help="test (default where the dataset has a test split), val (the part held out by "
                          "data.val_split; the default otherwise) or train (the training part)")
+    ev.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a value of the checkpoint's configuration, e.g. --set data.root=/new/place "
+                         "for a moved dataset (repeatable; checked like the file)")
     ev.add_argument("--trust", action="store_true", help="load files holding pickled Python objects (whole saved models); this runs code from the file: only for files you trust")
     ev.set_defaults(func=_eval)
 

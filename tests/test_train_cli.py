@@ -53,7 +53,7 @@ def _one_line_error(capsys) -> str:
 
 
 def test_train_on_a_train_only_folder_with_val_split_writes_the_curve(run, capsys):
-    cfg, _, out = run
+    cfg, root, out = run
     assert main(["train", str(cfg), "--quiet", "--set", "train.epochs=1", "--set", "data.val_split=0.2"]) == 0
     printed = capsys.readouterr().out
     assert "validation accuracy" in printed and "test accuracy" not in printed
@@ -68,6 +68,15 @@ def test_train_on_a_train_only_folder_with_val_split_writes_the_curve(run, capsy
     assert "val accuracy" in capsys.readouterr().out
     assert main(["eval", str(out / "best.pt"), "--split", "test"]) == 2
     assert "no test split" in _one_line_error(capsys)
+    # a moved dataset: point the checkpoint's configuration at it
+    moved = root.parent / "moved"
+    root.rename(moved)
+    assert main(["eval", str(out / "best.pt")]) == 2
+    assert "data.root" in _one_line_error(capsys)
+    assert main(["eval", str(out / "best.pt"), "--set", f"data.root={moved}"]) == 0
+    assert "val accuracy" in capsys.readouterr().out
+    assert main(["eval", str(out / "best.pt"), "--set", "data.val_split=2"]) == 2
+    assert "data.val_split: expected a fraction" in _one_line_error(capsys)
 
 
 def test_missing_test_folder_says_to_set_val_split(run, capsys):
