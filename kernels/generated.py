@@ -397,6 +397,9 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
             .contiguous().view(m) for t in states_and_params]
     stochastic = noise_key is not None
     key_tensor = noise_key if stochastic else torch.empty(0, dtype=torch.int64)
+    if surrogate is not None and not surrogate.in_kernels:
+        raise ValueError(f"fused kernels compute only the built-in surrogates, got {surrogate!r}: "
+                         "run a surrogate of your own on backend='torch'")
     sg_code, sg_alpha = (surrogate.code, float(surrogate.alpha)) if surrogate is not None else (0, 1.0)
     options = (key_tensor, stochastic, RESET_CODES[reset_mode], float(reset_value), bool(detach_reset),
                bool(threshold_robust), sg_code, sg_alpha)

@@ -3,7 +3,8 @@
 ``backend="torch"`` is the plain-PyTorch reference (autograd defines the gradient).
 ``"numba"`` runs the fused CPU kernels, ``"triton"`` the fused CUDA kernels.
 ``"auto"`` picks triton for CUDA tensors and numba for CPU tensors, and the reference for
-what the fused kernels do not cover (a surrogate with ``smooth_forward=True``).
+what the fused kernels do not cover (a surrogate with ``smooth_forward=True``, or a surrogate
+class of the user's own, whose derivative only the reference can call).
 """
 
 from __future__ import annotations
@@ -143,8 +144,9 @@ def _check_fused(backend: str, device: torch.device, smooth: bool) -> None:
     """Refuse a fused ``backend`` that cannot run here, saying why and what to use instead."""
     if smooth:
         raise BackendUnavailableError(
-            f"backend {backend!r}: fused kernels fire with a Heaviside step; a surrogate with "
-            "smooth_forward=True runs on backend='torch' (or 'auto', which falls back to it)"
+            f"backend {backend!r}: fused kernels fire with a Heaviside step and compute only the built-in "
+            "surrogates' derivatives; a surrogate with smooth_forward=True, or a Surrogate class of your own, "
+            "runs on backend='torch' (or 'auto', which falls back to it)"
         )
     if backend == "triton" and device.type != "cuda" and not triton_interpreter():
         raise BackendUnavailableError(

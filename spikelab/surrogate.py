@@ -54,7 +54,7 @@ class Surrogate:
 
     name: str = ""
     default_alpha: float = 1.0
-    code: int = -1  # stable integer id used by fused kernels
+    code: int  # a built-in surrogate's stable id in the fused kernels (see ``in_kernels``)
 
     def __init__(self, alpha: float | None = None, smooth_forward: bool = False) -> None:
         alpha = self.default_alpha if alpha is None else alpha
@@ -88,6 +88,13 @@ class Surrogate:
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.alpha, self.smooth_forward))
+
+    @property
+    def in_kernels(self) -> bool:
+        """Whether the fused kernels compute this surrogate's derivative: only the built-in classes
+        themselves. A subclass of your own (or one overriding a built-in's ``derivative``) runs on
+        the reference backend, which calls its ``derivative``."""
+        return type(self) in _KERNEL_CLASSES
 
 
 class ATan(Surrogate):
@@ -183,6 +190,7 @@ class StraightThrough(Surrogate):
 _REGISTRY: dict[str, type[Surrogate]] = {
     cls.name: cls for cls in (ATan, Sigmoid, FastSigmoid, Triangle, Rectangle, Erf, StraightThrough)
 }
+_KERNEL_CLASSES = frozenset(_REGISTRY.values())
 _ALIASES = {"superspike": "fast_sigmoid", "ste": "straight_through", "rect": "rectangle", "triangular": "triangle"}
 
 

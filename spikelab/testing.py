@@ -119,7 +119,7 @@ def _run(module, backend: str, x, states, w, ws, regime: str) -> dict:
     module = module.to(device)
     params, options = module._kernel_args(x.ndim - 1)
     impl = backends.resolve(module.family, backend, device,
-                            smooth=module.uses_surrogate and module.surrogate.smooth_forward)
+                            smooth=module._reference_only())
     leaf_x = x.to(device).clone().requires_grad_(True)
     leaf_states = [s.to(device).clone().requires_grad_(regime == "all") for s in states]
     with _interpreter(backend, device):

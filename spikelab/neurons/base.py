@@ -187,8 +187,13 @@ class BaseNeuron(nn.Module):
             self._membrane_trace.append(torch.stack(steps).detach())
             return result
         impl = backends.resolve(self.family, self.backend, x_seq.device,
-                                smooth=self.uses_surrogate and self.surrogate.smooth_forward)
+                                smooth=self._reference_only())
         return impl(x_seq, *state, *params, *self._extra_inputs(x_seq), **options)
+
+    def _reference_only(self) -> bool:
+        """Whether only the reference computes this neuron's surrogate: a smooth forward, or a
+        surrogate the fused kernels do not know (a class of the user's own)."""
+        return self.uses_surrogate and (self.surrogate.smooth_forward or not self.surrogate.in_kernels)
 
     @torch.no_grad()
     def _update_running_v(self, v: torch.Tensor, active: torch.Tensor) -> None:
@@ -224,7 +229,7 @@ class BaseNeuron(nn.Module):
         if self._membrane_trace is not None or self.mp_init:
             return None
         impl = backends.resolve_block(self.family, self.backend, x_seq.device,
-                                      smooth=self.uses_surrogate and self.surrogate.smooth_forward)
+                                      smooth=self._reference_only())
         if impl is None:
             return None
         check_time_steps(check_float_tensor(x_seq, "x_seq", 2, "[T, B, ...]"))
