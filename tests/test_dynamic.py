@@ -101,6 +101,22 @@ def test_oracle_and_report(tmp_path):
     assert (tmp_path / "dynamic.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_threshold_set_later_counts_as_set_and_traces_only_on_request():
+    """Assigning ``threshold`` (as calibrate does) silences the never-set warning; a live run keeps
+    no per-step scores unless asked."""
+    import warnings
+
+    model = sl.layers.Sequential(nn.Linear(4, 3))
+    ctl = DynamicConfidence("maxprob", temperature=1.0, t_max=4)
+    with pytest.warns(UserWarning, match="never set"):
+        ctl.run(model, torch.rand(2, 4), static=True)
+    ctl.threshold = 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = ctl.run(model, torch.rand(2, 4), static=True)
+    assert result.confidences == [[], []]
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="threshold"):
         DynamicConfidence("maxprob", threshold=1.5)
@@ -110,6 +126,17 @@ def test_bad_input():
         DynamicConfidence(t_min=10, t_max=5)
     with pytest.raises(ValueError, match="score"):
         DynamicConfidence("vibes")
+    assert DynamicConfidence("maxprob", threshold=1.0).threshold[0] == 1.0  # [0, 1] includes 1
+    assert DynamicConfidence("margin", threshold=0.0).threshold[0] == 0.0
+    for bad in (-0.1, float("nan"), [0.2, -1.0, 0.2, 0.2]):
+        with pytest.raises(ValueError, match="values >= 0"):
+            DynamicConfidence("logit_margin", threshold=bad, t_max=4)
+    for name, bad in (("t_min", 0), ("t_max", True), ("t_max", 2.5), ("t_min", -1)):
+        with pytest.raises(ValueError, match=name):
+            DynamicConfidence(**{name: bad})
+    for bad in (0.0, -1.0, float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="temperature"):
+            DynamicConfidence(temperature=bad)
     plain = nn.Sequential(nn.Linear(4, 2))
     with pytest.raises(TypeError, match=r"select_batch|step"):
         DynamicConfidence(t_max=4).run(plain, torch.rand(3, 4), static=True)

@@ -174,6 +174,26 @@ def test_dvsgesture_cut_includes_start_excludes_end(tmp_path, split):
     assert second["x"].tolist() == [14, 15, 16]
 
 
+@pytest.mark.parametrize("user, split", [("user23", "train"), ("user29", "test")])
+def test_dvsgesture_split_edges_and_a_user_in_neither(tmp_path, user, split):
+    """Users 1-23 train, 24-29 test (the published split); a user 30 or 00 fits neither and is an
+    error naming the file, not silently left out of both. Extra columns after the three of a
+    label row are ignored."""
+    root = _gesture_folder(tmp_path)
+    folder = root / "DvsGesture"
+    events = data.make_events([5, 6], [5, 6], [1500, 1600], [1, 0])
+    aedat3.write_aedat3(folder / f"{user}_led.aedat", events)
+    (folder / f"{user}_led_labels.csv").write_text("class,startTime_usec,endTime_usec\n2,1000,2000,\n")
+    ds = data.DVSGesture(root, split)
+    assert len(ds) == 3 and ds[2][1] == 1 and ds[2][0]["x"].tolist() == [5, 6]
+    for stray in ("user30_led", "user00_led"):
+        aedat3.write_aedat3(folder / f"{stray}.aedat", events)
+        for either in ("train", "test"):
+            with pytest.raises(data.EventFormatError, match=f"{stray}.aedat.*neither split"):
+                data.DVSGesture(root, either)
+        (folder / f"{stray}.aedat").unlink()
+
+
 @pytest.mark.parametrize("x, y, ok", [(127, 127, True), (128, 3, False), (3, 128, False)])
 def test_dvsgesture_events_outside_the_128x128_sensor_are_refused(tmp_path, x, y, ok):
     root = _gesture_folder(tmp_path)
@@ -559,3 +579,106 @@ def test_dynamic_confidence_t_min_and_margin_by_hand(mode):
     assert result.exit_steps.tolist() == [4, 2, 2, 4]
     assert result.predictions.tolist() == [0, 0, 1, 0]
     assert result.confidences[1] == pytest.approx([math.tanh(0.75), math.tanh(0.375)], abs=1e-6)
+
+
+def test_every_confidence_score_from_its_definition():
+    """Evidence [2, 0, 0] at temperature 2: z = [1, 0, 0], p = [e, 1, 1] / (e + 2).
+
+    maxprob = e / (e + 2); margin = (e - 1) / (e + 2); entropy score = 1 - H(p) / ln 3;
+    logit_margin = 1 - 0 (in readout units over the temperature). Uniform evidence has entropy
+    score 0 and margins 0; the scores grow with the evidence.
+    """
+    from spikelab.dynamic.controller import confidence
+
+    e = math.e
+    p = [e / (e + 2), 1 / (e + 2), 1 / (e + 2)]
+    entropy = -sum(q * math.log(q) for q in p)
+    want = {"maxprob": p[0], "margin": p[0] - p[1], "entropy": 1 - entropy / math.log(3), "logit_margin": 1.0}
+    evidence = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 1.0], [8.0, 0.0, 0.0]])
+    for score, value in want.items():
+        got = confidence(evidence, score, 2.0).tolist()
+        assert got[0] == pytest.approx(value, abs=1e-6), score
+        flat = 1 / 3 if score == "maxprob" else 0.0
+        assert got[1] == pytest.approx(flat, abs=1e-6), score
+        assert got[2] > got[0], score
+    assert want["entropy"] == pytest.approx(0.11224, abs=1e-4)  # the hand value, worked once on paper
+
+
+def test_controller_repr_shows_one_threshold_or_says_per_step():
+    assert "threshold=0.5," in repr(DynamicConfidence(threshold=0.5, t_max=1))
+    assert "threshold=0.5," in repr(DynamicConfidence(threshold=[0.5, 0.5, 0.5], t_max=3))
+    assert "threshold=[3 per-step values]" in repr(DynamicConfidence(threshold=[0.5, 0.5, 0.7], t_max=3))
+
+
+def test_a_result_does_not_print_every_samples_scores():
+    ctl = DynamicConfidence(score="maxprob", temperature=1.0, threshold=0.5, t_max=4)
+    result = ctl.run(PresetLogits(LOGITS), torch.zeros(4, 4, 1), mode="trace")
+    assert "confidences" not in repr(result) and "exit_steps" in repr(result)
+
+
+class CountingLogits(PresetLogits):
+    """PresetLogits that also continues a sequence (``steps``) and counts the sample-steps computed."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.work = getattr(self, "work", 0)
+
+    def steps(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1] == len(self.rows)
+        out = self.logits[self.t: self.t + x.shape[0]][:, self.rows]
+        self.t += x.shape[0]
+        self.work += x.shape[0] * len(self.rows)
+        return out.clone()
+
+
+def test_live_mode_work_follows_the_chunk_rule():
+    """Summed logit margin, threshold 5, t_max 16: A gives 10 at step 1 (exits at 1), B 0.6 a
+    step (5.4 >= 5 first at step 9), C nothing (forced out at 16). Live mode runs chunks of
+    max(1, t // 4) steps after t steps, so B, exiting inside the chunk of steps 9-10, costs 10
+    steps, A costs 1, C 16: 27 sample-steps, against 26 one step at a time."""
+    logits = torch.zeros(16, 3, 2)
+    logits[0, 0, 0] = 10.0
+    logits[:, 1, 0] = 0.6
+    model = CountingLogits(logits)
+    ctl = DynamicConfidence(score="logit_margin", temperature=1.0, threshold=5.0, t_max=16)
+    result = ctl.run(model, torch.zeros(16, 3, 1), mode="live")
+    assert result.exit_steps.tolist() == [1, 9, 16]
+    assert result.predictions.tolist() == [0, 0, 0]
+    t, work, alive = 0, 0, {0: 1, 1: 9, 2: 16}
+    while t < 16:  # the rule, simulated on its own
+        size = min(max(1, t // 4), 16 - t)
+        work += size * sum(1 for stop in alive.values() if stop > t)
+        t += size
+    assert model.work == work == 27
+    assert ctl.run(PresetLogits(logits), torch.zeros(16, 3, 1), mode="live").exit_steps.tolist() == [1, 9, 16]
+    # the scores kept are those up to each exit, not the rest of the chunk it exited in
+    kept = ctl.run(CountingLogits(logits), torch.zeros(16, 3, 1), mode="live", keep_traces=True)
+    assert [len(c) for c in kept.confidences] == [1, 9, 16]
+    assert kept.confidences[1] == pytest.approx([0.6 * k for k in range(1, 10)], abs=1e-5)
+
+
+def test_live_chunks_average_the_evidence_as_trace_mode_does():
+    """evidence="mean" over multi-step chunks: the margin of the mean is 0.6 for B at every step
+    and 10 / t for A; threshold 0.7 lets A out while 10 / t >= 0.7 (step 1) and never B."""
+    logits = torch.zeros(16, 3, 2)
+    logits[0, 0, 0] = 10.0
+    logits[:, 1, 0] = 0.6
+    logits[10:, 2, 1] = 2.0  # C: mean margin 2 * (t - 10) / t reaches 0.7 at t = 16 (0.75)
+    ctl = DynamicConfidence(score="logit_margin", temperature=1.0, threshold=0.7, t_max=16, evidence="mean")
+    live = ctl.run(CountingLogits(logits), torch.zeros(16, 3, 1), mode="live")
+    trace = ctl.run(CountingLogits(logits), torch.zeros(16, 3, 1), mode="trace")
+    assert live.exit_steps.tolist() == trace.exit_steps.tolist() == [1, 16, 16]
+    assert live.predictions.tolist() == trace.predictions.tolist() == [0, 0, 1]
+
+
+def test_trace_takes_a_t_by_b_input_without_feature_dimensions():
+    """``[T, B, ...]`` includes ``[T, B]`` (token ids, one value per sample and step)."""
+
+    class OneHot(nn.Module):
+        def forward(self, x):
+            return nn.functional.one_hot(x.long(), 3).float()
+
+    ctl = DynamicConfidence(score="logit_margin", temperature=1.0, threshold=2.0, t_max=4)
+    ids = torch.tensor([[2, 0], [2, 1], [2, 0], [2, 1]])
+    result = ctl.run(OneHot(), ids, mode="trace")
+    assert result.exit_steps.tolist() == [2, 4] and result.predictions.tolist() == [2, 0]

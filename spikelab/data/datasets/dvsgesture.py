@@ -45,7 +45,11 @@ class DVSGesture(EventDataset):
                 raise EventFormatError(path, "not a DVS Gesture recording name: expected userNN_<lighting>.aedat "
                                              "(NN = the user, 01-29), as in user01_fluorescent.aedat; move or "
                                              "rename it")
-            if int(match.group(1)) in users:
+            user = int(match.group(1))
+            if user not in TRAIN_USERS and user not in TEST_USERS:
+                raise EventFormatError(path, f"user {user:02d} is in neither split (train: users 01-23, test: "
+                                             "24-29); move or rename it")
+            if user in users:
                 recordings.append(path)
         if not recordings:
             raise self._missing(f"no recordings of users {users.start}-{users.stop - 1} (userNN_*.aedat)")
