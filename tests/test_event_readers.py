@@ -204,3 +204,46 @@ def test_random_bytes_as_shd_file(tmp_path_factory, blob):
     path.write_bytes(blob)
     with pytest.raises(EventFormatError, match="shd_train.h5"):
         data.read_shd(path, 0)
+
+
+# ATIS .bin packed by hand from the layout (x; y; p << 7 | t[22:16]; t[15:8]; t[7:0]; y = 240 marks
+# a 23-bit timestamp wrap), independent of write_atis_bin.
+_ATIS_HAND = bytes([3, 4, 0x80 | 0x01, 0x23, 0x45,  # x 3, y 4, ON, t 0x12345
+                    0, 240, 0, 0, 0,  # overflow marker: later events gain 2**23 us
+                    5, 6, 0x00, 0x00, 0x07])  # x 5, y 6, OFF, t 7 + 2**23
+
+
+def test_atis_packed_by_hand(tmp_path):
+    ev = atis.decode_atis(_ATIS_HAND)
+    assert ev["x"].tolist() == [3, 5] and ev["y"].tolist() == [4, 6] and ev["p"].tolist() == [1, 0]
+    assert ev["t"].tolist() == [0x12345, 2 ** 23 + 7]
+    bad = _ATIS_HAND + bytes([99, 6, 0, 0, 9])  # the 4th record (byte 15), 3rd event: outside 34 x 34
+    (tmp_path / "bad.bin").write_bytes(bad)
+    with pytest.raises(EventFormatError, match=r"bad.bin at byte 15: event 2 at \(x=99, y=6\) is outside"):
+        atis.read_atis_bin(tmp_path / "bad.bin", sensor_size=(34, 34, 2))
+
+
+def test_atis_unsorted_is_refused_unless_allowed(tmp_path):
+    blob = bytes([1, 1, 0, 0, 10, 2, 2, 0, 0, 5])  # t = 10 then 5
+    (tmp_path / "u.bin").write_bytes(blob)
+    for read in (lambda: atis.read_atis_bin(tmp_path / "u.bin"), lambda: atis.decode_atis(blob, "u.bin")):
+        with pytest.raises(EventFormatError, match=r"u.bin at byte 5: timestamps decrease at event 1"):
+            read()
+    assert atis.read_atis_bin(tmp_path / "u.bin", allow_unsorted=True)["t"].tolist() == [5, 10]
+    assert atis.decode_atis(blob, "u.bin", allow_unsorted=True)["t"].tolist() == [5, 10]
+
+
+@pytest.mark.parametrize("x, y, t", [(256, 1, [1]), (1, 256, [1]), (-1, 1, [1]), (1, -1, [1]), (1, 240, [1]),
+                                     (1, 1, [-1])])
+def test_atis_writer_refuses_what_the_layout_cannot_hold(tmp_path, x, y, t):
+    with pytest.raises(ValueError, match="ATIS .bin"):
+        atis.write_atis_bin(tmp_path / "w.bin", make_events([x], [y], t, [1]))
+
+
+def test_atis_writer_edges(tmp_path):
+    with pytest.raises(ValueError, match="sorted"):
+        atis.write_atis_bin(tmp_path / "w.bin", make_events([1, 1], [1, 1], [5, 4], [1, 1]))
+    atis.write_atis_bin(tmp_path / "w.bin", make_events([255, 0], [255, 239], [0, 1], [1, 0]))
+    assert (tmp_path / "w.bin").read_bytes() == bytes([255, 255, 0x80, 0, 0, 0, 239, 0, 0, 1])
+    atis.write_atis_bin(tmp_path / "e.bin", make_events([], [], [], []))
+    assert (tmp_path / "e.bin").read_bytes() == b""

@@ -185,6 +185,7 @@ def test_dvsgesture_split_edges_and_a_user_in_neither(tmp_path, user, split):
     aedat3.write_aedat3(folder / f"{user}_led.aedat", events)
     (folder / f"{user}_led_labels.csv").write_text("class,startTime_usec,endTime_usec\n2,1000,2000,\n")
     ds = data.DVSGesture(root, split)
+    assert ds.sensor_size == (128, 128, 2)  # the DVS128: 128 x 128 pixels, ON and OFF events
     assert len(ds) == 3 and ds[2][1] == 1 and ds[2][0]["x"].tolist() == [5, 6]
     for stray in ("user30_led", "user00_led"):
         aedat3.write_aedat3(folder / f"{stray}.aedat", events)

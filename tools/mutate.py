@@ -73,7 +73,7 @@ def _skipped_nodes(tree: ast.AST, functions: frozenset[str] = frozenset()) -> se
     skip: set[int] = set()
     if functions:
         for top in tree.body:
-            if not (isinstance(top, ast.FunctionDef) and top.name in functions):
+            if not (isinstance(top, (ast.FunctionDef, ast.ClassDef)) and top.name in functions):
                 skip.update(id(n) for n in ast.walk(top))
     for node in ast.walk(tree):  # type annotations: never evaluated here (postponed annotations)
         notes = [getattr(node, "annotation", None), getattr(node, "returns", None)]
@@ -125,7 +125,7 @@ def mutants(source: str, functions: frozenset[str] = frozenset()) -> list[tuple[
     index = 0
     for top in tree.body:
         sites = list(_sites(ast.Module(body=[top], type_ignores=[]), functions if functions else frozenset()))
-        if functions and not (isinstance(top, ast.FunctionDef) and top.name in functions):
+        if functions and not (isinstance(top, (ast.FunctionDef, ast.ClassDef)) and top.name in functions):
             sites = []
         first = min([top.lineno] + [d.lineno for d in getattr(top, "decorator_list", [])])
         for k, (node, change, apply) in enumerate(sites):
@@ -152,8 +152,8 @@ def replaced(source: str, old: str, new: str, functions: frozenset[str] = frozen
     when given): a planted bug written by hand."""
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
-    spans = [(f.lineno, f.end_lineno) for f in tree.body
-             if isinstance(f, ast.FunctionDef) and (not functions or f.name in functions)] if functions else [(1, len(lines))]
+    spans = [(f.lineno, f.end_lineno) for f in tree.body if isinstance(f, (ast.FunctionDef, ast.ClassDef))
+             and f.name in functions] if functions else [(1, len(lines))]
     count, first = 0, None
     for lo, hi in spans:
         for i in range(lo - 1, hi):
@@ -297,7 +297,7 @@ def main(argv=None) -> int:
     parser.add_argument("module", nargs="?", help="the file to mutate, relative to the repository root")
     parser.add_argument("tests", nargs="+", help="test files or node ids that cover it")
     parser.add_argument("--generated", metavar="FAMILY", help="mutate this built-in family's generated Numba kernels")
-    parser.add_argument("--functions", help="comma-separated top-level functions to mutate (default: all)")
+    parser.add_argument("--functions", help="comma-separated top-level functions or classes to mutate (default: all)")
     parser.add_argument("--only", help="comma-separated line numbers to mutate (default: all)")
     parser.add_argument("--replace", nargs=2, metavar=("OLD", "NEW"), help="one planted bug: replace OLD by NEW")
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (one scratch copy each)")

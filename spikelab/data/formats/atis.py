@@ -21,7 +21,7 @@ OVERFLOW_Y = 240
 WRAP = 1 << 23
 
 
-def decode_records(body: bytes, base: int = 0, wraps: int = 0):
+def decode_records(body: bytes, base: int, wraps: int):
     """Decode whole 5-byte records: ``(events, byte offsets, wraps after the last record)``.
 
     ``wraps`` counts the overflow markers met before ``body`` (for streaming in chunks).
