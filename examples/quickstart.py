@@ -6,7 +6,7 @@ from torch import nn
 import spikelab as sl
 
 
-def main() -> None:
+def main() -> float:
     torch.manual_seed(0)
     net = sl.layers.Sequential(nn.Linear(100, 64), sl.LIF(tau=2.0), nn.Linear(64, 10))
     x = (torch.rand(25, 32, 100) < 0.2).float()
@@ -19,6 +19,7 @@ def main() -> None:
         opt.step()
     accuracy = (net(x).mean(0).argmax(1) == labels).float().mean().item()
     print(f"final loss {loss.item():.3f}, training accuracy {accuracy:.2f}")
+    return accuracy
 
 
 if __name__ == "__main__":
