@@ -221,6 +221,25 @@ def test_lif_matches_reference(reset, detach, grads, robust, shape):
         assert ref["out"].sum() > 0
 
 
+MANY = (4, 2, 1100)  # 2200 neurons: more than one Numba task (1024 neurons), the last one partial
+
+
+@pytest.mark.parametrize("family", ["lif", "alif", "cuba", "probabilistic"])
+@pytest.mark.parametrize("grads", REGIMES)
+def test_neurons_split_over_several_tasks(family, grads):
+    """Every task works on its own neurons: per-neuron parameters, a hard reset and both gradient
+    regimes on more neurons than one task takes (the other shapes fit in one)."""
+    reset = ("hard", -0.3) if grads == "all" else ("subtract", 0.0)
+    if family == "probabilistic":
+        tensors, kwargs, key = prob_case(MANY, 4, reset, per_neuron=True)
+        compare_prob(tensors, kwargs, key, grads=grads)
+        return
+    case = {"lif": lif_case, "alif": alif_case, "cuba": cuba_case}[family]
+    tensors, kwargs = case(MANY, 4, reset, ATan(), per_neuron=True)
+    ref = compare(family, tensors, kwargs, grads=grads)
+    assert ref["out"][:, :, :1024].sum() > 0 and ref["out"][:, :, 1024:].sum() > 0
+
+
 @pytest.mark.parametrize("sg", SURROGATES, ids=lambda s: s.name)
 def test_lif_every_surrogate(sg):
     compare("lif", *lif_case((9, 3, 40), 2, ("subtract", 0.0), sg))

@@ -88,6 +88,23 @@ KNOWN_RESETS = {
 RESET_CASES = [(n, r) for n in KNOWN_RESETS for r in RESETS]
 
 
+AT_THRESHOLD = {
+    # inputs that charge the membrane to exactly the threshold (1.0) at steps 1 and 3: it fires (H(0) = 1)
+    "lif": (lambda **kw: sl.LIF(beta=0.5, threshold=1.0, **kw), [1.0, 0.75, 0.625]),  # h 1, .75, .375 + .625
+    "if": (lambda **kw: sl.IF(threshold=1.0, **kw), [1.0, 0.5, 0.5]),  # h 1, .5, 1
+    "alif": (lambda **kw: sl.AdaptiveLIF(beta=0.5, threshold=1.0, adaptation=0.0, **kw), [1.0, 0.75, 0.625]),
+    "cuba": (lambda **kw: sl.CurrentLIF(alpha=0.0, beta=0.5, threshold=1.0, **kw), [1.0, 0.75, 0.625]),
+}
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("name", AT_THRESHOLD)
+def test_a_membrane_exactly_at_threshold_fires(name, backend):
+    factory, x = AT_THRESHOLD[name]
+    out = factory(reset="subtract", backend=backend)(torch.tensor(x).view(-1, 1, 1))
+    assert out.flatten().tolist() == [1.0, 0.0, 1.0], (name, backend)
+
+
 def test_reset_known_answers_are_distinct():
     """The hand tables themselves: the three resets differ on every neuron (else they pin nothing)."""
     for name, (_, _, table) in KNOWN_RESETS.items():

@@ -68,15 +68,17 @@ def _symbol(op: ast.AST) -> str:
 
 
 def _skipped_nodes(tree: ast.AST, functions: frozenset[str] = frozenset()) -> set[int]:
-    """Nodes not to mutate: inside ``raise`` statements, warnings/log calls, type annotations; with
+    """Nodes not to mutate: inside ``raise`` statements, warnings/log calls, type annotations and
+    decorators (``parallel=True``, ``cache=True``: how Numba compiles, not what it computes); with
     ``functions``, everything outside the top-level functions of those names."""
     skip: set[int] = set()
     if functions:
         for top in tree.body:
             if not (isinstance(top, (ast.FunctionDef, ast.ClassDef)) and top.name in functions):
                 skip.update(id(n) for n in ast.walk(top))
-    for node in ast.walk(tree):  # type annotations: never evaluated here (postponed annotations)
-        notes = [getattr(node, "annotation", None), getattr(node, "returns", None)]
+    for node in ast.walk(tree):  # annotations (postponed, never evaluated) and decorators (compile options)
+        notes = [getattr(node, "annotation", None), getattr(node, "returns", None),
+                 *getattr(node, "decorator_list", [])]
         for note in notes:
             if note is not None:
                 skip.update(id(n) for n in ast.walk(note))
