@@ -105,6 +105,22 @@ def test_a_membrane_exactly_at_threshold_fires(name, backend):
     assert out.flatten().tolist() == [1.0, 0.0, 1.0], (name, backend)
 
 
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("name", AT_THRESHOLD)
+def test_gradients_at_exactly_the_threshold_match_the_reference(name, reset):
+    """The fused backward replays the spikes as the forward fired them, H(0) = 1 included (a hard
+    reset's gradient depends on it)."""
+    factory, x = AT_THRESHOLD[name]
+    weights = torch.tensor([0.5, -1.0, 2.0]).view(-1, 1, 1)
+    grads = []
+    for backend in ("torch", "numba"):
+        inp = torch.tensor(x).view(-1, 1, 1).requires_grad_(True)
+        (factory(reset=reset, backend=backend)(inp) * weights).sum().backward()
+        grads.append(inp.grad.flatten())
+    torch.testing.assert_close(grads[1], grads[0])
+    assert grads[0].abs().sum() > 0
+
+
 def test_reset_known_answers_are_distinct():
     """The hand tables themselves: the three resets differ on every neuron (else they pin nothing)."""
     for name, (_, _, table) in KNOWN_RESETS.items():
