@@ -316,6 +316,11 @@ def _numba_loads(g: StepGraph, state_src: str) -> list[str]:
     return loads
 
 
+def _pool_constants(pool: bool) -> list[str]:
+    """The pooling window's plane and scale, in the variants that pool (dead code elsewhere)."""
+    return ["plane = max(1, geo[0] * geo[1])", "PS = typed(x, pool_scale)"] if pool else []
+
+
 def _numba_constants(d: NumbaDialect) -> list[str]:
     return [f"{name} = typed(x, {value!r})" for value, name in d.constants.items()]
 
@@ -374,8 +379,8 @@ def _numba_forward(g: StepGraph, robust: bool) -> str:
         setup = [f"ST_{s} = s0_{s}[lo:hi].copy()" for s in g.states] + _block_setup(bn)
         setup += [f"P_{p} = a_{p}[lo:hi]" for p in g.params] + ["P_thr = a_thr[lo:hi]"]
         setup += ["orow = np.empty(n, x.dtype)"] if pool else []
-        row = ["xt = x[t, lo:hi]",
-               "ot = orow" if pool else "ot = out[t, lo:hi]", "base = (first_step + t) * M + lo"]
+        row = ["xt = x[t, lo:hi]", "ot = orow" if pool else "ot = out[t, lo:hi]"]
+        row += ["base = (first_step + t) * M + lo"] if g.escape else []  # the noise counter
         pooled = ["pool_row(orow, out, t, lo // plane, hi // plane, geo, PS)"] if pool else []
         name = f"forward_{'robust' if robust else 'plain'}{block_suffix(bn, pool)}"
         sources.append(f"""@nb.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -383,8 +388,7 @@ def {name}({', '.join(args)}):
     T, M = x.shape
     nchunks = (M + chunk - 1) // chunk
     VALUE = typed(x, reset_value)
-    plane = max(1, geo[0] * geo[1])
-    PS = typed(x, pool_scale)
+{_indent(_pool_constants(pool), 4)}
 {_indent(_numba_constants(d), 4)}
     for c in prange(nchunks):
         lo = c * chunk
@@ -456,7 +460,7 @@ def _numba_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
         rev_row = ["xr = x[t, lo:hi]", "xt = xr"]
         rev_row.append("gt = unpool_row(g_out, t, lo // plane, hi // plane, geo, PS, grow)" if pool
                        else "gt = grad_row(g_out, t, lo, hi, grow)")
-        rev_row += ["dxt = dx[t, lo:hi]", "zt = Z[t]", "base = (first_step + t) * M + lo"]
+        rev_row += ["dxt = dx[t, lo:hi]", "zt = Z[t]"] + (["base = (first_step + t) * M + lo"] if g.escape else [])
         if not g.escape:
             rev_row.append("surrogate_row(sg_code, sg_alpha, zt, sgrow)")
         name = (f"backward_{'robust' if robust else 'plain'}_{'full' if with_params else 'fast'}"
@@ -469,8 +473,7 @@ def {name}({', '.join(args)}):
     SUB = typed(x, 1.0 if reset_code == 0 else 0.0)
     HARD = typed(x, 1.0 if reset_code == 1 else 0.0)
     KEEP = typed(x, 0.0 if detach else 1.0)
-    plane = max(1, geo[0] * geo[1])
-    PS = typed(x, pool_scale)
+{_indent(_pool_constants(pool), 4)}
 {_indent(_numba_constants(d), 4)}
     for c in prange(nchunks):
         lo = c * chunk
@@ -478,8 +481,7 @@ def {name}({', '.join(args)}):
         n = hi - lo
 {_indent(setup, 8)}
         for t in range(T):
-{_indent(replay_row, 12)}
-            base = (first_step + t) * M + lo
+{_indent(replay_row + (["base = (first_step + t) * M + lo"] if g.escape else []), 12)}
             for k in range(n):
 {_indent(_affine_load(replay, bn), 16)}
 {_indent(after_replay, 8)}

@@ -227,15 +227,17 @@ MANY = (4, 2, 1100)  # 2200 neurons: more than one Numba task (1024 neurons), th
 @pytest.mark.parametrize("family", ["lif", "alif", "cuba", "probabilistic"])
 @pytest.mark.parametrize("grads", REGIMES)
 def test_neurons_split_over_several_tasks(family, grads):
-    """Every task works on its own neurons: per-neuron parameters, a hard reset and both gradient
-    regimes on more neurons than one task takes (the other shapes fit in one)."""
+    """Every task works on its own neurons: per-neuron parameters (an input scale 1 - beta where
+    the family has one), a hard reset and both gradient regimes on more neurons than one task
+    takes (the other shapes fit in one)."""
     reset = ("hard", -0.3) if grads == "all" else ("subtract", 0.0)
     if family == "probabilistic":
         tensors, kwargs, key = prob_case(MANY, 4, reset, per_neuron=True)
         compare_prob(tensors, kwargs, key, grads=grads)
         return
     case = {"lif": lif_case, "alif": alif_case, "cuba": cuba_case}[family]
-    tensors, kwargs = case(MANY, 4, reset, ATan(), per_neuron=True)
+    scaled = {"decay_input": True} if family != "cuba" else {}
+    tensors, kwargs = case(MANY, 4, reset, ATan(), per_neuron=True, **scaled)
     ref = compare(family, tensors, kwargs, grads=grads)
     assert ref["out"][:, :, :1024].sum() > 0 and ref["out"][:, :, 1024:].sum() > 0
 
@@ -272,8 +274,9 @@ def test_lif_hypothesis(steps, batch, features, beta, threshold, reset, sg, robu
     compare("lif", tensors, kwargs, grads=grads, seed=seed)
 
 
-def alif_case(shape, seed, reset, sg=ATan(), robust=False, detach=False, per_neuron=False):
-    tensors, kwargs = lif_case(shape, seed, reset, sg, robust=robust, detach=detach, per_neuron=per_neuron)
+def alif_case(shape, seed, reset, sg=ATan(), robust=False, detach=False, per_neuron=False, decay_input=False):
+    tensors, kwargs = lif_case(shape, seed, reset, sg, robust=robust, detach=detach, per_neuron=per_neuron,
+                               decay_input=decay_input)
     v = tensors.pop("v")
     ordered = dict(x=tensors["x"], v=v, a=torch.rand(shape[1:]) * 0.2, beta=tensors["beta"],
                    input_scale=tensors["input_scale"], threshold=tensors["threshold"],
