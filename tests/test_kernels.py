@@ -221,6 +221,18 @@ def test_lif_matches_reference(reset, detach, grads, robust, shape):
         assert ref["out"].sum() > 0
 
 
+def test_noise_counters_past_two_to_the_32_match_the_reference():
+    """A long stream: (first_step + t) * neurons + m passes 2**32, where the hash takes the
+    counter's high word; kernel and reference must draw the same noise there too."""
+    shape = (3, 2, 50)
+    first = 2 ** 32 // 100 - 1  # the counter crosses 2**32 during these steps
+    tensors, kwargs, key = prob_case(shape, 2, RESETS[0], first_step=first)
+    ref = compare_prob(tensors, kwargs, key)
+    low = reference.counter_uniform(torch.tensor([key[0], 0]), 3, 100, "cpu")
+    high = reference.counter_uniform(key, 3, 100, "cpu")
+    assert not torch.equal(low, high) and 0 < ref["out"].sum() < ref["out"].numel()
+
+
 MANY = (4, 2, 1100)  # 2200 neurons: more than one Numba task (1024 neurons), the last one partial
 
 

@@ -121,6 +121,37 @@ def test_gradients_at_exactly_the_threshold_match_the_reference(name, reset):
     assert grads[0].abs().sum() > 0
 
 
+@pytest.mark.parametrize("impl", ["reference", "ops"])
+@pytest.mark.parametrize("family", ["lif", "alif", "cuba"])
+def test_sequence_defaults_are_the_documented_ones(family, impl):
+    """Called with only what it needs, a family's sequence resets by subtraction, to 0 when asked
+    for a hard reset, keeps the reset's gradient and fires unit spikes (no TrSG)."""
+    from spikelab.kernels import ops, reference
+    from spikelab.surrogate import ATan
+
+    fn = getattr(reference if impl == "reference" else ops, f"{family}_sequence")
+    torch.manual_seed(3)
+    x = torch.rand(6, 5) * 2.5
+    one = torch.ones(5)
+    thr = torch.full((5,), 0.5)  # theta * S differs from S: a TrSG output would show
+    params = {"lif": (one * 0.0, one * 0.8, one, thr), "alif": (one * 0.0, one * 0.0, one * 0.8, one, thr,
+                                                                  one * 0.9, one * 0.2),
+              "cuba": (one * 0.0, one * 0.0, one * 0.5, one * 0.8, thr)}[family]
+
+    def run(**kw):
+        xi = x.clone().requires_grad_(True)
+        out, _ = fn(xi, *params, surrogate=ATan(), **kw)
+        (out * torch.linspace(-1, 1, 5)).sum().backward()
+        return out.detach(), xi.grad
+
+    default, explicit = run(), run(reset_mode="subtract", reset_value=0.0, detach_reset=False, threshold_robust=False)
+    assert torch.equal(default[0], explicit[0]) and torch.equal(default[1], explicit[1])
+    assert set(default[0].unique().tolist()) == {0.0, 1.0}
+    hard, hard_explicit = run(reset_mode="hard"), run(reset_mode="hard", reset_value=0.0)
+    assert torch.equal(hard[0], hard_explicit[0]) and torch.equal(hard[1], hard_explicit[1])
+    assert not torch.equal(run(detach_reset=True)[1], default[1])
+
+
 def test_reset_known_answers_are_distinct():
     """The hand tables themselves: the three resets differ on every neuron (else they pin nothing)."""
     for name, (_, _, table) in KNOWN_RESETS.items():
