@@ -338,3 +338,22 @@ def test_spike_fed_sites_get_their_own_start():
     assert snn.report["start"] == 0.25 and snn.report["spike_fed_start"] == 0.0
     with pytest.raises(ValueError, match="spike_fed_start: expected a fraction"):
         convert(TwoStems(), calib, spike_fed_start=1.5)
+
+
+def test_per_channel_thresholds_of_linear_and_conv_sites_and_silent_ones():
+    """One threshold per feature of a Linear site ([B, F] activations) and per channel of a conv
+    site, each that channel's own maximum; a channel that never fires gets the small 1e-3."""
+    lin = nn.Sequential(nn.Linear(3, 3, bias=False), nn.ReLU(), nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        lin[0].weight.copy_(torch.diag(torch.tensor([1.0, 2.0, -1.0])))  # feature 2 is never positive
+    x = torch.rand(64, 3)
+    t = convert(lin, x, method="max", per_channel=True).report["thresholds"]["1"]
+    assert t == pytest.approx([float(x[:, 0].max()), 2 * float(x[:, 1].max()), 1e-3])
+    layer = convert(lin, x, method="max").report["thresholds"]["1"]
+    assert layer == pytest.approx(2 * float(x[:, 1].max()))
+    conv = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2)).eval()
+    with torch.no_grad():
+        conv[0].weight.copy_(torch.tensor([3.0, -1.0]).view(2, 1, 1, 1))
+    images = torch.rand(8, 1, 4, 4)
+    t = convert(conv, images, method="max", per_channel=True).report["thresholds"]["1"]
+    assert t == pytest.approx([3 * float(images.max()), 1e-3])
