@@ -349,6 +349,8 @@ def test_per_channel_thresholds_of_linear_and_conv_sites_and_silent_ones():
     x = torch.rand(64, 3)
     t = convert(lin, x, method="max", per_channel=True).report["thresholds"]["1"]
     assert t == pytest.approx([float(x[:, 0].max()), 2 * float(x[:, 1].max()), 1e-3])
+    robust = convert(lin, x, method="robust", percentile=100.0, per_channel=True).report["thresholds"]["1"]
+    assert robust == pytest.approx([float(x[:, 0].max()), 2 * float(x[:, 1].max()), 1e-3])
     layer = convert(lin, x, method="max").report["thresholds"]["1"]
     assert layer == pytest.approx(2 * float(x[:, 1].max()))
     conv = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2)).eval()
