@@ -359,3 +359,17 @@ def test_per_channel_thresholds_of_linear_and_conv_sites_and_silent_ones():
     images = torch.rand(8, 1, 4, 4)
     t = convert(conv, images, method="max", per_channel=True).report["thresholds"]["1"]
     assert t == pytest.approx([3 * float(images.max()), 1e-3])
+
+
+def test_conversion_arguments_at_their_limits():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2)).eval()
+    x = torch.rand(4, 1, 4, 4)
+    convert(net, x, percentile=100.0, start=0.0)  # both ends that are allowed
+    for bad in ({"percentile": 0.0}, {"percentile": 100.5}, {"start": 1.0}, {"start": -0.1},
+                {"spike_fed_start": 1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            convert(net, x, **bad)
+    with pytest.raises(ValueError, match="no batches"):
+        convert(net, [])
+    pools = {m: [type(l).__name__ for l in convert(net, x, maxpool=m).modules()] for m in ("spike", "avg")}
+    assert "AvgPool2d" in pools["avg"] and "AvgPool2d" not in pools["spike"]
