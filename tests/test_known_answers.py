@@ -105,20 +105,25 @@ def test_a_membrane_exactly_at_threshold_fires(name, backend):
     assert out.flatten().tolist() == [1.0, 0.0, 1.0], (name, backend)
 
 
+@pytest.mark.parametrize("learn", [False, True], ids=["x only", "parameters too"])
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("name", AT_THRESHOLD)
-def test_gradients_at_exactly_the_threshold_match_the_reference(name, reset):
+def test_gradients_at_exactly_the_threshold_match_the_reference(name, reset, learn):
     """The fused backward replays the spikes as the forward fired them, H(0) = 1 included (a hard
-    reset's gradient depends on it)."""
+    reset's gradient depends on it), in both backward variants (only ``x`` requiring gradients,
+    or the parameters too)."""
     factory, x = AT_THRESHOLD[name]
     weights = torch.tensor([0.5, -1.0, 2.0]).view(-1, 1, 1)
     grads = []
     for backend in ("torch", "numba"):
         inp = torch.tensor(x).view(-1, 1, 1).requires_grad_(True)
-        (factory(reset=reset, backend=backend)(inp) * weights).sum().backward()
-        grads.append(inp.grad.flatten())
-    torch.testing.assert_close(grads[1], grads[0])
-    assert grads[0].abs().sum() > 0
+        neuron = factory(reset=reset, backend=backend, learn_threshold=learn)
+        (neuron(inp) * weights).sum().backward()
+        grads.append([inp.grad.flatten()] + [p.grad.flatten() for p in neuron.parameters() if p.requires_grad])
+    assert len(grads[0]) == (2 if learn else 1)
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want)
+    assert grads[0][0].abs().sum() > 0
 
 
 @pytest.mark.parametrize("impl", ["reference", "ops"])
