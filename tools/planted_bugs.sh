@@ -16,28 +16,28 @@ plant "float64 kernel rounds the membrane to float32" \
     --generated lif --functions forward_plain --replace "c_v = f2" "c_v = np.float32(f2)" \
     -- tests/test_kernels.py -k "float64"
 plant "subtract reset behaves as a reset to zero (reference)" \
-    kernels/reference.py --replace "return h - threshold * s" "return h * (1.0 - s)" \
-    -- $KA -k "reset"
+    --replace "return h - threshold * s" "return h * (1.0 - s)" \
+    -- kernels/reference.py $KA -k "reset"
 plant "subtract reset behaves as a reset to zero (Numba kernels)" \
-    kernels/numba/common.py --jit off --replace "return h - th if fired else h" "return h - h if fired else h" \
-    -- $KA -k "reset"
+    --jit off --replace "return h - th if fired else h" "return h - h if fired else h" \
+    -- kernels/numba/common.py $KA -k "reset"
 plant "DVS Gesture cut: end inclusive" \
-    spikelab/data/datasets/dvsgesture.py --replace "np.searchsorted(t, end)" "np.searchsorted(t, end, side='right')" \
-    -- $KA -k dvsgesture
+    --replace "np.searchsorted(t, end)" "np.searchsorted(t, end, side='right')" \
+    -- spikelab/data/datasets/dvsgesture.py $KA -k dvsgesture
 plant "DVS Gesture cut: start exclusive" \
-    spikelab/data/datasets/dvsgesture.py --replace "np.searchsorted(t, start)" "np.searchsorted(t, start, side='right')" \
-    -- $KA -k dvsgesture
+    --replace "np.searchsorted(t, start)" "np.searchsorted(t, start, side='right')" \
+    -- spikelab/data/datasets/dvsgesture.py $KA -k dvsgesture
 plant "Dynamic Confidence ignores the temperature" \
-    spikelab/dynamic/controller.py --replace "z = evidence / temperature" "z = evidence" \
-    -- $KA -k "dynamic or confidence"
+    --replace "z = evidence / temperature" "z = evidence" \
+    -- spikelab/dynamic/controller.py $KA -k "dynamic or confidence"
 plant "Dynamic Confidence live mode uses only the first per-step threshold" \
-    spikelab/dynamic/controller.py --replace "self.threshold[t: t + len(steps)].unsqueeze(1)" "self.threshold[0]" \
-    -- $KA -k "dynamic or confidence"
+    --replace "self.threshold[t: t + len(steps)].unsqueeze(1)" "self.threshold[0]" \
+    -- spikelab/dynamic/controller.py $KA -k "dynamic or confidence"
 plant "batch norm over time normalises each step on its own" \
-    spikelab/layers/temporal.py --replace "return super().forward(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])" \
+    --replace "return super().forward(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])" \
     "return torch.stack([super(_Folded, self).forward(x) for x in x_seq])" \
-    -- $KA -k batchnorm
+    -- spikelab/layers/temporal.py $KA -k batchnorm
 plant "AEDAT 3.1 reader swaps x and y (checked against bytes packed by hand, not our writer)" \
-    spikelab/data/formats/aedat3.py --replace "(d >> 17)[valid] & 0x7FFF, (d >> 2)[valid] & 0x7FFF" \
+    --replace "(d >> 17)[valid] & 0x7FFF, (d >> 2)[valid] & 0x7FFF" \
     "(d >> 2)[valid] & 0x7FFF, (d >> 17)[valid] & 0x7FFF" \
-    -- $KA::test_aedat31_packed_by_hand
+    -- spikelab/data/formats/aedat3.py $KA::test_aedat31_packed_by_hand
