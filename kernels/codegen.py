@@ -321,6 +321,11 @@ def _pool_constants(pool: bool) -> list[str]:
     return ["plane = max(1, geo[0] * geo[1])", "PS = typed(x, pool_scale)"] if pool else []
 
 
+def _noise_counter(g: StepGraph) -> list[str]:
+    """The escape noise's counter at step ``t`` (only escape-noise families draw noise)."""
+    return ["base = (first_step + t) * M + lo"] if g.escape else []
+
+
 def _numba_constants(d: NumbaDialect) -> list[str]:
     return [f"{name} = typed(x, {value!r})" for value, name in d.constants.items()]
 
@@ -380,7 +385,7 @@ def _numba_forward(g: StepGraph, robust: bool) -> str:
         setup += [f"P_{p} = a_{p}[lo:hi]" for p in g.params] + ["P_thr = a_thr[lo:hi]"]
         setup += ["orow = np.empty(n, x.dtype)"] if pool else []
         row = ["xt = x[t, lo:hi]", "ot = orow" if pool else "ot = out[t, lo:hi]"]
-        row += ["base = (first_step + t) * M + lo"] if g.escape else []  # the noise counter
+        row += _noise_counter(g)
         pooled = ["pool_row(orow, out, t, lo // plane, hi // plane, geo, PS)"] if pool else []
         name = f"forward_{'robust' if robust else 'plain'}{block_suffix(bn, pool)}"
         sources.append(f"""@nb.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -460,7 +465,7 @@ def _numba_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
         rev_row = ["xr = x[t, lo:hi]", "xt = xr"]
         rev_row.append("gt = unpool_row(g_out, t, lo // plane, hi // plane, geo, PS, grow)" if pool
                        else "gt = grad_row(g_out, t, lo, hi, grow)")
-        rev_row += ["dxt = dx[t, lo:hi]", "zt = Z[t]"] + (["base = (first_step + t) * M + lo"] if g.escape else [])
+        rev_row += ["dxt = dx[t, lo:hi]", "zt = Z[t]"] + _noise_counter(g)
         if not g.escape:
             rev_row.append("surrogate_row(sg_code, sg_alpha, zt, sgrow)")
         name = (f"backward_{'robust' if robust else 'plain'}_{'full' if with_params else 'fast'}"
@@ -481,7 +486,7 @@ def {name}({', '.join(args)}):
         n = hi - lo
 {_indent(setup, 8)}
         for t in range(T):
-{_indent(replay_row + (["base = (first_step + t) * M + lo"] if g.escape else []), 12)}
+{_indent(replay_row + _noise_counter(g), 12)}
             for k in range(n):
 {_indent(_affine_load(replay, bn), 16)}
 {_indent(after_replay, 8)}

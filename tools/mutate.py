@@ -220,6 +220,13 @@ _generated.source = _mutated_source
 """
 
 
+def _write_stamped(path: Path, text: str) -> None:
+    """Write ``text`` with a fresh modification time: Numba's cache never takes a mutant for the original."""
+    path.write_text(text)
+    stamp = time.time_ns()
+    os.utime(path, ns=(stamp, stamp))
+
+
 def _child(repo: Path, tests: list[str], module: str, text: str, generated_base: str | None) -> int:
     """In the forked process: put the mutant in place, then run the tests on the copy."""
     import pytest
@@ -234,10 +241,7 @@ def _child(repo: Path, tests: list[str], module: str, text: str, generated_base:
     if generated_base is not None and text is not None:
         exec(_HOOK, {"_BASE": generated_base, "_TEXT": text})
     elif generated_base is None and text is not None:
-        path = repo / module
-        path.write_text(text)
-        stamp = time.time_ns()  # a fresh stamp: Numba's cache never takes the mutant for the original
-        os.utime(path, ns=(stamp, stamp))
+        _write_stamped(repo / module, text)
     return int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests]))
 
 
@@ -262,10 +266,7 @@ class Runner:
 
     def restore(self, slot: int) -> None:
         if self.source is not None:
-            path = self.copies[slot] / self.module
-            path.write_text(self.source)
-            stamp = time.time_ns()
-            os.utime(path, ns=(stamp, stamp))
+            _write_stamped(self.copies[slot] / self.module, self.source)
 
     def close(self) -> None:
         for repo in self.copies:
