@@ -5,8 +5,9 @@ Address layouts (``camera``):
 * ``"dvs128"`` (DVS128, and the CIFAR10-DVS recordings): bit 0 polarity (1 = ON),
   bits 1..7 the mirrored column (x = 127 - field, jAER's orientation), bits 8..14 the row,
   bit 15 an external (sync) event, which is dropped.
-* ``"davis240"`` (DAVIS240 / DAVIS346 in jAER): bit 31 set marks APS/IMU samples (dropped),
-  bit 11 polarity, bits 12..21 the mirrored column, bits 22..30 the row.
+* ``"davis240"`` / ``"davis346"`` (DAVIS in jAER): bit 31 set marks APS/IMU samples and
+  bit 10 set a special (external input) event, both dropped; bit 11 polarity, bits 12..21
+  the mirrored column, bits 22..30 the row.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _decode_addresses(address: np.ndarray, camera: str):
         p = a & 1
     else:
         width = CAMERAS[camera][0]
-        keep = (a >> 31) & 1 == 0
+        keep = ((a >> 31) & 1 == 0) & ((a >> 10) & 1 == 0)  # neither APS/IMU nor special
         x = (width - 1) - ((a >> 12) & 0x3FF)
         y = (a >> 22) & 0x1FF
         p = (a >> 11) & 1
