@@ -16,64 +16,11 @@ from spikelab import data
 from spikelab.data import EventFormatError, make_events
 from spikelab.data.formats import aedat2, aedat3, aedat4, atis, prophesee
 from spikelab.data.stream import iter_chunks
+from tests.aedat4_files import compress as _compress
+from tests.aedat4_files import evts as _evts_flatbuffer
+from tests.aedat4_files import write_aedat4
 
 # ----- recordings --------------------------------------------------------------------------------
-
-_XML = ('<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
-        '<node name="0" path="/mainloop/Recorder/outInfo/0/"><attr key="typeIdentifier" type="string">EVTS</attr>'
-        '<node name="info" path="/mainloop/Recorder/outInfo/0/info/"><attr key="sizeX" type="int">{w}</attr>'
-        '<attr key="sizeY" type="int">{h}</attr></node></node>'
-        '<node name="1" path="/mainloop/Recorder/outInfo/1/"><attr key="typeIdentifier" type="string">TRIG</attr>'
-        '</node></node></dv>')
-_CODES = {"none": 0, "lz4": 1, "zstd": 3}
-_AEDAT4_EVENT = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("on", "u1"), ("_pad", "V3")])
-
-
-def _aedat4_header(compression: str, size=(346, 260)) -> bytes:
-    """An IOHE FlatBuffer: compression, no data table, the XML describing streams 0 (events), 1."""
-    info = _XML.format(w=size[0], h=size[1]).encode()
-    vtable = struct.pack("<HHHHH", 10, 20, 4, 8, 16) + bytes(2)  # at 8; the table at 20
-    table = struct.pack("<iiqI", 12, _CODES[compression], -1, 4)  # the string follows at 40
-    return struct.pack("<I", 20) + b"IOHE" + vtable + table + struct.pack("<I", len(info)) + info + b"\0"
-
-
-def _evts_flatbuffer(events: np.ndarray) -> bytes:
-    """A size-prefixed EVTS FlatBuffer holding ``events``."""
-    raw = np.zeros(len(events), _AEDAT4_EVENT)
-    raw["t"], raw["x"], raw["y"], raw["on"] = events["t"], events["x"], events["y"], events["p"]
-    body = (struct.pack("<I", 16) + b"EVTS" + struct.pack("<HHH", 6, 8, 4) + bytes(2)
-            + struct.pack("<iI", 8, 4) + struct.pack("<I", len(events)) + raw.tobytes())
-    return struct.pack("<I", len(body)) + body
-
-
-def _compress(buf: bytes, compression: str) -> bytes:
-    if compression == "lz4":
-        import lz4.frame
-
-        return lz4.frame.compress(buf)
-    if compression == "zstd":
-        import zstandard
-
-        return zstandard.ZstdCompressor().compress(buf)
-    return buf
-
-
-def write_aedat4(path, events, compression="lz4", packet_events=64, size=(346, 260), bodies=()) -> list[int]:
-    """An AEDAT 4.0 file: a trigger packet, then event packets (or the given compressed
-    ``bodies`` of stream 0); returns the byte offset of every event-stream packet."""
-    header = _aedat4_header(compression, size)
-    out = bytearray(aedat4.MAGIC + struct.pack("<i", len(header)) + header)
-    out += struct.pack("<ii", 1, 5) + b"trig!"  # another stream: never decoded
-    if not bodies:
-        bodies = [_compress(_evts_flatbuffer(events[i:i + packet_events]), compression)
-                  for i in range(0, len(events), packet_events)]
-    offsets = []
-    for body in bodies:
-        offsets.append(len(out))
-        out += struct.pack("<ii", 0, len(body)) + body
-    with open(path, "wb") as f:
-        f.write(out)
-    return offsets
 
 
 def write_dat(path, events) -> None:

@@ -105,6 +105,9 @@ def _puller(body, compression: str, path, offset: int, limit: int):
 
         def pull(n: int) -> bytes:
             if decompressor.eof:
+                if decompressor.unused_data:
+                    raise EventFormatError(path, f"{len(decompressor.unused_data)} bytes follow the lz4 frame in "
+                                                 "the packet", offset)
                 return b""
             piece = decompressor.decompress(pending.pop() if pending else b"", max_length=n)
             if not piece and not decompressor.eof:
@@ -114,7 +117,8 @@ def _puller(body, compression: str, path, offset: int, limit: int):
         import zstandard
 
         declared = zstandard.frame_content_size(body)
-        pull = zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=False).read
+        # across frames: bytes after the first frame are decompressed too, and refused as excess
+        pull = zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True).read
     if declared > limit:
         raise EventFormatError(path, f"{compression} packet declares {declared} decompressed bytes, above the limit "
                                      f"of {limit} per packet (raise it with max_packet_bytes= or {MAX_PACKET_ENV})",
