@@ -127,9 +127,9 @@ def test_dat_versions_by_hand():
 
 
 def test_dat_type_and_size_bytes():
-    # the type byte is not the size: a CD type of 8 must not be taken for it, nor an event's first byte
-    events = [(8, _v2(1, 2, 1))]
-    assert _as_tuples(prophesee.decode_dat(_dat(2, events, type_byte=0))) == [(1, 2, 8, 1)]
+    # the size byte is the second: neither the type byte (0) nor the first event's first byte (9) stands in for it
+    events = [(9, _v2(1, 2, 1))]
+    assert _as_tuples(prophesee.decode_dat(_dat(2, events, type_byte=0))) == [(1, 2, 9, 1)]
     head = len(_dat(2, []))
     with pytest.raises(EventFormatError, match="event size byte is 4, expected 8") as err:
         prophesee.decode_dat(_dat(2, events, size_byte=4))
