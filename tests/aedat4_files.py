@@ -39,13 +39,14 @@ def iohe(code: int = 0, data_table: Optional[int] = -1, info: Optional[str] = No
     return struct.pack("<I", table_at) + b"IOHE" + body + bytes(pad)
 
 
-def evts(events: np.ndarray, count: Optional[int] = None) -> bytes:
-    """A size-prefixed ``EVTS`` FlatBuffer holding ``events`` (its vector length ``count`` if given)."""
+def evts(events: np.ndarray, count: Optional[int] = None, tail: bytes = b"") -> bytes:
+    """A size-prefixed ``EVTS`` FlatBuffer holding ``events`` (its vector length ``count`` if
+    given), with ``tail`` after the vector."""
     raw = np.zeros(len(events), EVENT)
     raw["t"], raw["x"], raw["y"], raw["on"] = events["t"], events["x"], events["y"], events["p"]
     n = len(events) if count is None else count
     body = (struct.pack("<I", 16) + b"EVTS" + struct.pack("<HHH", 6, 8, 4) + bytes(2)
-            + struct.pack("<iI", 8, 4) + struct.pack("<I", n) + raw.tobytes())
+            + struct.pack("<iI", 8, 4) + struct.pack("<I", n) + raw.tobytes() + tail)
     return struct.pack("<I", len(body)) + body
 
 

@@ -12,7 +12,7 @@ from spikelab.data.events import EventFormatError
 from spikelab.data.formats import aedat4
 from spikelab.data.formats._source import Source
 from spikelab.data.stream import iter_chunks
-from tests.aedat4_files import CODES, XML, aedat4_bytes, compress, evts, flatbuffer, iohe, packet
+from tests.aedat4_files import CODES, EVENT, XML, aedat4_bytes, compress, evts, flatbuffer, iohe, packet
 
 EVENTS = data.make_events([0, 345, 7], [259, 0, 8], [10, 20, 30], [1, 0, 1])
 HEAD = len(aedat4.MAGIC) + 4  # where the header FlatBuffer starts
@@ -137,22 +137,34 @@ def test_description_strings_that_overrun_or_lack_their_zero():
         _decode(_file(nul=False))
 
 
-def test_flatbuffer_fields_outside_the_buffer_are_refused():
+# an EVTS FlatBuffer: size prefix, root offset (16), "EVTS", vtable at 12, table at 20 whose
+# field 0 (at 24) holds the offset from there to the event vector
+VECTOR_FIELD = 24
+
+
+@pytest.mark.parametrize("where, what", [(-2, "straddles the end"), (10, "lies past the end"),
+                                         (None, "the table's vtable before the buffer")])
+def test_flatbuffer_fields_outside_the_buffer_are_refused(where, what):
     buf = bytearray(evts(EVENTS))
-    struct.pack_into("<I", buf, 4 + 16, len(buf))  # the event vector's offset points past the packet
-    with pytest.raises(EventFormatError, match="corrupt FlatBuffer in the event packet: a field at byte"):
-        _decode(_file(packets=[packet(0, bytes(buf))]))
-    buf = bytearray(evts(EVENTS))
-    struct.pack_into("<I", buf, 4 + 16, len(buf) - 4 - 16 - 2)  # the count would straddle the end
-    with pytest.raises(EventFormatError, match="corrupt FlatBuffer in the event packet"):
+    if where is None:
+        struct.pack_into("<i", buf, 20, 64)  # the table's vtable offset points before the buffer
+    else:
+        struct.pack_into("<I", buf, VECTOR_FIELD, len(buf) + where - VECTOR_FIELD)
+    with pytest.raises(EventFormatError, match=f"corrupt FlatBuffer in the event packet: a field at byte -?[0-9]+ "
+                                               f"lies outside its {len(buf)} bytes"):
         _decode(_file(packets=[packet(0, bytes(buf))]))
 
 
 def test_event_vectors_empty_full_and_overrunning():
     empty = data.make_events([], [], [], [])
     assert len(_decode(_file(packets=[packet(0, evts(empty))]))) == 0  # the count is the packet's last 4 bytes
-    with pytest.raises(EventFormatError, match="event vector of 4 events overruns its packet"):
-        _decode(_file(packets=[packet(0, evts(EVENTS, count=4))]))
+    for tail in (b"", bytes(8), bytes(15)):  # other data after the vector, but less than one more event
+        with pytest.raises(EventFormatError, match="event vector of 4 events overruns its packet"):
+            _decode(_file(packets=[packet(0, evts(EVENTS, count=4, tail=tail))]))
+    fourth = np.zeros(1, EVENT)
+    fourth["t"], fourth["x"], fourth["y"], fourth["on"] = 40, 1, 2, 1
+    assert _as_tuples(_decode(_file(packets=[packet(0, evts(EVENTS, count=4, tail=fourth.tobytes()))]))) == \
+        _as_tuples(EVENTS) + [(1, 2, 40, 1)]
     assert _as_tuples(_decode(_file(packets=[packet(0, evts(EVENTS, count=2))]))) == _as_tuples(EVENTS[:2])
 
 
@@ -182,6 +194,8 @@ def test_file_and_header_sizes_at_their_limits():
                                                    rf"9\.\.{len(head)}") as err:
             _decode(aedat4.MAGIC + struct.pack("<i", size) + head)
         assert err.value.offset == len(aedat4.MAGIC)
+    with pytest.raises(EventFormatError, match="header is not an IOHE FlatBuffer"):  # 9 bytes: fits, but is not one
+        _decode(aedat4.MAGIC + struct.pack("<i", 9) + bytes(9))
     with pytest.raises(EventFormatError, match="not an AEDAT 4.0 file"):
         _decode(b"#!AER-DAT3.1\r\n" + bytes(8))
 
@@ -197,6 +211,10 @@ def test_data_table_position():
     with pytest.raises(EventFormatError, match=f"data table position {first - 1} lies inside the header"):
         _decode(_file(data_table=first - 1))
     assert _as_tuples(_decode(_file(data_table=first, packets=[packet(0, evts(EVENTS))]))) == []
+    with pytest.raises(EventFormatError, match="data table position 1 lies inside the header"):
+        _decode(_file(data_table=1))
+    for none in (0, -1, -5, len(with_table) + 100):  # no table, or one past the end: every packet is read
+        assert _as_tuples(_decode(_file(data_table=none))) == _as_tuples(EVENTS), none
 
 
 @pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])

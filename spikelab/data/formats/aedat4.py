@@ -117,8 +117,8 @@ def _puller(body, compression: str, path, offset: int, limit: int):
         import zstandard
 
         declared = zstandard.frame_content_size(body)
-        # across frames: bytes after the first frame are decompressed too, and refused as excess
-        pull = zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True).read
+        # a later frame in the packet is read by the next call, and refused as excess
+        pull = zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=False).read
     if declared > limit:
         raise EventFormatError(path, f"{compression} packet declares {declared} decompressed bytes, above the limit "
                                      f"of {limit} per packet (raise it with max_packet_bytes= or {MAX_PACKET_ENV})",
