@@ -373,3 +373,52 @@ def test_conversion_arguments_at_their_limits():
         convert(net, [])
     pools = {m: [type(l).__name__ for l in convert(net, x, maxpool=m).modules()] for m in ("spike", "avg")}
     assert "AvgPool2d" in pools["avg"] and "AvgPool2d" not in pools["spike"]
+
+
+class VectorSite(nn.Module):
+    """A site whose activations are 1-D ([N]): one value per sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return F.relu(self.a(x).view(-1)).view(-1, 1)
+
+
+def test_exact_percentiles_over_every_row_of_every_batch():
+    """Below the sample cap the robust threshold is the exact percentile of the non-zero
+    activations: the whole batch for a layer, each feature's own for per-channel; an empty
+    batch changes nothing."""
+    lin = nn.Sequential(nn.Linear(3, 3, bias=False), nn.ReLU(), nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        lin[0].weight.copy_(torch.diag(torch.tensor([1.0, 2.0, 3.0])))
+    x = torch.linspace(-1, 1, 90).view(30, 3)  # the largest values in the last rows
+    act = torch.relu(lin[0](x)).detach()
+    for p in (0.5, 37.0, 90.0):
+        layer = convert(lin, x, method="robust", percentile=p).report["thresholds"]["1"]
+        assert layer == pytest.approx(float(torch.quantile(act[act > 0], p / 100)), rel=1e-6)
+        per = convert(lin, [x[:0], x[:17], x[17:]], method="robust", percentile=p, per_channel=True)
+        col = [float(torch.quantile(act[:, c][act[:, c] > 0], p / 100)) for c in range(3)]
+        assert per.report["thresholds"]["1"] == pytest.approx(col, rel=1e-6)
+        assert per.report["calibration_samples"] == 30
+    assert convert(lin, [x[:0], x], method="max").report["thresholds"]["1"] == pytest.approx(float(act.max()))
+    vector = VectorSite().eval()
+    with torch.no_grad():
+        vector.a.weight.fill_(1.0)
+        vector.a.bias.zero_()
+    (t,) = convert(vector, x, method="max", per_channel=True).report["thresholds"].values()
+    assert t == pytest.approx([float(x.sum(1).max())])  # one row of values: a single threshold
+
+
+def test_merged_sample_stays_uniform_and_capped():
+    from spikelab.convert.core import MAX_SAMPLES, _merge_sample
+
+    values = torch.arange(MAX_SAMPLES, dtype=torch.float32)
+    kept, count = _merge_sample(torch.empty(0), 0, values)  # exactly the cap: kept whole, in order
+    assert count == MAX_SAMPLES and torch.equal(kept, values)
+    merged, count = _merge_sample(kept, count, torch.full((MAX_SAMPLES // 4,), -1.0))
+    assert count == MAX_SAMPLES + MAX_SAMPLES // 4 and len(merged) == MAX_SAMPLES
+    assert (merged == -1.0).sum().item() == pytest.approx(MAX_SAMPLES / 5, abs=1)  # 1 in 5 of all values
+    again, count = _merge_sample(merged, count, torch.ones(10))
+    assert count == MAX_SAMPLES + MAX_SAMPLES // 4 + 10 and len(again) == MAX_SAMPLES

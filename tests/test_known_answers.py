@@ -127,7 +127,7 @@ def test_gradients_at_exactly_the_threshold_match_the_reference(name, reset, lea
 
 
 @pytest.mark.parametrize("impl", ["reference", "ops"])
-@pytest.mark.parametrize("family", ["lif", "alif", "cuba"])
+@pytest.mark.parametrize("family", ["lif", "alif", "cuba", "probabilistic"])
 def test_sequence_defaults_are_the_documented_ones(family, impl):
     """Called with only what it needs, a family's sequence resets by subtraction, to 0 when asked
     for a hard reset, keeps the reset's gradient and fires unit spikes (no TrSG)."""
@@ -141,20 +141,35 @@ def test_sequence_defaults_are_the_documented_ones(family, impl):
     thr = torch.full((5,), 0.5)  # theta * S differs from S: a TrSG output would show
     params = {"lif": (one * 0.0, one * 0.8, one, thr), "alif": (one * 0.0, one * 0.0, one * 0.8, one, thr,
                                                                   one * 0.9, one * 0.2),
-              "cuba": (one * 0.0, one * 0.0, one * 0.5, one * 0.8, thr)}[family]
+              "cuba": (one * 0.0, one * 0.0, one * 0.5, one * 0.8, thr),
+              "probabilistic": (one * 0.0, one * 0.8, one, thr, one * 0.2, torch.tensor([11, 0]))}[family]
+    options = {} if family == "probabilistic" else {"surrogate": ATan()}
 
     def run(**kw):
         xi = x.clone().requires_grad_(True)
-        out, _ = fn(xi, *params, surrogate=ATan(), **kw)
+        out, _ = fn(xi, *params, **options, **kw)
         (out * torch.linspace(-1, 1, 5)).sum().backward()
         return out.detach(), xi.grad
 
-    default, explicit = run(), run(reset_mode="subtract", reset_value=0.0, detach_reset=False, threshold_robust=False)
+    robust = {} if family == "probabilistic" else {"threshold_robust": False}
+    default, explicit = run(), run(reset_mode="subtract", reset_value=0.0, detach_reset=False, **robust)
     assert torch.equal(default[0], explicit[0]) and torch.equal(default[1], explicit[1])
     assert set(default[0].unique().tolist()) == {0.0, 1.0}
     hard, hard_explicit = run(reset_mode="hard"), run(reset_mode="hard", reset_value=0.0)
     assert torch.equal(hard[0], hard_explicit[0]) and torch.equal(hard[1], hard_explicit[1])
     assert not torch.equal(run(detach_reset=True)[1], default[1])
+
+
+def test_escape_spike_fires_when_the_draw_is_below_the_probability():
+    """S = [u < p]: at the membrane's threshold p = 1/2, so u = 1/2 does not fire and the
+    largest draw below it does."""
+    from spikelab.kernels.reference import escape_spike
+
+    h, thr, temp = torch.full((3,), 0.7), torch.full((3,), 0.7), torch.ones(3)
+    below = 0.5 - 2.0**-24  # the draws are multiples of 2**-24
+    s = escape_spike(h, thr, temp, torch.tensor([0.5, below, 0.0]))
+    assert s.tolist() == [0.0, 1.0, 1.0]
+    assert escape_spike(h, thr, temp, None).tolist() == [0.5, 0.5, 0.5]  # mean-field: p itself
 
 
 def test_reset_known_answers_are_distinct():
