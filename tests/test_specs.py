@@ -30,11 +30,25 @@ def test_library_specs_found():
     assert {"EIF", "MPRLIF"} <= names
 
 
+# Triton's interpreter walks the time axis in Python: the Triton kernels are checked on short
+# sequences (one step; several steps over a 4-D input; two programs of neurons, the second
+# masked), the Numba kernels on the default shapes too (long sequences, time chunks).
+TRITON_SHAPES = ((1, 3, 5), (9, 2, 3, 4), (4, 2, 130))
+
+
+def check_both(neuron, shapes=None, **options):
+    """``check_neuron`` on Numba (``shapes``, else the defaults; never skipped) and on Triton
+    (TRITON_SHAPES; skipped, as check_neuron says, without Triton): the cases of both."""
+    numba = check_neuron(neuron, backends_to_check=("numba",), **({"shapes": shapes} if shapes else {}), **options)
+    triton = check_neuron(neuron, backends_to_check=("triton",), shapes=TRITON_SHAPES, **options)
+    assert not numba.skipped, numba.skipped
+    return numba.cases + triton.cases
+
+
 @pytest.mark.parametrize("cls", library_specs(), ids=lambda c: c.__name__)
 def test_library_spec_matches_reference(cls):
-    report = check_neuron(cls, **getattr(cls, "check_options", {}))
-    assert len(report.cases) > 10
-    assert not [s for s in report.skipped if s.startswith("numba")]
+    cases = check_both(cls, **getattr(cls, "check_options", {}))
+    assert len(cases) > 20
 
 
 # ----- the issue's example, as written -----------------------------------------------------------
@@ -131,7 +145,7 @@ def test_multi_state_specs_equal_built_in_families(reset):
 
 @pytest.mark.parametrize("cls", [SpecCurrentLIF, SpecAdaptiveLIF], ids=lambda c: c.__name__)
 def test_multi_state_specs_pass_check_neuron(cls):
-    assert len(check_neuron(cls, shapes=((1, 2, 3), (17, 3, 20))).cases) > 10
+    assert len(check_both(cls, shapes=((1, 2, 3), (17, 3, 20)))) > 20
 
 
 def test_check_neuron_catches_a_kernel_that_differs_from_the_reference():
