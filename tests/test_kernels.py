@@ -236,7 +236,7 @@ def test_noise_counters_past_two_to_the_32_match_the_reference():
 MANY = (4, 2, 1100)  # 2200 neurons: more than one Numba task (1024 neurons), the last one partial
 
 
-@pytest.mark.parametrize("family", ["lif", "alif", "cuba", "probabilistic"])
+@pytest.mark.parametrize("family", ["lif", "lif-trsg", "alif", "cuba", "probabilistic"])
 @pytest.mark.parametrize("grads", REGIMES)
 def test_neurons_split_over_several_tasks(family, grads):
     """Every task works on its own neurons: per-neuron parameters (an input scale 1 - beta where
@@ -247,10 +247,10 @@ def test_neurons_split_over_several_tasks(family, grads):
         tensors, kwargs, key = prob_case(MANY, 4, reset, per_neuron=True)
         compare_prob(tensors, kwargs, key, grads=grads)
         return
-    case = {"lif": lif_case, "alif": alif_case, "cuba": cuba_case}[family]
+    case = {"lif": lif_case, "lif-trsg": functools.partial(lif_case, robust=True), "alif": alif_case, "cuba": cuba_case}[family]
     scaled = {"decay_input": True} if family != "cuba" else {}
     tensors, kwargs = case(MANY, 4, reset, ATan(), per_neuron=True, **scaled)
-    ref = compare(family, tensors, kwargs, grads=grads)
+    ref = compare(family.split("-")[0], tensors, kwargs, grads=grads)
     assert ref["out"][:, :, :1024].sum() > 0 and ref["out"][:, :, 1024:].sum() > 0
 
 

@@ -92,6 +92,8 @@ AT_THRESHOLD = {
     # inputs that charge the membrane to exactly the threshold (1.0) at steps 1 and 3: it fires (H(0) = 1)
     "lif": (lambda **kw: sl.LIF(beta=0.5, threshold=1.0, **kw), [1.0, 0.75, 0.625]),  # h 1, .75, .375 + .625
     "if": (lambda **kw: sl.IF(threshold=1.0, **kw), [1.0, 0.5, 0.5]),  # h 1, .5, 1
+    # TrSG fires on h / theta - 1 >= 0 (and outputs theta * S: 1.0 here)
+    "lif-trsg": (lambda **kw: sl.LIF(beta=0.5, threshold=1.0, threshold_robust=True, **kw), [1.0, 0.75, 0.625]),
     "alif": (lambda **kw: sl.AdaptiveLIF(beta=0.5, threshold=1.0, adaptation=0.0, **kw), [1.0, 0.75, 0.625]),
     "cuba": (lambda **kw: sl.CurrentLIF(alpha=0.0, beta=0.5, threshold=1.0, **kw), [1.0, 0.75, 0.625]),
 }
