@@ -718,6 +718,18 @@ class CountingLogits(PresetLogits):
         return out.clone()
 
 
+@pytest.mark.parametrize("mode", ["live", "trace"])
+def test_default_horizon_is_64_steps(mode):
+    """A sample that never reaches its threshold stops at t_max: 64 steps by default (live mode
+    stops a longer input there; trace mode simulates exactly t_max steps)."""
+    steps = 80 if mode == "live" else 64
+    logits = torch.zeros(steps, 2, 2)
+    logits[:, 1, 0] = 1.0  # sample 1: a margin of 1 a step, 5 reached at step 5
+    ctl = DynamicConfidence(temperature=1.0, threshold=5.0)
+    result = ctl.run(CountingLogits(logits), torch.zeros(steps, 2, 1), mode=mode)
+    assert result.exit_steps.tolist() == [64, 5]
+
+
 def test_live_mode_work_follows_the_chunk_rule():
     """Summed logit margin, threshold 5, t_max 16: A gives 10 at step 1 (exits at 1), B 0.6 a
     step (5.4 >= 5 first at step 9), C nothing (forced out at 16). Live mode runs chunks of
