@@ -96,14 +96,12 @@ def test_without_a_description_every_stream_is_read_and_other_kinds_skipped():
     assert _as_tuples(_decode(raw)) == _as_tuples(EVENTS)
 
 
-@pytest.mark.parametrize("fields", [1, 2])
-def test_a_short_vtable_gives_the_defaults(fields):
-    """Fields beyond the vtable take their defaults: no data table (-1), no description."""
-    raw = _file(info=None, fields=fields, packets=[packet(0, evts(EVENTS))])
-    assert _as_tuples(_decode(raw)) == _as_tuples(EVENTS)
-    raw = _file(info=None, fields=0, packets=[packet(0, evts(EVENTS))])  # no compression field: none
-    assert _as_tuples(_decode(raw)) == _as_tuples(EVENTS)
-    raw = _file(info=None, data_table=None, packets=[packet(0, evts(EVENTS))])
+@pytest.mark.parametrize("header", [{"fields": 0}, {"fields": 1}, {"fields": 2}, {"data_table": None}],
+                         ids=["no fields", "compression only", "no description", "no data table"])
+def test_fields_left_out_take_their_defaults(header):
+    """Fields beyond the vtable, or set to 0 in it, take their defaults: no compression, no data
+    table (-1), no description."""
+    raw = _file(info=None, packets=[packet(0, evts(EVENTS))], **header)
     assert _as_tuples(_decode(raw)) == _as_tuples(EVENTS)
 
 
