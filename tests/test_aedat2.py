@@ -11,6 +11,7 @@ from spikelab import data
 from spikelab.data.events import EventFormatError
 from spikelab.data.formats import aedat2
 from spikelab.data.formats._source import Source
+from tests.event_tuples import as_tuples
 
 HEADER = b"#!AER-DAT2.0\r\n# by hand\r\n"
 
@@ -28,16 +29,12 @@ def _davis(column, y, p, special=0, aps=0):
     return aps << 31 | y << 22 | column << 12 | p << 11 | special << 10
 
 
-def _as_tuples(events) -> list:
-    return list(zip(*(events[k].tolist() for k in ("x", "y", "t", "p"))))
-
-
 def test_dvs128_addresses_by_hand():
     raw = _file([(_dvs128(0, 0, 1), 10),  # column 0 is x = 127 (jAER mirrors the DVS128's columns)
                  (_dvs128(3, 5, 0, sync=1), 15),  # an external sync event: not a polarity event
                  (_dvs128(127, 127, 0), 20),
                  (_dvs128(64, 9, 1) | 1 << 20, 30)])  # bits above 15 are not part of the address
-    assert _as_tuples(aedat2.decode_aedat2(raw)) == [(127, 0, 10, 1), (0, 127, 20, 0), (63, 9, 30, 1)]
+    assert as_tuples(aedat2.decode_aedat2(raw)) == [(127, 0, 10, 1), (0, 127, 20, 0), (63, 9, 30, 1)]
 
 
 @pytest.mark.parametrize("camera, width, height", [("davis240", 240, 180), ("davis346", 346, 260)])
@@ -49,7 +46,7 @@ def test_davis_addresses_by_hand(camera, width, height):
                  (_davis(width - 1, height - 1, 0), 20),
                  (_davis(7, 8, 1), 30)])
     events = aedat2.decode_aedat2(raw, camera=camera)
-    assert _as_tuples(events) == [(width - 1, 0, 10, 1), (0, height - 1, 20, 0), (width - 8, 8, 30, 1)]
+    assert as_tuples(events) == [(width - 1, 0, 10, 1), (0, height - 1, 20, 0), (width - 8, 8, 30, 1)]
     with pytest.raises(EventFormatError, match=f"at byte {len(HEADER) + 8}: event 1 .* outside the {width}x{height}"):
         aedat2.decode_aedat2(_file([(_davis(1, 1, 1), 1), (_davis(1, height, 1), 2)]), camera=camera)
 
@@ -78,7 +75,8 @@ def test_readers_refuse_unsorted_events_by_default(tmp_path):
     assert aedat2.read_aedat2(tmp_path / "u.aedat", allow_unsorted=True)["t"].tolist() == [40, 50]
 
 
-@pytest.mark.parametrize("camera, width, height", [("dvs128", 128, 128), ("davis240", 240, 180), ("davis346", 346, 260)])
+@pytest.mark.parametrize("camera, width, height",
+                         [("dvs128", 128, 128), ("davis240", 240, 180), ("davis346", 346, 260)])
 def test_writer_addresses(tmp_path, camera, width, height):
     events = data.make_events([0, width - 1, 5], [height - 1, 0, 7], [1, 2, 3], [1, 0, 1])
     aedat2.write_aedat2(tmp_path / "w.aedat", events, camera=camera)

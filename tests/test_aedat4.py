@@ -13,6 +13,7 @@ from spikelab.data.formats import aedat4
 from spikelab.data.formats._source import Source
 from spikelab.data.stream import iter_chunks
 from tests.aedat4_files import CODES, EVENT, XML, aedat4_bytes, compress, evts, flatbuffer, iohe, packet
+from tests.event_tuples import as_tuples
 
 EVENTS = data.make_events([0, 345, 7], [259, 0, 8], [10, 20, 30], [1, 0, 1])
 HEAD = len(aedat4.MAGIC) + 4  # where the header FlatBuffer starts
@@ -20,10 +21,6 @@ HEAD = len(aedat4.MAGIC) + 4  # where the header FlatBuffer starts
 
 def _decode(raw: bytes, **options) -> np.ndarray:
     return aedat4.decode_aedat4(raw, path="hand.aedat4", **options)
-
-
-def _as_tuples(events) -> list:
-    return list(zip(*(events[k].tolist() for k in ("x", "y", "t", "p"))))
 
 
 def _file(compression="none", code=None, info=XML.format(w=346, h=260), packets=None, **header) -> bytes:
@@ -37,7 +34,7 @@ def _file(compression="none", code=None, info=XML.format(w=346, h=260), packets=
 @pytest.mark.parametrize("code, compression", [(0, "none"), (1, "lz4"), (2, "lz4"), (3, "zstd"), (4, "zstd")])
 def test_every_compression_code(code, compression):
     """0 none, 1 LZ4, 2 LZ4 (high compression), 3 Zstandard, 4 Zstandard (high compression)."""
-    assert _as_tuples(_decode(_file(compression, code))) == _as_tuples(EVENTS)
+    assert as_tuples(_decode(_file(compression, code))) == as_tuples(EVENTS)
 
 
 def test_unknown_compression_code_is_refused():
@@ -68,7 +65,7 @@ def test_xml_nodes_without_a_type_or_with_a_named_stream_are_not_streams():
     other = data.make_events([1], [1], [5], [1])
     raw = _file(info=info, packets=[packet(2, flatbuffer(b"TRIG")), packet(3, evts(EVENTS)), packet(4, evts(other))])
     assert aedat4.pieces(Source("h", raw), None)[0] == (346, 260, 2)
-    assert _as_tuples(_decode(raw)) == _as_tuples(EVENTS)  # the first event stream (3) only
+    assert as_tuples(_decode(raw)) == as_tuples(EVENTS)  # the first event stream (3) only
     for undeclared in (5, 0):
         with pytest.raises(EventFormatError, match=f"packet of stream {undeclared}, which the header does not "
                                                    r"declare \(streams \[2, 3, 4\]\)"):
@@ -80,7 +77,7 @@ def test_a_size_without_its_other_half_gives_no_sensor():
             '<node name="info"><attr key="sizeX" type="int">346</attr></node></node></dv>')
     raw = _file(info=info)
     assert aedat4.pieces(Source("h", raw), None)[0] is None
-    assert _as_tuples(_decode(raw)) == _as_tuples(EVENTS)
+    assert as_tuples(_decode(raw)) == as_tuples(EVENTS)
 
 
 def test_a_non_event_flatbuffer_in_the_event_stream_is_refused():
@@ -93,7 +90,7 @@ def test_a_non_event_flatbuffer_in_the_event_stream_is_refused():
 def test_without_a_description_every_stream_is_read_and_other_kinds_skipped():
     raw = _file(info=None, packets=[packet(7, flatbuffer(b"TRIG")), packet(9, evts(EVENTS))])
     assert aedat4.pieces(Source("h", raw), None)[0] is None
-    assert _as_tuples(_decode(raw)) == _as_tuples(EVENTS)
+    assert as_tuples(_decode(raw)) == as_tuples(EVENTS)
 
 
 @pytest.mark.parametrize("header", [{"fields": 0}, {"fields": 1}, {"fields": 2}, {"data_table": None}],
@@ -102,15 +99,15 @@ def test_fields_left_out_take_their_defaults(header):
     """Fields beyond the vtable, or set to 0 in it, take their defaults: no compression, no data
     table (-1), no description."""
     raw = _file(info=None, packets=[packet(0, evts(EVENTS))], **header)
-    assert _as_tuples(_decode(raw)) == _as_tuples(EVENTS)
+    assert as_tuples(_decode(raw)) == as_tuples(EVENTS)
 
 
 def test_header_laid_out_with_its_vtable_last():
     raw = _file(vtable_last=True)
-    assert _as_tuples(_decode(raw)) == _as_tuples(EVENTS)
+    assert as_tuples(_decode(raw)) == as_tuples(EVENTS)
     head = iohe(0, info=None, vtable_last=True)
     raw = aedat4_bytes(head, [packet(0, evts(EVENTS))])
-    assert _as_tuples(_decode(raw)) == _as_tuples(EVENTS)
+    assert as_tuples(_decode(raw)) == as_tuples(EVENTS)
 
 
 @pytest.mark.parametrize("vtable_last", [False, True])
@@ -119,7 +116,7 @@ def test_header_alignment_padding_up_to_seven_bytes(vtable_last, pad, ok):
     for info in (None, XML.format(w=346, h=260)):
         raw = _file(info=info, pad=pad, vtable_last=vtable_last)
         if ok:
-            assert _as_tuples(_decode(raw)) == _as_tuples(EVENTS)
+            assert as_tuples(_decode(raw)) == as_tuples(EVENTS)
         else:
             with pytest.raises(EventFormatError, match="does not match the header FlatBuffer"):
                 _decode(raw)
@@ -161,15 +158,15 @@ def test_event_vectors_empty_full_and_overrunning():
             _decode(_file(packets=[packet(0, evts(EVENTS, count=4, tail=tail))]))
     fourth = np.zeros(1, EVENT)
     fourth["t"], fourth["x"], fourth["y"], fourth["on"] = 40, 1, 2, 1
-    assert _as_tuples(_decode(_file(packets=[packet(0, evts(EVENTS, count=4, tail=fourth.tobytes()))]))) == \
-        _as_tuples(EVENTS) + [(1, 2, 40, 1)]
-    assert _as_tuples(_decode(_file(packets=[packet(0, evts(EVENTS, count=2))]))) == _as_tuples(EVENTS[:2])
+    assert as_tuples(_decode(_file(packets=[packet(0, evts(EVENTS, count=4, tail=fourth.tobytes()))]))) == \
+        as_tuples(EVENTS) + [(1, 2, 40, 1)]
+    assert as_tuples(_decode(_file(packets=[packet(0, evts(EVENTS, count=2))]))) == as_tuples(EVENTS[:2])
 
 
 def test_packet_headers_at_the_end_of_the_file():
     trig = flatbuffer(b"TRIG")
     base = _file(packets=[packet(0, evts(EVENTS))])
-    assert _as_tuples(_decode(base + packet(1, b""))) == _as_tuples(EVENTS)  # an empty packet ends the file
+    assert as_tuples(_decode(base + packet(1, b""))) == as_tuples(EVENTS)  # an empty packet ends the file
     with pytest.raises(EventFormatError, match=r"truncated packet header \(7 of 8 bytes\)"):
         _decode(base + packet(1, b"")[:7])
     with pytest.raises(EventFormatError, match=rf"packet size {len(trig) + 1} runs past the end of the data; "
@@ -204,22 +201,22 @@ def test_data_table_position():
     table_at = len(raw)
     with_table = aedat4_bytes(iohe(0, data_table=table_at, info=XML.format(w=346, h=260)),
                               [packet(0, evts(EVENTS))]) + index
-    assert _as_tuples(_decode(with_table)) == _as_tuples(EVENTS)
+    assert as_tuples(_decode(with_table)) == as_tuples(EVENTS)
     first = HEAD + len(iohe(0, info=XML.format(w=346, h=260)))
     with pytest.raises(EventFormatError, match=f"data table position {first - 1} lies inside the header"):
         _decode(_file(data_table=first - 1))
-    assert _as_tuples(_decode(_file(data_table=first, packets=[packet(0, evts(EVENTS))]))) == []
+    assert as_tuples(_decode(_file(data_table=first, packets=[packet(0, evts(EVENTS))]))) == []
     with pytest.raises(EventFormatError, match="data table position 1 lies inside the header"):
         _decode(_file(data_table=1))
     for none in (0, -1, -5, len(with_table) + 100):  # no table, or one past the end: every packet is read
-        assert _as_tuples(_decode(_file(data_table=none))) == _as_tuples(EVENTS), none
+        assert as_tuples(_decode(_file(data_table=none))) == as_tuples(EVENTS), none
 
 
 @pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
 def test_packet_limit_at_exactly_the_packet_size(compression):
     flat = evts(EVENTS)
     raw = _file(compression=compression)
-    assert _as_tuples(_decode(raw, max_packet_bytes=len(flat))) == _as_tuples(EVENTS)
+    assert as_tuples(_decode(raw, max_packet_bytes=len(flat))) == as_tuples(EVENTS)
     with pytest.raises(EventFormatError, match=f"above the limit of {len(flat) - 1} per packet"):
         _decode(raw, max_packet_bytes=len(flat) - 1)
     with pytest.raises(EventFormatError, match="size prefix declares .* above the limit of 3 per packet"):
@@ -230,7 +227,7 @@ def test_packet_limit_at_exactly_the_packet_size(compression):
 def test_packet_limit_below_the_size_prefix_when_the_frame_states_no_size(compression):
     flat = evts(EVENTS)
     raw = _file(compression, packets=[packet(0, compress(flat, compression, store_size=False))])
-    assert _as_tuples(_decode(raw, max_packet_bytes=len(flat))) == _as_tuples(EVENTS)
+    assert as_tuples(_decode(raw, max_packet_bytes=len(flat))) == as_tuples(EVENTS)
     with pytest.raises(EventFormatError, match=f"size prefix declares {len(flat)} bytes, above the limit of "
                                                f"{len(flat) - 1} per packet"):
         _decode(raw, max_packet_bytes=len(flat) - 1)
@@ -251,7 +248,8 @@ def test_packet_limit_values():
 def test_bytes_after_the_compressed_frame_are_refused(compression):
     body = compress(evts(EVENTS), compression)
     for extra in (compress(b"more", compression), b"junk"):
-        with pytest.raises(EventFormatError, match=f"hand.aedat4 at byte .*(lz4 frame|more than|corrupt {compression})"):
+        refused = f"hand.aedat4 at byte .*(lz4 frame|more than|corrupt {compression})"
+        with pytest.raises(EventFormatError, match=refused):
             _decode(_file(compression, packets=[packet(0, body + extra)]))
 
 

@@ -247,7 +247,8 @@ def test_neurons_split_over_several_tasks(family, grads):
         tensors, kwargs, key = prob_case(MANY, 4, reset, per_neuron=True)
         compare_prob(tensors, kwargs, key, grads=grads)
         return
-    case = {"lif": lif_case, "lif-trsg": functools.partial(lif_case, robust=True), "alif": alif_case, "cuba": cuba_case}[family]
+    case = {"lif": lif_case, "lif-trsg": functools.partial(lif_case, robust=True), "alif": alif_case,
+            "cuba": cuba_case}[family]
     scaled = {"decay_input": True} if family != "cuba" else {}
     tensors, kwargs = case(MANY, 4, reset, ATan(), per_neuron=True, **scaled)
     ref = compare(family.split("-")[0], tensors, kwargs, grads=grads)

@@ -11,6 +11,7 @@ from spikelab.data.events import EventFormatError
 from spikelab.data.formats import prophesee
 from spikelab.data.formats._source import Source, decode
 from spikelab.data.stream import iter_chunks
+from tests.event_tuples import as_tuples
 
 EVT3_HEADER = b"% evt 3.0\n% format EVT3;height=720;width=1280\n% end\n"
 
@@ -55,13 +56,9 @@ def _evt3_file(words) -> bytes:
     return EVT3_HEADER + struct.pack(f"<{len(words)}H", *words)
 
 
-def _as_tuples(events) -> list:
-    return list(zip(*(events[k].tolist() for k in ("x", "y", "t", "p"))))
-
-
 def test_evt3_words_by_hand():
     events = prophesee.decode_evt3(_evt3_file(EVT3_WORDS))
-    assert _as_tuples(events) == [e[:4] for e in EVT3_EXPECTED]
+    assert as_tuples(events) == [e[:4] for e in EVT3_EXPECTED]
 
 
 @pytest.mark.parametrize("chunk", [2, 6, 1 << 16])
@@ -69,8 +66,8 @@ def test_evt3_state_carries_across_chunks(tmp_path, chunk):
     path = tmp_path / "hand.raw"
     path.write_bytes(_evt3_file(EVT3_WORDS))
     pieces = list(iter_chunks(path, chunk_bytes=chunk))
-    assert _as_tuples(np.concatenate(pieces)) == [e[:4] for e in EVT3_EXPECTED]
-    assert _as_tuples(data.read_events(path)) == [e[:4] for e in EVT3_EXPECTED]
+    assert as_tuples(np.concatenate(pieces)) == [e[:4] for e in EVT3_EXPECTED]
+    assert as_tuples(data.read_events(path)) == [e[:4] for e in EVT3_EXPECTED]
 
 
 def test_evt3_byte_offsets_of_the_events():
@@ -118,18 +115,18 @@ def _v1(x, y, p):
 
 def test_dat_versions_by_hand():
     v2 = [(10, _v2(303, 239, 1)), (20, _v2(0, 1, 0)), (30, _v2(16383, 16383, 1))]
-    assert _as_tuples(prophesee.decode_dat(_dat(2, v2))) == [(303, 239, 10, 1), (0, 1, 20, 0), (16383, 16383, 30, 1)]
+    assert as_tuples(prophesee.decode_dat(_dat(2, v2))) == [(303, 239, 10, 1), (0, 1, 20, 0), (16383, 16383, 30, 1)]
     # version 1 (and no Version line at all): x in 9 bits, y in 8, polarity bit 17; higher bits are not ours
     v1 = [(5, _v1(511, 255, 1) | 1 << 20), (6, _v1(3, 4, 0)), (7, _v1(0, 0, 1))]
     expected = [(511, 255, 5, 1), (3, 4, 6, 0), (0, 0, 7, 1)]
-    assert _as_tuples(prophesee.decode_dat(_dat(1, v1))) == expected
-    assert _as_tuples(prophesee.decode_dat(_dat(None, v1))) == expected
+    assert as_tuples(prophesee.decode_dat(_dat(1, v1))) == expected
+    assert as_tuples(prophesee.decode_dat(_dat(None, v1))) == expected
 
 
 def test_dat_type_and_size_bytes():
     # the size byte is the second: neither the type byte (0) nor the first event's first byte (9) stands in for it
     events = [(9, _v2(1, 2, 1))]
-    assert _as_tuples(prophesee.decode_dat(_dat(2, events, type_byte=0))) == [(1, 2, 9, 1)]
+    assert as_tuples(prophesee.decode_dat(_dat(2, events, type_byte=0))) == [(1, 2, 9, 1)]
     head = len(_dat(2, []))
     with pytest.raises(EventFormatError, match="event size byte is 4, expected 8") as err:
         prophesee.decode_dat(_dat(2, events, size_byte=4))
@@ -166,7 +163,7 @@ def test_evt2_words_by_hand():
              0x8 << 28 | 5,  # TIME_HIGH 5: t = 5 << 6 | low
              _cd(0, 2047, 2047, 10), 0xA << 28 | 77,  # an EXT_TRIGGER word: no CD event
              _cd(1, 0, 1, 63), 0x8 << 28 | 0x0FFFFFFF, _cd(1, 3, 4, 1)]
-    assert _as_tuples(prophesee.decode_evt2(_evt2(words))) == [
+    assert as_tuples(prophesee.decode_evt2(_evt2(words))) == [
         (7, 8, 3, 1), (2047, 2047, 5 << 6 | 10, 0), (0, 1, 5 << 6 | 63, 1), (3, 4, 0x0FFFFFFF << 6 | 1, 1)]
 
 
@@ -193,7 +190,7 @@ def test_raw_encoding_from_the_format_line(tmp_path, header, kind):
     body = struct.pack("<4H", *words) if kind == "evt3" else struct.pack("<2I", 0x8 << 28 | 1, _cd(1, 4, 3, 2))
     expected = [(4, 3, 1 << 12 | 2, 1)] if kind == "evt3" else [(4, 3, 1 << 6 | 2, 1)]
     (tmp_path / "f.raw").write_bytes(header + body)
-    assert _as_tuples(data.read_events(tmp_path / "f.raw")) == expected
+    assert as_tuples(data.read_events(tmp_path / "f.raw")) == expected
 
 
 def _decode_raw(raw: bytes):
@@ -221,7 +218,8 @@ def test_readers_refuse_unsorted_events_by_default(tmp_path):
     assert prophesee.read_prophesee_raw(tmp_path / "u.raw", allow_unsorted=True)["t"].tolist() == [2, 5]
 
 
-@pytest.mark.parametrize("writer, sensor", [(prophesee.write_evt2, (640, 480, 2)), (prophesee.write_evt3, (1280, 720, 2))])
+@pytest.mark.parametrize("writer, sensor",
+                         [(prophesee.write_evt2, (640, 480, 2)), (prophesee.write_evt3, (1280, 720, 2))])
 def test_writers_name_the_sensor_in_the_header(tmp_path, writer, sensor):
     events = data.make_events([1], [2], [3], [1])
     writer(tmp_path / "default.raw", events)
