@@ -173,10 +173,10 @@ def test_resnet18_gets_one_neuron_per_relu_call_site_and_converges():
     assert "(call 2 of 2)" in snn.report["replaces"]["layer4.1.relu#2"]
     with torch.no_grad():
         target = ann(x).flatten()
-        out = snn.run(x, 256)
-    corr = {t: torch.corrcoef(torch.stack([out[:t].mean(0).flatten(), target]))[0, 1].item() for t in (8, 64, 256)}
-    print(f"ResNet-18 SNN vs ANN logits, correlation by T: {corr}")
-    assert corr[256] > corr[8] and corr[256] > 0.8
+        out = snn.run(x, 64)
+    corr = {t: torch.corrcoef(torch.stack([out[:t].mean(0).flatten(), target]))[0, 1].item() for t in (8, 64)}
+    print(f"ResNet-18 SNN vs ANN logits, correlation by T: {corr}")  # measured: 0.995 at 8, 0.9999 at 64
+    assert corr[64] > corr[8] and corr[64] > 0.999
 
 
 @pytest.mark.parametrize("layer, name", [

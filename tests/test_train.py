@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -192,6 +193,23 @@ def test_losses_on_hand_inputs():
     counts[:, 0, 0] = 0.8
     counts[:, 0, 1] = 0.2
     assert losses.count_mse(counts, torch.tensor([0])).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_prefix_ce_is_the_mean_cross_entropy_of_the_running_means():
+    # two samples, two classes, three steps; the running means worked out by hand
+    out = torch.tensor([[[2.0, 0.0], [0.0, 0.0]],
+                        [[0.0, 0.0], [0.0, 3.0]],
+                        [[1.0, 0.0], [0.0, 0.0]]])
+    y = torch.tensor([0, 1])
+    # sample 0: means [2, 0], [1, 0], [1, 0]; sample 1: [0, 0], [0, 1.5], [0, 1]
+    softplus = lambda z: math.log1p(math.exp(-z))  # noqa: E731  cross-entropy at a margin z for the label
+    expected = (softplus(2) + softplus(1) + softplus(1) + softplus(0) + softplus(1.5) + softplus(1)) / 6
+    assert losses.prefix_ce(out, y).item() == pytest.approx(expected, rel=1e-6)
+    assert losses.prefix_ce(out[-1:], y).item() == pytest.approx(losses.rate_ce(out[-1:], y).item(), rel=1e-6)
+    assert losses.LOSSES["prefix_ce"] is losses.prefix_ce
+    from spikelab.train import config
+
+    assert set(config.LOSSES) == set(losses.LOSSES)  # every loss can be named in a config file
 
 
 def test_config_path_for_shd_layout(tmp_path):

@@ -14,7 +14,7 @@ DATASETS = ("digits_dvs", "nmnist", "ncaltech101", "dvsgesture", "cifar10dvs", "
 MODELS = ("mlp", "cnn", "sew_resnet")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step")
-LOSSES = ("rate_ce", "membrane_ce", "tet", "count_mse")
+LOSSES = ("rate_ce", "membrane_ce", "tet", "prefix_ce", "count_mse")
 NONFINITE = ("stop", "skip_batch")
 
 DEFAULTS: dict[str, Any] = {
