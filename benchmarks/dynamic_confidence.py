@@ -3,8 +3,8 @@
 Two workloads, every policy calibrated on held-out data (never the test split) for at most
 ``--budget`` accuracy points below the static accuracy at ``t_max``:
 
-- ``events``: DigitsDVS at 1 ms bins, T = 300, a directly trained SNN (rate loss and TET
-  loss) and a converted CNN (see ``dynamic_workloads.py``). Per network: static accuracy by
+- ``events``: DigitsDVS at 1 ms bins, T = 300, a directly trained SNN (rate, TET and prefix losses)
+  and a converted CNN (see ``dynamic_workloads.py``). Per network: static accuracy by
   T, the oracle, each policy's test accuracy and mean steps (and its share of the oracle's
   step saving), the same over 100 random re-splits of held-out + test (a 359-sample test
   split resolves 0.5 points as 1.8 samples), each policy's Pareto front on the test split,
@@ -194,7 +194,7 @@ def events(args, log) -> dict:
                         "policies": rows, "fronts": fronts(test, yt)}
         if net == "trained" or not args.quick:
             results[net]["risk"] = risk(pool, labels, held.shape[1], args, log)
-        if outs.get("state") is not None and net == "trained":
+        if outs.get("state") is not None and net in ("trained", "trained_prefix"):
             model = wl.trained_snn()
             model.load_state_dict(outs["state"])
             model.eval()
@@ -206,7 +206,7 @@ def events(args, log) -> dict:
             log(f"  live mode (batch {speed['batch']}): static {speed['static_ms']:.0f} ms, dynamic "
                 f"{speed['live_ms']:.0f} ms -> {speed['speedup']:.2f}x for {100 * speed['step_reduction']:.1f}% fewer "
                 f"steps; wall-time saving = {speed['wall_saving_over_step_saving']:.2f} x the step saving")
-    for net in ("trained", "trained_tet"):
+    for net in ("trained", "trained_tet", "trained_prefix"):
         if net in results:
             log(f"oracle mean steps, {net}: test {results[net]['oracle']['stable_mean_steps']:.1f}, held-out "
                 f"{results[net]['oracle_held_out']['stable_mean_steps']:.1f} "
@@ -276,7 +276,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [k for k in ("trained", "trained_tet", "converted", "images") if k in results]
+    panels = [k for k in ("trained", "trained_tet", "trained_prefix", "converted", "images") if k in results]
     has_risk = any("risk" in results[k] for k in panels)
     fig, axes = plt.subplots(1, len(panels) + has_risk, figsize=(4.4 * (len(panels) + has_risk), 3.8))
     axes = np.atleast_1d(axes)

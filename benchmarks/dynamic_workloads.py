@@ -8,6 +8,8 @@ train split (for calibration) and on the test split:
   LIF hidden and LIF output spikes, rate cross-entropy);
 - ``trained_tet``: the same trained with the TET loss (per-step cross-entropy), which
   rewards being right early: the training-side counterpart of early stopping;
+- ``trained_prefix``: the same trained with ``prefix_ce`` (cross-entropy of the running mean
+  at every step): the readout an early exit reads must be right after any number of steps;
 - ``converted``: a ReLU CNN trained on mean frames of the recordings' first 30, 60, 100,
   150, 200 and 300 ms (what a rate-coding SNN has integrated by then), converted to IF
   neurons and fed the 1 ms frames.
@@ -73,14 +75,16 @@ def train_snn(x: torch.Tensor, y: torch.Tensor, loss: str, epochs: int, seed: in
     torch.manual_seed(seed)
     net = trained_snn()
     opt = torch.optim.Adam(net.parameters(), lr)
-    losses = {"rate_ce": lambda out, t: F.cross_entropy(out.mean(0) * 10, t), "tet": sl.train.tet}
+    losses = {"rate_ce": lambda out, t: F.cross_entropy(out.mean(0) * 10, t),
+              "tet": lambda out, t: sl.train.tet(out * 10, t),
+              "prefix_ce": lambda out, t: sl.train.prefix_ce(out * 10, t)}
     for _ in range(epochs):
         net.train()
         perm = torch.randperm(len(x))
         for i in range(0, len(x), batch):
             idx = perm[i:i + batch]
             out = net(as_sequence(x[idx]))
-            value = losses[loss](out * (10 if loss == "tet" else 1), y[idx])
+            value = losses[loss](out, y[idx])
             opt.zero_grad()
             value.backward()
             opt.step()
@@ -113,7 +117,8 @@ def outputs(net: nn.Module, x: torch.Tensor, batch: int = 128) -> torch.Tensor:
     return torch.cat(parts, 1)
 
 
-NETS = ("trained", "trained_tet", "converted")
+NETS = ("trained", "trained_tet", "trained_prefix", "converted")
+LOSS_OF = {"trained": "rate_ce", "trained_tet": "tet", "trained_prefix": "prefix_ce"}
 
 
 def test_frames() -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +149,7 @@ def workload(cache: Path, seed: int = 0, epochs: int = 10, log=print) -> dict:
             if name == "converted":
                 net = converted_snn(xfit, yfit, seed)
             else:
-                net = train_snn(xfit, yfit, "tet" if name == "trained_tet" else "rate_ce", epochs, seed)
+                net = train_snn(xfit, yfit, LOSS_OF[name], epochs, seed)
             saved = {"held_out": outputs(net, xheld), "test": outputs(net, xte),
                      "labels": {"held_out": yheld, "test": yte}}
             if name != "converted":
