@@ -22,6 +22,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -414,3 +418,18 @@ def test_float64_kernels(family, grads):
         robust = i == 0 if family in ("lif", "probabilistic") else False
         tensors, kwargs, key = float64_case(family, reset, detach=i % 2 == 1, robust=robust)
         compare(family, tensors, kwargs, grads=grads, noise_key=key, seed=i)
+
+
+def test_tasks_on_several_threads_match_the_reference():
+    """The suite's xdist workers run Numba on one thread each (tests/conftest.py), so the tasks
+    above run one after another there; this runs them on two threads at once, in a process of
+    its own, where tasks sharing memory by mistake would show."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env.update(NUMBA_NUM_THREADS="2", OMP_NUM_THREADS="1")
+    check = ("import sys, numba, pytest; assert numba.get_num_threads() == 2, numba.get_num_threads(); "
+             "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'no:xdist', '-k', "
+             f"'test_neurons_split_over_several_tasks', {str(Path(__file__))!r}]))")
+    done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "10 passed" in done.stdout, done.stdout[-1000:]

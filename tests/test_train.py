@@ -202,8 +202,8 @@ def test_prefix_ce_is_the_mean_cross_entropy_of_the_running_means():
                         [[1.0, 0.0], [0.0, 0.0]]])
     y = torch.tensor([0, 1])
     # sample 0: means [2, 0], [1, 0], [1, 0]; sample 1: [0, 0], [0, 1.5], [0, 1]
-    softplus = lambda z: math.log1p(math.exp(-z))  # noqa: E731  cross-entropy at a margin z for the label
-    expected = (softplus(2) + softplus(1) + softplus(1) + softplus(0) + softplus(1.5) + softplus(1)) / 6
+    ce = lambda margin: math.log1p(math.exp(-margin))  # noqa: E731  two classes, the label ahead by margin
+    expected = (ce(2) + ce(1) + ce(1) + ce(0) + ce(1.5) + ce(1)) / 6
     assert losses.prefix_ce(out, y).item() == pytest.approx(expected, rel=1e-6)
     assert losses.prefix_ce(out[-1:], y).item() == pytest.approx(losses.rate_ce(out[-1:], y).item(), rel=1e-6)
     assert losses.LOSSES["prefix_ce"] is losses.prefix_ce
