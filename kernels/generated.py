@@ -6,7 +6,8 @@ input, the list of states and the list of parameters. The kernel is picked by th
 device (Numba on CPU, Triton on CUDA); :func:`cpu_kernels` lets tests run the Triton kernels
 on CPU tensors in Triton's interpreter. Generated sources are written once, atomically, to
 ``$SPIKELAB_CACHE_DIR/kernels`` (default ``~/.cache/spikelab/kernels``), named by the hash of
-their text, so Numba's on-disk cache serves later processes.
+their text, so Numba's on-disk cache serves later processes (``$SPIKELAB_CACHE``, the root of
+every spikelab cache, also moves them).
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ _CPU_KERNELS = {"name": "numba"}
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SPIKELAB_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "spikelab")
+    """``<root>/kernels``: the root is ``$SPIKELAB_CACHE_DIR`` (kernels only), else ``$SPIKELAB_CACHE``
+    (every spikelab cache: datasets too), else ``~/.cache/spikelab``."""
+    root = (os.environ.get("SPIKELAB_CACHE_DIR") or os.environ.get("SPIKELAB_CACHE")
+            or os.path.join(os.path.expanduser("~"), ".cache", "spikelab"))
     return Path(root) / "kernels"
 
 

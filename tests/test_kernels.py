@@ -433,3 +433,18 @@ def test_tasks_on_several_threads_match_the_reference():
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "10 passed" in done.stdout, done.stdout[-1000:]
+
+
+def test_kernel_cache_moves_with_spikelab_cache(monkeypatch, tmp_path):
+    """``SPIKELAB_CACHE`` moves every spikelab cache (datasets and kernels); ``SPIKELAB_CACHE_DIR``
+    moves the kernels alone."""
+    from spikelab.data.cache import default_cache_root
+    from spikelab.kernels.generated import cache_dir
+
+    monkeypatch.delenv("SPIKELAB_CACHE", raising=False)
+    monkeypatch.delenv("SPIKELAB_CACHE_DIR", raising=False)
+    assert cache_dir() == Path(os.path.expanduser("~")) / ".cache" / "spikelab" / "kernels"
+    monkeypatch.setenv("SPIKELAB_CACHE", str(tmp_path / "all"))
+    assert cache_dir() == tmp_path / "all" / "kernels" and default_cache_root() == tmp_path / "all"
+    monkeypatch.setenv("SPIKELAB_CACHE_DIR", str(tmp_path / "only-kernels"))
+    assert cache_dir() == tmp_path / "only-kernels" / "kernels" and default_cache_root() == tmp_path / "all"

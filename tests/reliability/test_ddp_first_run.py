@@ -16,6 +16,7 @@ import yaml
 
 from spikelab.data.datasets.digits import VERSION, build_digits_dvs
 from spikelab.data.cache import default_cache_root
+from spikelab.kernels.generated import cache_dir
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -24,13 +25,16 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_first_torchrun_on_an_empty_cache_succeeds(tmp_path):
     root = build_digits_dvs(default_cache_root() / f"digits-dvs-v{VERSION}", quiet=True)  # the recordings, made once
+    kernel_root = cache_dir().parent
     for run in range(3):
         cache = tmp_path / f"cache{run}"
         cfg = tmp_path / f"cfg{run}.yaml"
         cfg.write_text(yaml.safe_dump({
             "model": {"name": "mlp", "hidden": [16]}, "data": {"root": str(root), "time_bins": 4},
             "train": {"epochs": 1, "batch_size": 128, "scheduler": "none"}, "out": str(tmp_path / f"run{run}")}))
-        env = {**os.environ, "SPIKELAB_CACHE": str(cache), "OMP_NUM_THREADS": "1", "SPIKELAB_TUNE_ALLOCATOR": "0"}
+        # an empty dataset cache (what this test is about); the compiled kernels stay where they are
+        env = {**os.environ, "SPIKELAB_CACHE": str(cache), "SPIKELAB_CACHE_DIR": str(kernel_root),
+               "OMP_NUM_THREADS": "1", "SPIKELAB_TUNE_ALLOCATOR": "0"}
         done = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "spikelab.cli", "train",
                                str(cfg), "--quiet"], env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
