@@ -1,6 +1,7 @@
 """The first data-parallel run on an empty cache: both ranks open the same dataset at once; one
 builds the cache while the other waits on its lock, then both train. Run several times, each
-on a fresh cache folder."""
+on a fresh cache folder; the first run also starts from an empty kernel cache, so both ranks
+generate, write and compile the same neuron kernels into one folder at the same moment."""
 
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ def test_first_torchrun_on_an_empty_cache_succeeds(tmp_path):
         cfg.write_text(yaml.safe_dump({
             "model": {"name": "mlp", "hidden": [16]}, "data": {"root": str(root), "time_bins": 4},
             "train": {"epochs": 1, "batch_size": 128, "scheduler": "none"}, "out": str(tmp_path / f"run{run}")}))
-        # an empty dataset cache (what this test is about); the compiled kernels stay where they are
-        env = {**os.environ, "SPIKELAB_CACHE": str(cache), "SPIKELAB_CACHE_DIR": str(kernel_root),
+        # an empty dataset cache every run; an empty kernel cache the first run (the later runs keep the
+        # compiled kernels where they are: compiling takes longer than the rest of a run)
+        kernels = tmp_path / "kernels" if run == 0 else kernel_root
+        env = {**os.environ, "SPIKELAB_CACHE": str(cache), "SPIKELAB_CACHE_DIR": str(kernels),
                "OMP_NUM_THREADS": "1", "SPIKELAB_TUNE_ALLOCATOR": "0"}
         done = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "spikelab.cli", "train",
                                str(cfg), "--quiet"], env=env, capture_output=True, text=True, timeout=600)
@@ -42,3 +45,7 @@ def test_first_torchrun_on_an_empty_cache_succeeds(tmp_path):
         built = sorted(p.name for p in cache.iterdir() if p.is_dir())
         assert len(built) == 2 and all(n.startswith(("DigitsDVS-train-", "DigitsDVS-test-")) for n in built), built
         shutil.rmtree(cache)
+        if run == 0:  # both ranks wrote the sources they generated; no temporary file is left
+            written = sorted(p.name for p in (kernels / "kernels").iterdir())
+            sources = [n for n in written if n.startswith("spikelab_generated_numba_") and n.endswith(".py")]
+            assert sources and not [n for n in written if n.endswith(".tmp")], written
