@@ -42,10 +42,21 @@ _CPU_KERNELS = {"name": "numba"}
 
 def cache_dir() -> Path:
     """``<root>/kernels``: the root is ``$SPIKELAB_CACHE_DIR`` (kernels only), else ``$SPIKELAB_CACHE``
-    (every spikelab cache: datasets too), else ``~/.cache/spikelab``."""
-    root = (os.environ.get("SPIKELAB_CACHE_DIR") or os.environ.get("SPIKELAB_CACHE")
-            or os.path.join(os.path.expanduser("~"), ".cache", "spikelab"))
-    return Path(root) / "kernels"
+    (every spikelab cache: datasets too) when its ``kernels`` folder can be this user's private
+    one, else ``~/.cache/spikelab``. A dataset cache may be read-only or shared with other users
+    (spikelab.data.cache); compiled kernels then stay in the home cache, as without it."""
+    explicit = os.environ.get("SPIKELAB_CACHE_DIR")
+    if explicit:
+        return Path(explicit) / "kernels"
+    shared = os.environ.get("SPIKELAB_CACHE")
+    if shared:
+        folder = Path(shared) / "kernels"
+        try:
+            _private_dir(folder)
+            return folder
+        except (OSError, RuntimeError):
+            pass
+    return Path(os.path.expanduser("~")) / ".cache" / "spikelab" / "kernels"
 
 
 def register(graph: StepGraph) -> str:

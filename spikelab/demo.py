@@ -142,15 +142,19 @@ def _conversion(out: Path, seed: int, quiet: bool) -> dict:
     ann = fit_classifier(count_image_cnn(), xtr[fit_idx], ytr[fit_idx], epochs=10)
     snn = convert(ann, xtr[fit_idx][:512], method="robust", percentile=99.9)
     batches = [(xte[i:i + 128], yte[i:i + 128]) for i in range(0, len(xte), 128)]
+    t_max = 64
     steps = []  # the test simulation's per-step outputs, kept for Dynamic Confidence (no second run)
     keep = snn.graph_module.register_forward_hook(lambda module, args, output: steps.append(output.clone()))
     try:
-        report = evaluate(snn, batches, timesteps=[1, 2, 4, 8, 16, 32, 64], ann=ann, out_dir=out / "conversion")
+        report = evaluate(snn, batches, timesteps=[1, 2, 4, 8, 16, 32, t_max], ann=ann, out_dir=out / "conversion")
     finally:
         keep.remove()
-    test_outputs = torch.cat([torch.stack(steps[i:i + 64]) for i in range(0, len(steps), 64)], 1)  # [64, N, 10]
+    if len(steps) != t_max * len(batches):
+        raise RuntimeError(f"demo: expected {t_max} steps of {len(batches)} test batches, recorded {len(steps)}")
+    # evaluate runs each batch for t_max steps in turn: [t_max, N, classes] in test order
+    test_outputs = torch.cat([torch.stack(steps[i:i + t_max]) for i in range(0, len(steps), t_max)], 1)
     # Dynamic Confidence: threshold from the held-out part of the train split, then the test split
-    controller = DynamicConfidence(t_max=64)
+    controller = DynamicConfidence(t_max=t_max)
     # 400 held-out samples cannot certify a 0.3-point budget (766 could): the uncertified choice
     calibrate(controller, snn, xtr[held_idx], ytr[held_idx], max_accuracy_drop=0.003, static=True, delta=None)
     dynamic = dynamic_report(controller, controller.trace_outputs(test_outputs), yte, out_dir=out / "dynamic")

@@ -1,21 +1,24 @@
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Several xdist workers on a few cores: one compute thread each (torch, OpenMP, BLAS, Numba), or
+# their thread pools oversubscribe the cores and spin against each other. Set before torch and
+# NumPy start their pools; subprocesses the tests start inherit the setting.
+SEVERAL_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
+if SEVERAL_WORKERS:
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if SEVERAL_WORKERS:
+    torch.set_num_threads(1)  # in case a plugin imported torch first
 
 # Without a GPU, the Triton kernels are checked on CPU tensors in Triton's interpreter; the
 # variable must be set before any kernel module is imported.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-
-# Several xdist workers on a few cores: one compute thread each (torch, OpenMP, Numba), or
-# their thread pools oversubscribe the cores and spin against each other. Subprocesses the
-# tests start inherit the setting.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -424,7 +424,7 @@ def test_tasks_on_several_threads_match_the_reference():
     """The suite's xdist workers run Numba on one thread each (tests/conftest.py), so the tasks
     above run one after another there; this runs them on two threads at once, in a process of
     its own, where tasks sharing memory by mistake would show."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))}
     env.update(NUMBA_NUM_THREADS="2", OMP_NUM_THREADS="1")
     check = ("import sys, numba, pytest; assert numba.get_num_threads() == 2, numba.get_num_threads(); "
              "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'no:xdist', '-k', "
@@ -436,8 +436,8 @@ def test_tasks_on_several_threads_match_the_reference():
 
 
 def test_kernel_cache_moves_with_spikelab_cache(monkeypatch, tmp_path):
-    """``SPIKELAB_CACHE`` moves every spikelab cache (datasets and kernels); ``SPIKELAB_CACHE_DIR``
-    moves the kernels alone."""
+    """``SPIKELAB_CACHE`` moves every spikelab cache (datasets and kernels, unless its kernels folder
+    cannot be private); ``SPIKELAB_CACHE_DIR`` moves the kernels alone."""
     from spikelab.data.cache import default_cache_root
     from spikelab.kernels.generated import cache_dir
 
@@ -448,3 +448,10 @@ def test_kernel_cache_moves_with_spikelab_cache(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "all" / "kernels" and default_cache_root() == tmp_path / "all"
     monkeypatch.setenv("SPIKELAB_CACHE_DIR", str(tmp_path / "only-kernels"))
     assert cache_dir() == tmp_path / "only-kernels" / "kernels" and default_cache_root() == tmp_path / "all"
+    # a dataset cache shared with others (its kernels folder writable by them): kernels stay at home
+    monkeypatch.delenv("SPIKELAB_CACHE_DIR")
+    shared = tmp_path / "shared"
+    (shared / "kernels").mkdir(parents=True)
+    (shared / "kernels").chmod(0o777)
+    monkeypatch.setenv("SPIKELAB_CACHE", str(shared))
+    assert cache_dir() == Path(os.path.expanduser("~")) / ".cache" / "spikelab" / "kernels"

@@ -205,7 +205,12 @@ def test_prefix_ce_is_the_mean_cross_entropy_of_the_running_means():
     ce = lambda margin: math.log1p(math.exp(-margin))  # noqa: E731  two classes, the label ahead by margin
     expected = (ce(2) + ce(1) + ce(1) + ce(0) + ce(1.5) + ce(1)) / 6
     assert losses.prefix_ce(out, y).item() == pytest.approx(expected, rel=1e-6)
-    assert losses.prefix_ce(out[-1:], y).item() == pytest.approx(losses.rate_ce(out[-1:], y).item(), rel=1e-6)
+    # the mean over t of the rate loss of the first t steps, on random outputs
+    z = torch.randn(7, 5, 4)
+    labels = torch.tensor([0, 3, 1, 1, 2])
+    by_prefix = torch.stack([losses.rate_ce(z[:t], labels) for t in range(1, 8)]).mean()
+    torch.testing.assert_close(losses.prefix_ce(z, labels), by_prefix)
+    assert losses.prefix_ce(z.bfloat16(), labels).dtype == torch.float32  # no half-precision step counts
     assert losses.LOSSES["prefix_ce"] is losses.prefix_ce
     from spikelab.train import config
 
@@ -218,6 +223,7 @@ def test_a_config_trains_with_prefix_ce(tmp_path):
     torch.manual_seed(0)
     trainer = Trainer(sl.models.SpikingMLP(24, 4, hidden=(32,)), Patterns(96, 1), Patterns(64, 2), cfg, pad_collate,
                       quiet=True)
+    assert trainer.loss_fn is losses.prefix_ce
     history = trainer.fit()
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["test_accuracy"] >= 0.8  # four classes: chance 0.25 (seeds 0-2 reach 1.0)

@@ -188,7 +188,9 @@ def _environment(cache: Path, jobs: int, jit: bool) -> None:
     with this user's, so the unmutated kernels are not compiled again), one thread per run when
     several run at once, and Numba's compiler switched off with ``jit=False``. Set before
     NumPy/torch/Numba are imported."""
-    real = Path(os.environ.get("SPIKELAB_CACHE_DIR") or Path.home() / ".cache" / "spikelab") / "kernels"
+    # where spikelab.kernels.generated.cache_dir() puts them (not imported: NumPy/torch must come later)
+    roots = [os.environ.get("SPIKELAB_CACHE_DIR"), os.environ.get("SPIKELAB_CACHE"), Path.home() / ".cache" / "spikelab"]
+    real = next((Path(r) / "kernels" for r in roots if r and (Path(r) / "kernels").is_dir()), Path("/nonexistent"))
     if real.is_dir():
         shutil.copytree(real, cache / "kernels", ignore=shutil.ignore_patterns("*.tmp"))
     if not jit:

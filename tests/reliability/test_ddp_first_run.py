@@ -45,7 +45,7 @@ def test_first_torchrun_on_an_empty_cache_succeeds(tmp_path):
         built = sorted(p.name for p in cache.iterdir() if p.is_dir())
         assert len(built) == 2 and all(n.startswith(("DigitsDVS-train-", "DigitsDVS-test-")) for n in built), built
         shutil.rmtree(cache)
-        if run == 0:  # both ranks wrote the sources they generated; no temporary file is left
+        if run == 0:  # the ranks' sources are in place and no temporary file is left
             written = sorted(p.name for p in (kernels / "kernels").iterdir())
             sources = [n for n in written if n.startswith("spikelab_generated_numba_") and n.endswith(".py")]
             assert sources and not [n for n in written if n.endswith(".tmp")], written
