@@ -7,7 +7,7 @@ device (Numba on CPU, Triton on CUDA); :func:`cpu_kernels` lets tests run the Tr
 on CPU tensors in Triton's interpreter. Generated sources are written once, atomically, to
 ``$SPIKELAB_CACHE_DIR/kernels`` (default ``~/.cache/spikelab/kernels``), named by the hash of
 their text, so Numba's on-disk cache serves later processes (``$SPIKELAB_CACHE``, the root of
-every spikelab cache, also moves them).
+every spikelab cache, also moves them where it can hold a private folder: :func:`cache_dir`).
 """
 
 from __future__ import annotations
