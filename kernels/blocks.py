@@ -14,7 +14,6 @@ biased, the statistics over ``[T * B, ..., plane]``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 

@@ -219,20 +219,24 @@ def run_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor],
         out.zero_()
         return
     dialect = _dialect(x.device)
-    fn = getattr(module(key, dialect), f"forward_{_variant(robust)}{_suffix(dialect, block)}")
+    mod = module(key, dialect)
+    name = f"forward_{_variant(robust)}{_suffix(dialect, block)}"
     seed, first_step = _noise(key, noise_key)
     if dialect == "numba":
+        from spikelab.kernels.numba import tasks
         from spikelab.kernels.numba.common import CHUNK
 
-        fn(*_numpy(x, *states, *params), reset_code, float(reset_value), seed, first_step, bool(stochastic),
-           *_numpy(out, *new), block.chunk(CHUNK), *_block_arrays(x, block.scale, block.shift),
-           np.asarray(block.geo, np.int64), float(block.pool_scale))
+        chunk = block.chunk(CHUNK)
+        tasks.run(mod, name, -(-M // chunk), T * M, *_numpy(x, *states, *params), reset_code, float(reset_value), seed,
+                  first_step, bool(stochastic), *_numpy(out, *new), chunk, *_block_arrays(x, block.scale, block.shift),
+                  np.asarray(block.geo, np.int64), float(block.pool_scale))
     else:
         from spikelab.kernels.triton.common import launch
 
         if block.pooled:  # every lane adds its spike to its cell
             out.zero_()
-        launch(fn, M, x, *states, *params, out, *new, out, T, M, T * M, float(reset_value), seed, first_step * M,
+        launch(getattr(mod, name), M, x, *states, *params, out, *new, out, T, M, T * M, float(reset_value), seed,
+               first_step * M,
                *_triton_block_args(x, block), RESET=reset_code, HIST=False, STOCHASTIC=bool(stochastic),
                F64=states[0].dtype == torch.float64, BN=block.scale is not None, POOL=block.pooled)
 
@@ -299,14 +303,16 @@ def run_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, sta
         return
     dialect = _dialect(x.device)
     mod = module(key, dialect)
-    fn = getattr(mod, f"backward_{_variant(robust)}_{'full' if need_params else 'fast'}{_suffix(dialect, block)}")
+    name = f"backward_{_variant(robust)}_{'full' if need_params else 'fast'}{_suffix(dialect, block)}"
     seed, first_step = _noise(key, noise_key)
     if dialect == "numba":
+        from spikelab.kernels.numba import tasks
+
         chunk = block.chunk(backward_chunk(T, len(states)))
-        fn(*_numpy(g_out, *g_states, x, *states, *params), reset_code, float(reset_value), seed, first_step,
-           bool(stochastic), bool(detach), sg_code, float(sg_alpha), chunk, *_numpy(dx, *d_states, *d_params),
-           *_block_arrays(x, block.scale, block.shift, block.mean, *bn_sums), np.asarray(block.geo, np.int64),
-           float(block.pool_scale))
+        tasks.run(mod, name, -(-M // chunk), T * M, *_numpy(g_out, *g_states, x, *states, *params), reset_code,
+                  float(reset_value), seed, first_step, bool(stochastic), bool(detach), sg_code, float(sg_alpha), chunk,
+                  *_numpy(dx, *d_states, *d_params), *_block_arrays(x, block.scale, block.shift, block.mean, *bn_sums),
+                  np.asarray(block.geo, np.int64), float(block.pool_scale))
     else:
         from spikelab.kernels.triton.common import grad_strides, launch
 
@@ -320,9 +326,9 @@ def run_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, sta
                STOCHASTIC=bool(stochastic), F64=f64, BN=bn, POOL=False)
         stride_t, stride_m = grad_strides(g_out)
         sums = [x if t is None else t for t in (block.mean, *bn_sums)]
-        launch(fn, M, g_out, (T - 1) * stride_t, stride_t, stride_m, *g_states, x, *params, hist, dx, *d_states,
-               *d_params, T, M, T * M, (T - 1) * M, float(reset_value), float(reset_code == 0), float(reset_code == 1),
-               float(reset_value), 0.0 if detach else 1.0, float(sg_alpha), seed, first_step * M,
+        launch(getattr(mod, name), M, g_out, (T - 1) * stride_t, stride_t, stride_m, *g_states, x, *params, hist, dx,
+               *d_states, *d_params, T, M, T * M, (T - 1) * M, float(reset_value), float(reset_code == 0),
+               float(reset_code == 1), float(reset_value), 0.0 if detach else 1.0, float(sg_alpha), seed, first_step * M,
                *_triton_block_args(x, block), *sums, RESET=reset_code, SG_CODE=sg_code, STOCHASTIC=bool(stochastic),
                F64=f64, BN=bn, POOL=pool)
 

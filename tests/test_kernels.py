@@ -422,24 +422,36 @@ def test_float64_kernels(family, grads):
 
 
 def test_tasks_on_several_threads_match_the_reference():
-    """The suite's xdist workers run Numba on one thread each (tests/conftest.py), so parallel
-    loops run their tasks one after another there; this reruns the tests of every parallel loop
-    (neuron kernels on more neurons than one task, fused blocks, event frames) on two threads at
-    once, in a process of its own, where tasks sharing memory by mistake would show."""
+    """The suite's xdist workers run Numba on one thread each (tests/conftest.py), so the kernels
+    take their serial path there (kernels/numba/tasks.py); this reruns the tests of every parallel
+    loop (neuron kernels on more neurons than one task, fused blocks, event frames) on two threads
+    with the parallel path forced, in a process of its own, where tasks sharing memory by mistake
+    would show."""
     tests = Path(__file__).resolve().parent
     selected = [f"{tests / 'test_kernels.py'}::test_neurons_split_over_several_tasks",
                 f"{tests / 'test_blocks.py'}::test_bn_neuron_pool_matches_unfused_for_every_family",
                 f"{tests / 'test_event_transforms.py'}::test_large_inputs_take_the_parallel_path_and_agree"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))}
     env.update(NUMBA_NUM_THREADS="2", OMP_NUM_THREADS="1")
-    check = ("import sys, numba, pytest; assert numba.get_num_threads() == 2, numba.get_num_threads(); "
-             f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'no:xdist', *{selected!r}]))")
+    # every call takes the parallel path (the tests' layers are small), and the calls that did are counted
+    check = ("import sys, numba, pytest\n"
+             "from spikelab.kernels.numba import tasks\n"
+             "assert numba.get_num_threads() == 2, numba.get_num_threads()\n"
+             "tasks.MIN_PARALLEL_WORK = 0\n"
+             "decided, real = [], tasks.parallel\n"
+             "tasks.parallel = lambda nchunks, work: decided.append(real(nchunks, work)) or decided[-1]\n"
+             f"code = pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'no:xdist', *{selected!r}])\n"
+             "print('parallel kernel calls:', sum(decided))\n"
+             "sys.exit(code)\n")
     done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=600,
                           cwd=tests.parent)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = done.stdout.strip().splitlines()[-1]
+    lines = done.stdout.strip().splitlines()
+    summary = lines[-2]
     passed = re.match(r"(\d+) passed", summary)
     assert passed and int(passed.group(1)) >= 20 and "skipped" not in summary, summary  # 10 + 9 + 1, none skipped
+    calls = re.fullmatch(r"parallel kernel calls: (\d+)", lines[-1])
+    assert calls and int(calls.group(1)) >= 20, lines[-1]  # forward and backward of every case
 
 
 def test_kernel_cache_moves_with_spikelab_cache(monkeypatch, tmp_path):

@@ -12,8 +12,20 @@ import math
 
 import numba as nb
 import numpy as np
+from numba.core.compiler import CompilerBase, DefaultPassBuilder
 
 CHUNK = 1024  # neurons per parallel task: amortises scheduling, keeps a chunk's rows in L1/L2
+
+
+class NoAliasCompiler(CompilerBase):
+    """Numba's nopython pipeline with the ``noalias`` flag: the kernel's array arguments never
+    overlap (its outputs are freshly allocated), which lets LLVM vectorise loops that read one
+    array and write another. Numba sets the same flag on the body of a ``prange`` loop; a serial
+    kernel without it ran the fused batch-norm and pooling forward 2x slower (measured)."""
+
+    def define_pipelines(self):
+        self.state.flags.noalias = True
+        return [DefaultPassBuilder.define_nopython_pipeline(self.state)]
 
 SQRT_PI = math.sqrt(math.pi)
 HALF_PI = math.pi / 2
@@ -86,4 +98,4 @@ def grad_row(g, t, lo, hi, buffer):
     return buffer
 
 
-__all__ = ["CHUNK", "typed", "surrogate_row", "reset_row", "grad_row"]
+__all__ = ["CHUNK", "NoAliasCompiler", "typed", "surrogate_row", "reset_row", "grad_row"]
