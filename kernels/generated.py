@@ -236,8 +236,7 @@ def run_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor],
         if block.pooled:  # every lane adds its spike to its cell
             out.zero_()
         launch(getattr(mod, name), M, x, *states, *params, out, *new, out, T, M, T * M, float(reset_value), seed,
-               first_step * M,
-               *_triton_block_args(x, block), RESET=reset_code, HIST=False, STOCHASTIC=bool(stochastic),
+               first_step * M, *_triton_block_args(x, block), RESET=reset_code, HIST=False, STOCHASTIC=bool(stochastic),
                F64=states[0].dtype == torch.float64, BN=block.scale is not None, POOL=block.pooled)
 
 

@@ -4,9 +4,10 @@ Each generated kernel ``name(c_lo, c_hi, ...)`` is serial over the chunks ``[c_l
 twin ``name_tasks(nchunks, ...)`` runs every chunk as a task of a ``prange`` loop
 (kernels/codegen.py). Only the small twin goes through Numba's parallel compiler, which took
 two to four times as long as the serial one for a whole kernel body, and it is compiled only
-when a call is large enough to use threads. The pool is Numba's OpenMP one, which here is the
-libgomp torch uses, so its threads are the ones torch's own operations have just left spinning
-(a separate Python thread pool was measured 1.5-2 ms slower per kernel after a torch op).
+when a call is large enough to use threads (compiling it still re-optimises the kernel it links:
+a LIF backward's twin took about 4 s after the kernel's 2 s). The threads are Numba's OpenMP
+pool: a Python thread pool over the same serial kernels was tried and lost 1.5-2 ms per call
+whenever a torch operation had just run (torch's OpenMP threads still spinning on the cores).
 """
 
 from __future__ import annotations
