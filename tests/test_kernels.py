@@ -421,6 +421,29 @@ def test_float64_kernels(family, grads):
         compare(family, tensors, kwargs, grads=grads, noise_key=key, seed=i)
 
 
+def test_kernel_calls_take_the_parallel_twin_only_when_it_pays(monkeypatch):
+    """kernels/numba/tasks.py: a kernel's ``_tasks`` twin (the one Numba's parallel compiler
+    builds) runs only with several Numba threads, several chunks and at least
+    ``MIN_PARALLEL_WORK`` neuron-steps; otherwise the serial kernel runs every chunk itself, so a
+    process on one thread (each xdist worker, a DataLoader worker) never compiles the twin."""
+    from types import SimpleNamespace
+
+    from spikelab.kernels.numba import tasks
+
+    calls = []
+    module = SimpleNamespace(k=lambda lo, hi, *args: calls.append(("serial", lo, hi, args)),
+                             k_tasks=lambda nchunks, *args: calls.append(("tasks", nchunks, args)))
+    big = tasks.MIN_PARALLEL_WORK
+    cases = [(2, 3, big, ("tasks", 3, ("a", 1.5))), (2, 2, big, ("tasks", 2, ("a", 1.5))),
+             (2, 3, big - 1, ("serial", 0, 3, ("a", 1.5))), (2, 1, 4 * big, ("serial", 0, 1, ("a", 1.5))),
+             (1, 3, 4 * big, ("serial", 0, 3, ("a", 1.5)))]
+    for threads, nchunks, work, expected in cases:
+        monkeypatch.setattr(tasks.numba, "get_num_threads", lambda: threads)
+        calls.clear()
+        tasks.run(module, "k", nchunks, work, "a", 1.5)
+        assert calls == [expected], (threads, nchunks, work, calls)
+
+
 def test_tasks_on_several_threads_match_the_reference():
     """The suite's xdist workers run Numba on one thread each (tests/conftest.py), so the kernels
     take their serial path there (kernels/numba/tasks.py); this reruns the tests of every parallel
