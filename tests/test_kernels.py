@@ -425,7 +425,7 @@ def test_kernel_calls_take_the_parallel_twin_only_when_it_pays(monkeypatch):
     """kernels/numba/tasks.py: a kernel's ``_tasks`` twin (the one Numba's parallel compiler
     builds) runs only with several Numba threads, several chunks and at least
     ``MIN_PARALLEL_WORK`` neuron-steps; otherwise the serial kernel runs every chunk itself, so a
-    process on one thread (each xdist worker, a DataLoader worker) never compiles the twin."""
+    process on one Numba thread (each xdist worker) never compiles the twin."""
     from types import SimpleNamespace
 
     from spikelab.kernels.numba import tasks
