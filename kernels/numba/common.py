@@ -20,8 +20,10 @@ CHUNK = 1024  # neurons per parallel task: amortises scheduling, keeps a chunk's
 class NoAliasCompiler(CompilerBase):
     """Numba's nopython pipeline with the ``noalias`` flag: the kernel's array arguments never
     overlap (its outputs are freshly allocated), which lets LLVM vectorise loops that read one
-    array and write another. Numba sets the same flag on the body of a ``prange`` loop; a serial
-    kernel without it ran the fused batch-norm and pooling forward 2x slower (measured)."""
+    array and write another. Numba sets the same flag on the body of a ``prange`` loop. The
+    serial kernels and the pooling rows (kernels/numba/blocks.py, kept out of line so the flag
+    covers them) use it; without both, the fused batch-norm and pooling forward ran 2x slower
+    than the ``prange`` version (measured)."""
 
     def define_pipelines(self):
         self.state.flags.noalias = True
