@@ -102,3 +102,28 @@ def test_neuron_module_on_triton_backend():
     out = neuron(x)
     ref = sl.AdaptiveLIF(beta=0.9, tau_adapt=5.0, adaptation=0.3, backend="torch").to(DEVICE)(x)
     assert torch.equal(out, ref)
+
+
+@pytest.mark.skipif(CUDA, reason="the interpreter shim: CPU only")
+def test_interpreter_patches_the_language_once_per_kernel_launch(monkeypatch):
+    """kernels/triton/common.py keeps the interpreter from re-patching triton.language on every
+    call of a device function (reset_after and surrogate_grad run once per step): one patch
+    per launch, with results still the reference's (the comparisons above)."""
+    from triton.runtime import interpreter
+
+    patched = []
+    original = interpreter._patch_lang
+    monkeypatch.setattr(interpreter, "_patch_lang", lambda fn: patched.append(fn.__name__) or original(fn))
+    x = (torch.rand(7, 2, 9) * 1.5).requires_grad_(True)
+    layer = sl.LIF(beta=0.9, surrogate="atan", backend="triton")
+    layer(x).sum().backward()
+    assert "backward_plain_fast" in patched, patched  # (without the shim: reset_after, surrogate_grad, ... every step)
+    assert all(name.startswith(("forward_", "backward_")) for name in patched), patched
+    assert tl_is_unpatched()
+
+
+def tl_is_unpatched() -> bool:
+    """After a launch, triton.language holds Triton's own builtins again."""
+    import triton.language as tl
+
+    return tl.core.is_builtin(tl.where)

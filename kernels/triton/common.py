@@ -17,6 +17,40 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def _fast_nested_calls() -> None:
+    """In Triton's interpreter, stop re-patching ``triton.language`` on every device-function call.
+
+    The interpreter patches the language module when a kernel starts and again on every call of
+    a ``@triton.jit`` helper inside it (``surrogate_grad``, ``reset_after``, ... once per step):
+    each re-patch walks the whole module, about a millisecond, most of a check's time. While a
+    kernel runs, the builtins are already patched (``tl.where`` is no longer a Triton builtin),
+    so a nested call runs its rewritten body directly; outside a kernel it patches as before.
+    Interpreter only: compiled kernels inline helpers and never come here.
+    """
+    from triton.runtime import interpreter
+
+    cls = interpreter.InterpretedFunction
+    if getattr(cls, "_spikelab_fast_calls", False):
+        return
+    patched_call = cls.__call__
+
+    def call(self, *args, **kwargs):
+        if tl.core.is_builtin(tl.where):  # not inside a kernel run: Triton's own path
+            return patched_call(self, *args, **kwargs)
+        fn = self.rewrite()
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # as Triton reports errors in device functions
+            raise interpreter.InterpreterError(repr(e)) from e
+
+    cls.__call__ = call
+    cls._spikelab_fast_calls = True
+
+
+if interpreting():
+    _fast_nested_calls()
+
+
 def block_for(m: int) -> int:
     """Neurons per program: small enough to give every SM several programs (each program
     walks the whole time axis), large enough to keep loads wide."""

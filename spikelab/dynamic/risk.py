@@ -18,7 +18,6 @@ import math
 import warnings
 import numpy as np
 import torch
-from scipy.stats import binom
 
 from spikelab.dynamic.controller import DynamicConfidence, Trace
 
@@ -27,6 +26,8 @@ def certified_prefix(flips: np.ndarray, samples: int, budget: float, delta: floa
     """How many candidates, in order (the first, no early exit, always), pass the fixed-sequence test."""
     if budget <= 0:
         return 1
+    from scipy.stats import binom  # imported here: scipy.stats alone takes most of a second to import
+
     p_values = binom.cdf(np.asarray(flips[1:]), samples, budget)
     failed = np.nonzero(p_values > delta)[0]
     return 1 + int(failed[0] if len(failed) else len(p_values))

@@ -34,8 +34,6 @@ def build_digits_dvs(root, quiet: bool = False) -> Path:
     ``<root>.lock`` while the others wait; ``spikelab_digits.json`` is written last, so a
     generation killed mid-way is redone by the next call.
     """
-    from sklearn.datasets import load_digits
-
     root = Path(root)
     meta = root / "spikelab_digits.json"
     if _generated(meta):
@@ -46,6 +44,8 @@ def build_digits_dvs(root, quiet: bool = False) -> Path:
             return root
         # left by a generation that was killed
         remove_dead_temps(p for p in root.glob("T*/*/.*.bin.tmp*") if p.parent.parent.name in ("Train", "Test"))
+        from sklearn.datasets import load_digits  # only to generate: importing sklearn takes half a second
+
         digits = load_digits()
         for i in tqdm(range(len(digits.images)), desc="DigitsDVS: emulating the event camera", disable=quiet):
             image = np.kron(digits.images[i] / 16.0, np.ones((PARAMS["scale"], PARAMS["scale"])))
