@@ -34,3 +34,36 @@ def samples_dir() -> Path:
     from tests.needs import samples
 
     return samples()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "heavy(seconds): a test that takes `seconds` or more on one core; "
+                                       "several xdist workers start these first (see below)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """With several xdist workers, start the heavy tests first and spread them over the workers.
+
+    xdist's worksteal scheduler hands worker k the k-th contiguous slice of the collection and
+    later moves tests from the tail of a busy worker's queue; a heavy test left near the end of
+    a slice can start when the other workers are nearly done and run alone. Each slice here
+    begins with its share of the heavy tests (longest first, each to the slice with the least
+    heavy time), then light tests in collection order. Every worker computes the same order."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    heavy = [item for item in items if item.get_closest_marker("heavy")]
+    if workers < 2 or not heavy:
+        return
+    light = [item for item in items if not item.get_closest_marker("heavy")]
+    seconds = lambda item: float(item.get_closest_marker("heavy").args[0])  # noqa: E731
+    shares: list[list] = [[] for _ in range(workers)]
+    for item in sorted(heavy, key=seconds, reverse=True):
+        min(shares, key=lambda share: sum(map(seconds, share))).append(item)
+    # the slice sizes of xdist's first distribution: worker k gets len(rest) // (workers - k)
+    ordered, remaining, light_iter = [], len(items), iter(light)
+    for k, share in enumerate(shares):
+        size = remaining // (workers - k)
+        ordered += share + [next(light_iter) for _ in range(max(0, size - len(share)))]
+        remaining -= max(size, len(share))
+    ordered += list(light_iter)
+    assert sorted(map(id, ordered)) == sorted(map(id, items))
+    items[:] = ordered

@@ -59,6 +59,7 @@ class MixedNet(nn.Module):
         return self.fc2(x)
 
 
+@pytest.mark.heavy(14)
 def test_relu_cnn_converts_close_to_the_ann(digits):
     xtr, ytr, xte, yte = digits
     ann = _fit(MixedNet(), xtr, ytr, epochs=12, lr=5e-3)

@@ -47,7 +47,8 @@ RESULTS = {"quickstart.md": _quickstart, "training.md": _training, "tutorials/tr
            "tutorials/convert.md": _convert}
 
 
-@pytest.mark.parametrize("page", RUNNABLE)
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.heavy(13)) if p == "tutorials/convert.md" else p
+                                  for p in RUNNABLE])
 def test_page_code_runs(page, tmp_path, monkeypatch):
     blocks = python_blocks(DOCS / page)
     assert blocks, f"{page} has no python block"
@@ -61,6 +62,7 @@ def test_page_code_runs(page, tmp_path, monkeypatch):
         assert any("assert" in block for block in blocks), f"{page}: no result checked"
 
 
+@pytest.mark.heavy(28)
 def test_dynamic_tutorial_results(tmp_path, monkeypatch):
     """The tutorial's figures hold: a certified early stop that saves steps within the budget's reach."""
     monkeypatch.chdir(tmp_path)

@@ -444,6 +444,7 @@ def test_kernel_calls_take_the_parallel_twin_only_when_it_pays(monkeypatch):
         assert calls == [expected], (threads, nchunks, work, calls)
 
 
+@pytest.mark.heavy(12)
 def test_tasks_on_several_threads_match_the_reference():
     """The suite's xdist workers run Numba on one thread each (tests/conftest.py), so the kernels
     take their serial path there (kernels/numba/tasks.py); this reruns the tests of every parallel

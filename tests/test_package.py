@@ -41,6 +41,7 @@ def test_readme_quick_start_runs():
     assert namespace["net"](namespace["x"]).shape == (25, 32, 10)
 
 
+@pytest.mark.heavy(70)
 def test_demo_trains_on_builtin_events_and_writes_report(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--epochs", "2", "--quiet"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -84,6 +84,7 @@ def _ddp_worker(rank, world, port, out):
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.heavy(14)
 def test_ddp_two_processes_match_one(tmp_path):
     torch.set_num_threads(1)
     single = _trainer(tmp_path / "single", dropout=0.0)

@@ -340,6 +340,7 @@ def _ddp_worker(rank, world, port, out, mode):
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.heavy(10)
 @pytest.mark.parametrize("mode", ["stop", "skip_batch"])
 def test_ddp_processes_take_the_same_branch(tmp_path, mode):
     import socket
