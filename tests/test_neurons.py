@@ -135,6 +135,49 @@ def test_steps_in_chunks_continue_the_stream(name):
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
+def test_streaming_parameter_copies_follow_changes_and_go_with_reset(name):
+    """step() keeps per-neuron copies of broadcast parameters for the stream (the kernels take
+    one value per neuron); a parameter changed in place, a batch shrunk by select_batch or a new
+    dtype is seen at the next step exactly as by advance(), which copies every call; reset()
+    drops the copies."""
+    kw = {"stochastic": False} if name == "ProbabilisticLIF" else {}  # the stream's noise differs from advance()'s
+    stream, functional = ALL[name](**kw), ALL[name](**kw)
+    functional.load_state_dict(stream.state_dict())
+    x = torch.rand(9, 3, 5) * 1.5
+    state = None
+    with torch.no_grad():
+        for t in range(9):
+            if t == 3:  # in place: the same tensors, new values
+                for m in (stream, functional):
+                    m.threshold.mul_(0.6)
+            if t == 5:
+                for m in (stream, functional):
+                    for p in list(m.parameters()) + [b for b in m.buffers() if b.is_floating_point()]:
+                        p.add_(0.01)
+            xt = x[t] if t < 7 else x[t, :2]  # two samples go on from step 7 (as in live early exit)
+            if t == 7:
+                stream.select_batch(torch.tensor([0, 1]))
+                state = tuple(v[:2] for v in state)
+            state = functional.initial_state(xt) if state is None else state
+            torch.manual_seed(t)
+            a = stream.step(xt)
+            torch.manual_seed(t)
+            b, state = functional.advance(xt, state)
+            assert torch.equal(a, b), t
+            if t in (1, 2):
+                copies = stream._full_params[2]
+                assert all(p.shape == xt.shape for p in copies)
+                assert t == 1 or all(p is q for p, q in zip(copies, kept)), "rebuilt with nothing changed"
+                kept = copies
+    stream.reset()
+    assert stream._full_params is None
+    with torch.no_grad():  # float64 input: copies in float64, or none where the parameters differ
+        stream.step(x[0].double())
+    full = stream._full_params
+    assert full is None or all(p.dtype == torch.float64 for p in full[2])
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
 def test_forward_starts_fresh(name):
     neuron = ALL[name]()
     x = torch.rand(8, 2, 4) * 1.5

@@ -180,7 +180,10 @@ class ConvertedSNN(nn.Module):
         return out
 
     def run(self, x: torch.Tensor, steps: int) -> torch.Tensor:
-        """Present the static input ``x`` ``[B, ...]`` for ``steps`` steps: ``[steps, B, ...]``."""
+        """Present the static input ``x`` ``[B, ...]`` for ``steps`` steps: ``[steps, B, ...]``.
+
+        Differentiable like any module call; to evaluate, call it under ``torch.no_grad()``, or
+        autograd keeps every step's graph (measured: three times slower on the tutorial's CNN)."""
         return self.forward(x.unsqueeze(0).expand(steps, *x.shape))
 
 

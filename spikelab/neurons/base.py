@@ -177,8 +177,11 @@ class BaseNeuron(nn.Module):
                     f"move the model with .to({str(x.device)!r}) (or the input to {str(p.device)!r})"
                 )
 
-    def _run(self, x_seq: torch.Tensor, state: tuple[torch.Tensor, ...], record: bool = False):
+    def _run(self, x_seq: torch.Tensor, state: tuple[torch.Tensor, ...], record: bool = False,
+             streaming: bool = False):
         params, options = self._kernel_args(x_seq.ndim - 1)
+        if streaming:
+            params = self._full_size(params, x_seq[0])
         if record and getattr(self, "_membrane_trace", None) is not None:
             # a Monitor records this neuron's membrane: the reference keeps it per step
             impl = backends.resolve(self.family, "torch", x_seq.device)
@@ -189,6 +192,29 @@ class BaseNeuron(nn.Module):
         impl = backends.resolve(self.family, self.backend, x_seq.device,
                                 smooth=self._reference_only())
         return impl(x_seq, *state, *params, *self._extra_inputs(x_seq), **options)
+
+    def _full_size(self, params: tuple, x: torch.Tensor) -> tuple:
+        """``params`` as full-size contiguous tensors of ``x``'s shape, made once per stream.
+
+        The kernels take one value per neuron, so a per-layer or per-channel parameter is
+        expanded and copied on every call; a stream of single steps would copy every parameter
+        at every step (an IF step of a converted CNN spent 40% of its time there). The copies
+        are kept until :meth:`reset` and reused while the parameters keep their values and
+        ``x`` its shape, dtype and device. Parameters that take gradients here, or whose dtype
+        differs from ``x``'s, are passed as they are."""
+        if torch.is_grad_enabled() and any(torch.is_tensor(p) and p.requires_grad for p in params):
+            return params
+        if any(not torch.is_tensor(p) or p.dtype != x.dtype or p.device != x.device for p in params):
+            return params
+        small = tuple(p.detach() for p in params)
+        cached = getattr(self, "_full_params", None)  # absent on modules pickled by older versions
+        where = (x.shape, x.dtype, x.device)
+        if (cached is not None and cached[0] == where and len(cached[1]) == len(small)
+                and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(cached[1], small))):
+            return cached[2]
+        full = tuple(p.expand(x.shape).contiguous() if p.numel() < x.numel() else p for p in small)
+        self._full_params = (where, tuple(p.clone() for p in small), full)
+        return full
 
     def _reference_only(self) -> bool:
         """Whether only the reference computes this neuron's surrogate: a smooth forward, or a
@@ -247,7 +273,8 @@ class BaseNeuron(nn.Module):
         self._check_channels(x.shape, "x")
         self._check_device(x, "x")
         self._streaming_state(x, "step", "x")
-        out, self._state = self.advance(x, self._state)
+        out, self._state = self._run(x.unsqueeze(0), self._state, streaming=True)
+        out = out[0]
         self._note_active(out)
         return out
 
@@ -298,6 +325,7 @@ class BaseNeuron(nn.Module):
             self._update_running_v(self._state[0], self._active.to(self._state[0].dtype))
         self._state = None
         self._active = None
+        self._full_params = None
 
     @property
     def state(self) -> dict[str, Optional[torch.Tensor]]:
