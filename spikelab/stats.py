@@ -38,19 +38,24 @@ def synapses(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Sum over the elements of ``x`` of (value x the number of synapses the element reaches).
 
     ``x`` may carry leading time/batch dimensions (``[T, B, ...]`` for spikelab's folded layers).
+    The count is linear in ``x``, and every output channel of a convolution group sees the same
+    windows of that group's inputs: the samples and each group's channels are summed first, then
+    one single-channel convolution of ones per group counts the windows (in float64: exact for
+    integer counts), instead of a convolution as large as the layer's own.
     """
-    x = x.to(torch.float32)
     if isinstance(layer, nn.Linear):
-        return x.sum() * layer.out_features
+        return x.sum(dtype=torch.float64) * layer.out_features
     if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
         spatial = 2 if isinstance(layer, nn.Conv2d) else 1
         x = x.reshape(-1, *x.shape[-(spatial + 1):])
+        groups = layer.groups
+        per_group = x.reshape(x.shape[0], groups, -1, *x.shape[2:]).sum((0, 2), dtype=torch.float64)
         conv = F.conv2d if spatial == 2 else F.conv1d
-        ones = torch.ones((layer.out_channels, layer.in_channels // layer.groups) + tuple(layer.kernel_size),
-                          device=x.device)
+        ones = torch.ones((groups, 1) + tuple(layer.kernel_size), dtype=torch.float64, device=x.device)
         padding = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
-        return conv(x, ones, None, layer.stride, padding, layer.dilation, layer.groups).sum()
-    return torch.zeros(())
+        windows = conv(per_group.unsqueeze(0), ones, None, layer.stride, padding, layer.dilation, groups)
+        return windows.sum() * (layer.out_channels // groups)
+    return torch.zeros((), dtype=torch.float64)
 
 
 def _is_events(x: torch.Tensor) -> bool:

@@ -3,6 +3,8 @@ refusals."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -233,6 +235,25 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         return self.fc2(F.relu(self.fc1(x)))
+
+
+@pytest.mark.parametrize("layer", [nn.Conv2d(4, 6, 3, stride=2), nn.Conv2d(4, 8, (3, 5), padding="same", dilation=2, groups=2),
+                                   nn.Conv2d(6, 6, 3, groups=6, stride=(2, 1), padding=(0, 2)),
+                                   nn.Conv1d(4, 6, 5, padding=2, groups=2, stride=3)], ids=str)
+def test_synapse_counts_equal_a_convolution_of_ones(layer):
+    """The counts (summed per group, one single-channel convolution) against their definition:
+    the layer's convolution with every weight 1 and no bias, summed over all outputs, for spikes
+    and for event counts, with time and batch dimensions in front."""
+    from spikelab.stats import synapses
+
+    plane = (23,) if isinstance(layer, nn.Conv1d) else (13, 11)
+    for x in ((torch.rand(3, 2, layer.in_channels, *plane) < 0.3).float(),
+              torch.randint(0, 4, (2, layer.in_channels, *plane)).float()):
+        ones = copy.deepcopy(layer).requires_grad_(False)
+        ones.weight.fill_(1.0)
+        ones.bias.zero_()
+        want = ones(x.reshape(-1, *x.shape[-len(plane) - 1:])).double().sum().item()  # small integers: exact
+        assert synapses(layer, x).item() == want
 
 
 def test_evaluate_report_and_exact_operation_counts(tmp_path):
