@@ -265,6 +265,12 @@ def _triton_block_args(x: Tensor, block: Block) -> list:
 def spec_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], noise_key: Tensor,
                  stochastic: bool, reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int,
                  sg_alpha: float) -> list[Tensor]:
+    return _forward_outputs(key, x, states, params, noise_key, stochastic, reset_code, reset_value, robust)
+
+
+def _forward_outputs(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], noise_key: Tensor,
+                     stochastic: bool, reset_code: int, reset_value: float, robust: bool) -> list[Tensor]:
+    """The forward op's body: ``[spikes, *new states]``."""
     out = _empty(x.shape, x.dtype, x.device)
     new = [torch.empty_like(s) for s in states]
     run_forward(key, x, states, params, noise_key, stochastic, reset_code, reset_value, robust, out, new)
@@ -391,6 +397,23 @@ spec_forward.register_autograd(_autograd, setup_context=_setup)
 
 # ----- the wrapper with the reference's signature ------------------------------------------------
 
+def _plain_call(x: Tensor, tensors: list[Tensor]) -> bool:
+    """Whether a forward may run its kernel directly instead of through ``torch.ops``: on plain
+    CPU tensors, nothing to differentiate, and nobody tracing. The operator's dispatch (autograd,
+    Dynamo's guard, the custom-op wrappers) costs tens of microseconds a call, which a stream of
+    single steps of a small layer pays at every step; tracers, compilers and tensor subclasses
+    (fake, batched, functional) still see the operator."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *tensors)):
+        return False
+    if torch._C._functorch.is_functorch_wrapped_tensor(x) or torch._C._is_torch_function_mode_enabled():
+        return False
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _get_current_dispatch_mode() is None and all(type(t) is Tensor for t in (x, *tensors))
+
+
 def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, reset_mode: str = "subtract",
              reset_value: float = 0.0, detach_reset: bool = False, threshold_robust: bool = False,
              noise_key: Optional[Tensor] = None, trace: Optional[list] = None, block=None):
@@ -428,7 +451,10 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
 
         out, new, stats = blocks.run(key, xs, flat[:ns], flat[ns:], options, block, shape)
         return out.to(given_dtype), tuple(s.view(shape).to(given_dtype) for s in new), stats
-    outputs = torch.ops.spikelab.spec_forward(key, xs, flat[:ns], flat[ns:], *options)
+    if _plain_call(xs, flat):
+        outputs = _forward_outputs(key, xs, flat[:ns], flat[ns:], *options[:4], options[5])
+    else:
+        outputs = torch.ops.spikelab.spec_forward(key, xs, flat[:ns], flat[ns:], *options)
     out = outputs[0].view(x.shape).to(given_dtype)
     return out, tuple(s.view(shape).to(given_dtype) for s in outputs[1:])
 

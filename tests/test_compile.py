@@ -50,3 +50,43 @@ def test_inductor_compiles_fused_lif():
     torch.testing.assert_close(out, eager_out)
     for g, e in zip(grads, eager_grads):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_inference_compiles_in_one_graph_and_eager_skips_the_dispatch(monkeypatch):
+    """Without gradients, eager CPU calls run the kernel directly (kernels/generated.py:
+    ``_plain_call``), while a compiled model, fake tensors and vmap still go through the
+    operator: one graph, the same spikes as eager and as the operator path."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from spikelab.kernels import generated
+
+    model = _model("LIF").eval()
+    x = torch.rand(9, 3, 12) * 2
+    with torch.no_grad():
+        direct = model(x)
+        assert generated._plain_call(x, [])
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
+        monkeypatch.setattr(generated, "_plain_call", lambda *args: False)
+        through_op = model(x)
+    assert torch.equal(direct, through_op) and torch.equal(compiled, direct)
+    monkeypatch.undo()
+    assert not generated._plain_call(x.clone().requires_grad_(True), [])  # autograd needs the operator
+    mode = FakeTensorMode()
+    fake = mode.from_tensor(x)
+    with mode:
+        assert not generated._plain_call(fake, [])
+    with torch.no_grad():  # no autograd here: parameters that take gradients do not matter
+        assert generated._plain_call(x, [torch.ones(3, requires_grad=True)])
+    seen = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Recorder():  # a dispatch mode (a profiler, a flop counter) sees the operator
+        assert torch.equal(model(x), direct)
+    assert any("spikelab.spec_forward" in name for name in seen), seen
+    with torch.no_grad():
+        assert not torch.func.vmap(lambda row: torch.tensor(generated._plain_call(row, [])))(x[0]).any()
