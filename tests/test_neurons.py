@@ -144,7 +144,7 @@ def test_streaming_parameter_copies_follow_changes_and_go_with_reset(name):
     stream, functional = ALL[name](**kw), ALL[name](**kw)
     functional.load_state_dict(stream.state_dict())
     x = torch.rand(9, 3, 5) * 1.5
-    state = None
+    state, kept = None, ()
     with torch.no_grad():
         for t in range(9):
             if t == 3:  # in place: the same tensors, new values
