@@ -452,7 +452,8 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
         out, new, stats = blocks.run(key, xs, flat[:ns], flat[ns:], options, block, shape)
         return out.to(given_dtype), tuple(s.view(shape).to(given_dtype) for s in new), stats
     if _plain_call(xs, flat):
-        outputs = _forward_outputs(key, xs, flat[:ns], flat[ns:], *options[:4], options[5])
+        noise, stochastic, reset_code, reset_value, _, robust, _, _ = options  # no surrogate without autograd
+        outputs = _forward_outputs(key, xs, flat[:ns], flat[ns:], noise, stochastic, reset_code, reset_value, robust)
     else:
         outputs = torch.ops.spikelab.spec_forward(key, xs, flat[:ns], flat[ns:], *options)
     out = outputs[0].view(x.shape).to(given_dtype)
