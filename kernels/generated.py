@@ -401,13 +401,15 @@ def _plain_call(x: Tensor, tensors: list[Tensor]) -> bool:
     """Whether a forward may run its kernel directly instead of through ``torch.ops``: on plain
     CPU tensors, nothing to differentiate, and nobody tracing. The operator's dispatch (autograd,
     Dynamo's guard, the custom-op wrappers) costs tens of microseconds a call, which a stream of
-    single steps of a small layer pays at every step; tracers, compilers and tensor subclasses
-    (fake, batched, functional) still see the operator."""
+    single steps of a small layer pays at every step; tracers, compilers, tensor subclasses
+    (fake, batched, functional), forward-mode AD and dispatch modes still see the operator."""
     if x.device.type != "cpu" or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *tensors)):
         return False
-    if torch._C._functorch.is_functorch_wrapped_tensor(x) or torch._C._is_torch_function_mode_enabled():
+    if torch._C._is_torch_function_mode_enabled() or torch.autograd.forward_ad._current_level >= 0:
+        return False  # a function mode, or dual tensors whose tangents a direct call would drop
+    if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in (x, *tensors)):
         return False
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 

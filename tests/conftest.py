@@ -1,3 +1,4 @@
+import itertools
 import os
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def pytest_collection_modifyitems(config, items):
     ordered, remaining, light_iter = [], len(items), iter(light)
     for k, share in enumerate(shares):
         size = remaining // (workers - k)
-        ordered += share + [next(light_iter) for _ in range(max(0, size - len(share)))]
+        ordered += share + list(itertools.islice(light_iter, max(0, size - len(share))))
         remaining -= max(size, len(share))
     ordered += list(light_iter)
     assert sorted(map(id, ordered)) == sorted(map(id, items))

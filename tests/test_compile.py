@@ -54,8 +54,8 @@ def test_inductor_compiles_fused_lif():
 
 def test_inference_compiles_in_one_graph_and_eager_skips_the_dispatch(monkeypatch):
     """Without gradients, eager CPU calls run the kernel directly (kernels/generated.py:
-    ``_plain_call``), while a compiled model, fake tensors and vmap still go through the
-    operator: one graph, the same spikes as eager and as the operator path."""
+    ``_plain_call``), while a compiled model, fake tensors, dispatch modes, forward-mode AD and
+    vmap still go through the operator: one graph, the same spikes as eager and as the operator."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -63,9 +63,12 @@ def test_inference_compiles_in_one_graph_and_eager_skips_the_dispatch(monkeypatc
 
     model = _model("LIF").eval()
     x = torch.rand(9, 3, 12) * 2
+    decided, real = [], generated._plain_call
+    monkeypatch.setattr(generated, "_plain_call", lambda *args: decided.append(real(*args)) or decided[-1])
     with torch.no_grad():
         direct = model(x)
-        assert generated._plain_call(x, [])
+        assert decided == [True]  # the eager call took the direct path
+        monkeypatch.undo()
         torch._dynamo.reset()  # other tests compiled Sequential.forward in this process (recompile limit)
         compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
         monkeypatch.setattr(generated, "_plain_call", lambda *args: False)
@@ -86,8 +89,10 @@ def test_inference_compiles_in_one_graph_and_eager_skips_the_dispatch(monkeypatc
             seen.append(str(func))
             return func(*args, **(kwargs or {}))
 
-    with torch.no_grad(), Recorder():  # a dispatch mode (a profiler, a flop counter) sees the operator
+    with torch.no_grad(), Recorder():  # a dispatch mode (a flop counter, for one) sees the operator
         assert torch.equal(model(x), direct)
     assert any("spikelab.spec_forward" in name for name in seen), seen
+    with torch.no_grad(), torch.autograd.forward_ad.dual_level():  # dual tensors keep their tangents
+        assert not generated._plain_call(x, [])
     with torch.no_grad():
         assert not torch.func.vmap(lambda row: torch.tensor(generated._plain_call(row, [])))(x[0]).any()

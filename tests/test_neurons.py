@@ -134,26 +134,31 @@ def test_steps_in_chunks_continue_the_stream(name):
     assert torch.equal(torch.cat([net.steps(x[:7]), net.steps(x[7:])]), ref)
 
 
-@pytest.mark.parametrize("name", sorted(ALL))
+STREAMED = {**ALL, "LIF-per-channel": lambda **kw: sl.LIF(beta=torch.linspace(0.5, 0.9, 5), num_channels=5,
+                                                            threshold=torch.linspace(0.6, 1.0, 5), **kw)}
+
+
+@pytest.mark.parametrize("name", sorted(STREAMED))
 def test_streaming_parameter_copies_follow_changes_and_go_with_reset(name):
     """step() keeps per-neuron copies of broadcast parameters for the stream (the kernels take
-    one value per neuron); a parameter changed in place, a batch shrunk by select_batch or a new
-    dtype is seen at the next step exactly as by advance(), which copies every call; reset()
-    drops the copies."""
+    one value per neuron); a threshold changed in place, the other parameters changed, a batch
+    shrunk by select_batch or float64 is seen at the next step exactly as by advance(), which
+    copies every call; reset() drops the copies."""
     kw = {"stochastic": False} if name == "ProbabilisticLIF" else {}  # the stream's noise differs from advance()'s
-    stream, functional = ALL[name](**kw), ALL[name](**kw)
+    stream, functional = STREAMED[name](**kw), STREAMED[name](**kw)
     functional.load_state_dict(stream.state_dict())
     x = torch.rand(9, 3, 5) * 1.5
     state, kept = None, ()
     with torch.no_grad():
         for t in range(9):
-            if t == 3:  # in place: the same tensors, new values
+            if t == 3:  # in place: the same tensor, new values
                 for m in (stream, functional):
                     m.threshold.mul_(0.6)
-            if t == 5:
+            if t == 5:  # every other parameter (the threshold comes last in the kernels' arguments)
                 for m in (stream, functional):
-                    for p in list(m.parameters()) + [b for b in m.buffers() if b.is_floating_point()]:
-                        p.add_(0.01)
+                    for n, p in list(m.named_parameters()) + list(m.named_buffers()):
+                        if p.is_floating_point() and n != "threshold":
+                            p.mul_(0.9)
             xt = x[t] if t < 7 else x[t, :2]  # two samples go on from step 7 (as in live early exit)
             if t == 7:
                 stream.select_batch(torch.tensor([0, 1]))
@@ -171,10 +176,46 @@ def test_streaming_parameter_copies_follow_changes_and_go_with_reset(name):
                 kept = copies
     stream.reset()
     assert stream._full_params is None
-    with torch.no_grad():  # float64 input: copies in float64, or none where the parameters differ
-        stream.step(x[0].double())
-    full = stream._full_params
-    assert full is None or all(p.dtype == torch.float64 for p in full[2])
+    stream.double()  # float64 parameters and input: float64 copies, the same spikes as advance()
+    functional.double()
+    with torch.no_grad():
+        x64 = x[0].double()
+        torch.manual_seed(0)
+        a = stream.step(x64)
+        torch.manual_seed(0)
+        assert torch.equal(a, functional.advance(x64, functional.initial_state(x64))[0])
+    assert all(p.dtype == torch.float64 and p.shape == x64.shape for p in stream._full_params[2])
+    stream.reset()
+    with torch.no_grad():
+        stream(x.double())  # a whole-sequence forward keeps no copies
+        assert stream._full_params is None
+        with torch.autograd.forward_ad.dual_level():  # forward-mode AD: no copies (they would drop tangents)
+            stream.step(x64)
+        assert stream._full_params is None
+    stream.reset()
+    stream.step(x64)  # gradients on: copies only where no parameter takes gradients
+    assert (stream._full_params is None) == any(p.requires_grad for p in stream.parameters())
+
+
+def test_step_keeps_subclasses_that_override_run_or_advance():
+    """Subclasses written before the parameter copies: an own ``_run(x_seq, state, record)``
+    still streams (through the copies), an own ``advance`` is what ``step`` runs."""
+    class Clamped(sl.LIF):
+        def _run(self, x_seq, state, record=False):
+            return super()._run(x_seq.clamp(max=0.5), state, record)
+
+    class Silent(sl.LIF):
+        def advance(self, x, state):
+            out, state = super().advance(x, state)
+            return out * 0, state
+
+    x = torch.rand(6, 2, 4) * 1.5
+    with torch.no_grad():
+        clamped = Clamped(beta=0.5)
+        streamed = torch.stack([clamped.step(xt) for xt in x])
+        assert torch.equal(streamed, Clamped(beta=0.5)(x)) and torch.equal(streamed, sl.LIF(beta=0.5)(x.clamp(max=0.5)))
+        silent = Silent(beta=0.5)
+        assert not torch.stack([silent.step(xt) for xt in x]).any() and sl.LIF(beta=0.5)(x).any()
 
 
 @pytest.mark.parametrize("name", sorted(ALL))

@@ -6,6 +6,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from torch.autograd import forward_ad
 
 from spikelab import backends
 from spikelab import surrogate as surrogates
@@ -177,10 +178,9 @@ class BaseNeuron(nn.Module):
                     f"move the model with .to({str(x.device)!r}) (or the input to {str(p.device)!r})"
                 )
 
-    def _run(self, x_seq: torch.Tensor, state: tuple[torch.Tensor, ...], record: bool = False,
-             streaming: bool = False):
+    def _run(self, x_seq: torch.Tensor, state: tuple[torch.Tensor, ...], record: bool = False):
         params, options = self._kernel_args(x_seq.ndim - 1)
-        if streaming:
+        if getattr(self, "_in_step", False):  # set by step(): a stream keeps its parameter copies
             params = self._full_size(params, x_seq[0])
         if record and getattr(self, "_membrane_trace", None) is not None:
             # a Monitor records this neuron's membrane: the reference keeps it per step
@@ -200,8 +200,11 @@ class BaseNeuron(nn.Module):
         expanded and copied on every call; a stream of single steps would copy every parameter
         at every step (an IF step of a converted CNN spent 40% of its time there). The copies
         are kept until :meth:`reset` and reused while the parameters keep their values and
-        ``x`` its shape, dtype and device. Parameters that take gradients here, or whose dtype
-        differs from ``x``'s, are passed as they are."""
+        ``x`` its shape, dtype and device. CPU only (comparing values on a GPU would wait for it
+        at every step), not while compiling or under forward-mode AD; parameters that take
+        gradients here, or whose dtype differs from ``x``'s, are passed as they are."""
+        if x.device.type != "cpu" or torch.compiler.is_compiling() or forward_ad._current_level >= 0:
+            return params
         if torch.is_grad_enabled() and any(torch.is_tensor(p) and p.requires_grad for p in params):
             return params
         if any(not torch.is_tensor(p) or p.dtype != x.dtype or p.device != x.device for p in params):
@@ -273,8 +276,15 @@ class BaseNeuron(nn.Module):
         self._check_channels(x.shape, "x")
         self._check_device(x, "x")
         self._streaming_state(x, "step", "x")
-        out, self._state = self._run(x.unsqueeze(0), self._state, streaming=True)
-        out = out[0]
+        if type(self).advance is not BaseNeuron.advance:  # a subclass's own functional step
+            out, self._state = self.advance(x, self._state)
+        else:
+            self._in_step = True
+            try:
+                out, self._state = self._run(x.unsqueeze(0), self._state)
+            finally:
+                self._in_step = False
+            out = out[0]
         self._note_active(out)
         return out
 

@@ -168,9 +168,9 @@ class Neuron(BaseNeuron):
         options = dict(self._kwargs(), surrogate=self.surrogate, threshold_robust=self.threshold_robust)
         return params, options
 
-    def _run(self, x_seq: torch.Tensor, state, record: bool = False, streaming: bool = False):
+    def _run(self, x_seq: torch.Tensor, state, record: bool = False):
         self._check_kernel_input(x_seq)
-        return super()._run(x_seq, state, record, streaming)
+        return super()._run(x_seq, state, record)
 
     def _check_kernel_input(self, x_seq: torch.Tensor) -> None:
         features = tuple(x_seq.shape[2:])
