@@ -2,7 +2,8 @@
 # One script for a CUDA machine: check every Triton kernel (hand-written and generated from the
 # neuron specs, through check_neuron) against the reference (values and
 # gradients, float32 and half inputs) and the fused layer blocks (batch norm / pooling) against the
-# unfused layers, then time the LIF layer and whole networks against the peers on the GPU.
+# unfused layers, then time the LIF layer, single-step streams and whole networks against the
+# peers on the GPU.
 #
 #   bash benchmarks/fetch_gpu_wheels.sh      # here, once: peers' wheels into .whl/
 #   device run: carry [".whl"], command "bash benchmarks/gpu_check.sh", timeout ~540 s
@@ -36,6 +37,9 @@ tests_rc=${PIPESTATUS[0]}
 echo "== LIF layer speed on the GPU"
 timeout 120 $PY benchmarks/neuron_speed.py --device cuda --repeats 20 --json "$OUT/gpu_bench.json" 2>&1 \
     | tee "$OUT/gpu_bench.txt"
+
+echo "== Streaming single steps on the GPU"
+timeout 60 $PY benchmarks/streaming_speed.py --device cuda --repeats 5 2>&1 | tee "$OUT/gpu_streaming.txt"
 
 echo "== Whole networks on the GPU"
 timeout 150 $PY benchmarks/network_speed.py --device cuda --nets cnn,mlp --json "$OUT/gpu_network.json" 2>&1 \

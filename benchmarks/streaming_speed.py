@@ -17,6 +17,7 @@ stream is timed, interleaved, medians over repeats; ratio = peer time / spikelab
 
     python benchmarks/streaming_speed.py                       # the default shapes, 2 threads
     python benchmarks/streaming_speed.py --shapes 128x16x34x34 --steps 32
+    python benchmarks/streaming_speed.py --device cuda        # on a GPU (benchmarks/gpu_check.sh)
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ STEPS = 32
 SHAPES = ["128x16x34x34", "128x32x17x17", "128x1024"]
 
 
-def spikelab_stream(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    neuron = sl.IF(threshold=0.7, reset="subtract") if kind == "if" else sl.LIF(beta=0.9, reset="zero")
+def spikelab_stream(kind: str, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    neuron = (sl.IF(threshold=0.7, reset="subtract") if kind == "if" else sl.LIF(beta=0.9, reset="zero")).to(device)
 
     def run(xs: torch.Tensor) -> torch.Tensor:
         neuron.reset()
@@ -43,13 +44,13 @@ def spikelab_stream(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
-def snntorch_stream(kind: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+def snntorch_stream(kind: str, device: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     try:
         import snntorch as snn
     except ImportError:
         return None
     neuron = (snn.Leaky(beta=1.0, threshold=0.7, reset_mechanism="subtract", init_hidden=True) if kind == "if"
-              else snn.Leaky(beta=0.9, threshold=1.0, reset_mechanism="zero", init_hidden=True))
+              else snn.Leaky(beta=0.9, threshold=1.0, reset_mechanism="zero", init_hidden=True)).to(device)
 
     def run(xs: torch.Tensor) -> torch.Tensor:
         neuron.reset_hidden()
@@ -57,13 +58,13 @@ def snntorch_stream(kind: str) -> Optional[Callable[[torch.Tensor], torch.Tensor
     return run
 
 
-def spikingjelly_stream(kind: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+def spikingjelly_stream(kind: str, device: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     try:
         from spikingjelly.activation_based import neuron as sj
     except ImportError:
         return None
     node = (sj.IFNode(v_threshold=0.7, v_reset=None, step_mode="s") if kind == "if"
-            else sj.LIFNode(tau=10.0, decay_input=False, v_threshold=1.0, v_reset=0.0, step_mode="s"))
+            else sj.LIFNode(tau=10.0, decay_input=False, v_threshold=1.0, v_reset=0.0, step_mode="s")).to(device)
 
     def run(xs: torch.Tensor) -> torch.Tensor:
         node.reset()
@@ -71,7 +72,7 @@ def spikingjelly_stream(kind: str) -> Optional[Callable[[torch.Tensor], torch.Te
     return run
 
 
-def norse_stream(kind: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+def norse_stream(kind: str, device: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     if kind == "if":
         return None
     try:
@@ -79,8 +80,10 @@ def norse_stream(kind: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     except ImportError:
         return None
     # Norse: v <- v + dt * tau_mem_inv * (v_leak - v) + x  =  0.9 v + x with dt * tau_mem_inv = 0.1
-    cell = LIFBoxCell(p=LIFBoxParameters(tau_mem_inv=torch.tensor(100.0), v_th=torch.tensor(1.0),
-                                         v_leak=torch.tensor(0.0), v_reset=torch.tensor(0.0)), dt=1e-3)
+    def t(v: float) -> torch.Tensor:
+        return torch.tensor(v, device=device)
+
+    cell = LIFBoxCell(p=LIFBoxParameters(tau_mem_inv=t(100.0), v_th=t(1.0), v_leak=t(0.0), v_reset=t(0.0)), dt=1e-3)
 
     def run(xs: torch.Tensor) -> torch.Tensor:
         state, out = None, []
@@ -94,24 +97,31 @@ def norse_stream(kind: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
 PEERS = {"snnTorch": snntorch_stream, "SpikingJelly": spikingjelly_stream, "Norse": norse_stream}
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: str = "cpu") -> dict[str, float]:
     """Median ms per call of each function, one warm-up call each, then round-robin repeats."""
     for fn in fns.values():
         fn()
+    sync(device)
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
+            sync(device)
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench(kind: str, shape: tuple[int, ...], steps: int, repeats: int) -> dict[str, float]:
+def bench(kind: str, shape: tuple[int, ...], steps: int, repeats: int, device: str = "cpu") -> dict[str, float]:
     torch.manual_seed(0)
-    xs = torch.rand(steps, *shape) * (0.8 if kind == "if" else 0.35)
-    streams = {"spikelab": spikelab_stream(kind)}
-    streams.update({name: make(kind) for name, make in PEERS.items()})
+    xs = (torch.rand(steps, *shape) * (0.8 if kind == "if" else 0.35)).to(device)
+    streams = {"spikelab": spikelab_stream(kind, device)}
+    streams.update({name: make(kind, device) for name, make in PEERS.items()})
     streams = {name: fn for name, fn in streams.items() if fn is not None}
     with torch.no_grad():
         ours = streams["spikelab"](xs)
@@ -121,7 +131,7 @@ def bench(kind: str, shape: tuple[int, ...], steps: int, repeats: int) -> dict[s
             if differ > 1e-4:  # a rounding at the threshold may flip a rare spike
                 raise RuntimeError(f"{kind} {shape}: {name}'s spikes differ from spikelab's at {differ:.2%} of "
                                    "neuron-steps; the layers are not the same")
-        times = interleaved({name: (lambda fn=fn: fn(xs)) for name, fn in streams.items()}, repeats)
+        times = interleaved({name: (lambda fn=fn: fn(xs)) for name, fn in streams.items()}, repeats, device)
     per_step = {name: ms / steps for name, ms in times.items()}
     cells = "  ".join(f"{name} {ms:.2f} ms ({ms / per_step['spikelab']:.2f}x)" for name, ms in per_step.items()
                       if name != "spikelab")
@@ -136,15 +146,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.steps} steps per stream, "
+    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads; {args.steps} steps per stream, "
           f"median of {args.repeats}; per-step ms, (peer / spikelab)")
     for shape in args.shapes:
         dims = tuple(int(d) for d in shape.lower().split("x"))
         for kind in ("if", "lif"):
-            bench(kind, dims, args.steps, args.repeats)
+            bench(kind, dims, args.steps, args.repeats, args.device)
     return 0
 
 
