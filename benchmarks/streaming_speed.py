@@ -10,10 +10,11 @@ to step, under ``torch.no_grad()``:
   (Norse has no IF neuron);
 * LIF, ``beta = 0.9``, threshold 1, reset to zero: spikelab ``LIF.step``, snnTorch
   ``Leaky(reset_mechanism="zero")``, SpikingJelly ``LIFNode(tau=10, decay_input=False,
-  v_reset=0)``, Norse ``LIFBoxCell`` (``dt * tau_mem_inv = 0.1``).
+  v_reset=0)``, Norse ``LIFBoxCell`` (``dt * tau_mem_inv = 0.1``, so it is fed ``10 x``).
 
 Every library's spikes are checked equal to spikelab's first; then each library's whole
-stream is timed, interleaved, medians over repeats; ratio = peer time / spikelab time.
+stream is timed, interleaved, medians over repeats (network_speed.timed: at most 3 repeats
+for a call over two seconds); ratio = peer time / spikelab time.
 
     python benchmarks/streaming_speed.py                       # the default shapes, 2 threads
     python benchmarks/streaming_speed.py --shapes 128x16x34x34 --steps 32
@@ -23,13 +24,12 @@ stream is timed, interleaved, medians over repeats; ratio = peer time / spikelab
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import Callable, Optional
 
 import torch
 
 import spikelab as sl
+from network_speed import timed  # interleaved medians (benchmarks/ is on the path when run from there)
 
 STEPS = 32
 SHAPES = ["128x16x34x34", "128x32x17x17", "128x1024"]
@@ -79,7 +79,7 @@ def norse_stream(kind: str, device: str) -> Optional[Callable[[torch.Tensor], to
         from norse.torch import LIFBoxCell, LIFBoxParameters
     except ImportError:
         return None
-    # Norse: v <- v + dt * tau_mem_inv * (v_leak - v) + x  =  0.9 v + x with dt * tau_mem_inv = 0.1
+    # Norse: v <- v + dt * tau_mem_inv * ((v_leak - v) + x) = 0.9 v + 0.1 x: fed 10 x, it is 0.9 v + x
     def t(v: float) -> torch.Tensor:
         return torch.tensor(v, device=device)
 
@@ -97,26 +97,6 @@ def norse_stream(kind: str, device: str) -> Optional[Callable[[torch.Tensor], to
 PEERS = {"snnTorch": snntorch_stream, "SpikingJelly": spikingjelly_stream, "Norse": norse_stream}
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: str = "cpu") -> dict[str, float]:
-    """Median ms per call of each function, one warm-up call each, then round-robin repeats."""
-    for fn in fns.values():
-        fn()
-    sync(device)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def bench(kind: str, shape: tuple[int, ...], steps: int, repeats: int, device: str = "cpu") -> dict[str, float]:
     torch.manual_seed(0)
     xs = (torch.rand(steps, *shape) * (0.8 if kind == "if" else 0.35)).to(device)
@@ -131,8 +111,8 @@ def bench(kind: str, shape: tuple[int, ...], steps: int, repeats: int, device: s
             if differ > 1e-4:  # a rounding at the threshold may flip a rare spike
                 raise RuntimeError(f"{kind} {shape}: {name}'s spikes differ from spikelab's at {differ:.2%} of "
                                    "neuron-steps; the layers are not the same")
-        times = interleaved({name: (lambda fn=fn: fn(xs)) for name, fn in streams.items()}, repeats, device)
-    per_step = {name: ms / steps for name, ms in times.items()}
+        times = timed({name: (lambda fn=fn: fn(xs)) for name, fn in streams.items()}, repeats, device)
+    per_step = {name: t["ms"] / steps for name, t in times.items()}
     cells = "  ".join(f"{name} {ms:.2f} ms ({ms / per_step['spikelab']:.2f}x)" for name, ms in per_step.items()
                       if name != "spikelab")
     print(f"{kind.upper():3s} {'x'.join(map(str, shape)):14s} rate {rate:.3f}  spikelab {per_step['spikelab']:.2f} "
