@@ -83,12 +83,12 @@ def spikelab_layer(backend: str) -> Callable:
     return neuron
 
 
-def snntorch_layer() -> Optional[Callable]:
+def snntorch_layer(device: str) -> Optional[Callable]:
     try:
         import snntorch as snn
     except ImportError:
         return None
-    leaky = snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="subtract")
+    leaky = snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="subtract").to(device)
 
     def run(x):
         mem = leaky.reset_mem()
@@ -101,13 +101,13 @@ def snntorch_layer() -> Optional[Callable]:
     return run
 
 
-def spikingjelly_layer() -> Optional[Callable]:
+def spikingjelly_layer(device: str) -> Optional[Callable]:
     try:
         from spikingjelly.activation_based import functional, neuron, surrogate
     except Exception:  # noqa: BLE001 - any import problem means "not available"
         return None
     node = neuron.LIFNode(tau=2.0, decay_input=False, v_threshold=1.0, v_reset=None,
-                          surrogate_function=surrogate.ATan(), step_mode="m")
+                          surrogate_function=surrogate.ATan(), step_mode="m").to(device)
 
     def run(x):
         functional.reset_net(node)
@@ -116,14 +116,17 @@ def spikingjelly_layer() -> Optional[Callable]:
     return run
 
 
-def norse_layer() -> Optional[Callable]:
+def norse_layer(device: str) -> Optional[Callable]:
     try:
         import norse.torch as norse
     except Exception:  # noqa: BLE001
         return None
     # Norse integrates v += dt * tau_mem_inv * (v_leak - v + i): dt * tau_mem_inv = 0.5 gives beta = 0.5
-    params = norse.LIFParameters(tau_mem_inv=torch.tensor(500.0), tau_syn_inv=torch.tensor(1000.0),
-                                 v_th=torch.tensor(1.0), v_reset=torch.tensor(0.0), method="super", alpha=100.0)
+    def t(v: float) -> torch.Tensor:
+        return torch.tensor(v, device=device)
+
+    params = norse.LIFParameters(tau_mem_inv=t(500.0), tau_syn_inv=t(1000.0), v_th=t(1.0), v_reset=t(0.0),
+                                 method="super", alpha=100.0)
     layer = norse.LIF(p=params, dt=1e-3)
 
     def run(x):
@@ -154,11 +157,11 @@ def peak_train_memory_cpu(name: str, T: int, B: int, N: int) -> float:
 
 
 def contenders(device: str, with_reference: bool) -> dict[str, Callable]:
-    found = {"spikelab": spikelab_layer("auto")}
+    found = {"spikelab": spikelab_layer("auto").to(device)}
     if with_reference:
-        found["spikelab-torch-reference"] = spikelab_layer("torch")
+        found["spikelab-torch-reference"] = spikelab_layer("torch").to(device)
     for name, make in (("snntorch", snntorch_layer), ("spikingjelly", spikingjelly_layer), ("norse", norse_layer)):
-        layer = make()
+        layer = make(device)
         if layer is not None:
             found[name] = layer
         else:

@@ -127,6 +127,15 @@ def block_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor
                   stochastic: bool, reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int,
                   sg_alpha: float, bn: list[Tensor], batch_stats: bool, eps: float, geo: list[int],
                   pool_scale: float) -> list[Tensor]:
+    return _forward_outputs(key, x, states, params, noise_key, stochastic, reset_code, reset_value, detach, robust,
+                            sg_code, sg_alpha, bn, batch_stats, eps, geo, pool_scale)
+
+
+def _forward_outputs(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], noise_key: Tensor,
+                     stochastic: bool, reset_code: int, reset_value: float, detach: bool, robust: bool, sg_code: int,
+                     sg_alpha: float, bn: list[Tensor], batch_stats: bool, eps: float, geo: list[int],
+                     pool_scale: float) -> list[Tensor]:
+    """The forward op's body: ``[out, *new states, mean, var]``."""
     block, mean, var, _, _, batch = _setup_block(x, bn, batch_stats, eps, geo, pool_scale)
     T = x.shape[0]
     cells = x.shape[1] // (geo[1] * geo[2]) * block.geo[4] * block.geo[5] if block.pooled else x.shape[1]
@@ -153,6 +162,17 @@ def block_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, s
                    detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_params: bool, bn: list[Tensor],
                    stats: list[Tensor], batch_stats: bool, eps: float, geo: list[int],
                    pool_scale: float) -> list[Tensor]:
+    return _backward_outputs(key, g_out, g_states, x, states, params, noise_key, stochastic, reset_code, reset_value,
+                             detach, robust, sg_code, sg_alpha, need_params, bn, stats, batch_stats, eps, geo,
+                             pool_scale)
+
+
+def _backward_outputs(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, states: list[Tensor],
+                      params: list[Tensor], noise_key: Tensor, stochastic: bool, reset_code: int, reset_value: float,
+                      detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_params: bool, bn: list[Tensor],
+                      stats: list[Tensor], batch_stats: bool, eps: float, geo: list[int],
+                      pool_scale: float) -> list[Tensor]:
+    """The backward op's body: ``[dx, *d_states, *d_params, d_weight, d_bias]``."""
     given = stats if bn and batch_stats else ()  # the batch's statistics, kept from the forward
     block, mean, _, invstd, a, batch = _setup_block(x, bn, batch_stats, eps, geo, pool_scale, *given)
     dx = generated._empty(x.shape, x.dtype, x.device)
@@ -211,6 +231,7 @@ def _setup(ctx, inputs, output):
     ctx.needs = (x.requires_grad, [s.requires_grad for s in states], [p.requires_grad for p in params],
                  [t.requires_grad for t in bn[:2]])
     ctx.pooled_shape = output[0].shape
+    ctx.eager = False  # EagerBlock sets it: its backward calls the body, not the operator
 
 
 def _autograd(ctx, grads):
@@ -226,8 +247,9 @@ def _autograd(ctx, grads):
         g_out = x.new_zeros(ctx.pooled_shape)
     g = g_out.contiguous() if geo[3] else generated._as_rows(g_out, x)
     g_states = [torch.zeros_like(s) if gs is None else gs.contiguous() for gs, s in zip(g_states, states)]
+    backward = _backward_outputs if ctx.eager else block_backward
     with generated.cpu_kernels(ctx.cpu_kernels):
-        result = block_backward(ctx.key, g, g_states, x, states, params, noise_key, *ctx.config, any(need_params),
+        result = backward(ctx.key, g, g_states, x, states, params, noise_key, *ctx.config, any(need_params),
                                 bn, stats, batch_stats, eps, geo, pool_scale)
     dx, d_states, d_params = result[0], result[1:1 + ns], result[1 + ns:1 + ns + npar]
     d_bn = [result[-2], result[-1]] if bn else []
@@ -240,6 +262,28 @@ def _autograd(ctx, grads):
 block_forward.register_autograd(_autograd, setup_context=_setup)
 
 
+class EagerBlock(torch.autograd.Function):
+    """``spikelab::block_forward`` and its registered backward without the operator's dispatch, for
+    eager calls nobody traces (``generated._untraced``); compilers and tracers see the operator."""
+
+    @staticmethod
+    def forward(ctx, key: str, counts: tuple[int, int], options: tuple, block: tuple, x: Tensor, *tensors: Tensor):
+        ns, npar = counts
+        states, params, bn = list(tensors[:ns]), list(tensors[ns:ns + npar]), list(tensors[ns + npar:])
+        inputs = (key, x, states, params, *options, bn, *block)
+        outputs = _forward_outputs(*inputs)
+        _setup(ctx, inputs, outputs)
+        ctx.eager = True
+        return tuple(outputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        r = _autograd(ctx, grads)
+        _, dx, d_states, d_params, d_bn = r[0], r[1], r[2], r[3], r[12]
+        return (None, None, None, None, dx, *d_states, *d_params, *d_bn)
+
+
 def run(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], options: tuple, block: BlockArgs,
         shape: torch.Size) -> tuple[Tensor, list[Tensor], Optional[tuple[Tensor, Tensor]]]:
     """Run the block on ``x`` ``[T, M]`` (per-step ``shape`` ``[B, C, *plane]``; ``options``: the
@@ -250,8 +294,12 @@ def run(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], options
     statistics; not differentiable)."""
     geo = geometry(shape, block.pool)
     bn = bn_tensors(block, shape[1], x)
-    outputs = torch.ops.spikelab.block_forward(key, x, states, params, *options, bn, bool(block.batch_stats),
-                                               float(block.eps), geo, float(block.pool_scale))
+    config = (bool(block.batch_stats), float(block.eps), geo, float(block.pool_scale))
+    tensors = [*states, *params, *bn]
+    if generated._untraced(x, tensors):
+        outputs = EagerBlock.apply(key, (len(states), len(params)), options, config, x, *tensors)
+    else:
+        outputs = torch.ops.spikelab.block_forward(key, x, states, params, *options, bn, *config)
     ns = len(states)
     cells = pooled_shape(shape, block.pool) if block.pool is not None else tuple(shape)
     out = outputs[0].view(x.shape[0], *cells)

@@ -15,14 +15,19 @@ parameter gradients / ``*_full``): Numba and Triton compile only those that run.
 
 from __future__ import annotations
 
+import math
 import re
 
+import numpy as np
 import sympy
 
 from spikelab.kernels.expr import Expr, TraceError
 from spikelab.kernels.generated import block_suffix
 from spikelab.kernels.graph import StepGraph, topological
 from spikelab.kernels.symbolic import Sigmoid, backward, inputs_of
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 class Dialect:
@@ -103,8 +108,20 @@ class TritonDialect(Dialect):
     name = "triton"
     _FN = {"exp": "tl.exp", "log": "tl.log", "abs": "tl.abs", "minimum": "tl.minimum", "maximum": "tl.maximum"}
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._wide: dict[str, str] = {}  # emitted text of a float64-exact constant -> its literal
+
     def const(self, v: float) -> str:
-        return repr(float(v))
+        """A literal; one that float32 cannot hold exactly is built in float64 when ``F64``: a
+        compiled kernel types a Python float literal as float32, rounding it before it meets a
+        float64 block (Triton's interpreter keeps it double, so only a GPU showed this)."""
+        literal = repr(float(v))
+        if not math.isfinite(v) or abs(v) > _F32_MAX or float(np.float32(v)) == float(v):
+            return literal
+        text = f"(tl.full([], {literal}, tl.float64) if F64 else {literal})"
+        self._wide[text] = literal
+        return text
 
     def pow_const(self, a: str, k: float) -> str:
         if float(k).is_integer() and 0 < abs(k) <= 16:  # exact for negative bases, as torch's pow
@@ -125,9 +142,10 @@ class TritonDialect(Dialect):
     def div(self, a: str, b: str) -> str:
         return f"_div({self._block(a)}, {self._block(b)}, F64)"
 
-    @staticmethod
-    def _block(a: str) -> str:
+    def _block(self, a: str) -> str:
         """A literal as a block of the step's shape and dtype (``div_rn`` takes tensors)."""
+        if a in self._wide:
+            return f"tl.full(x_.shape, {self._wide[a]}, x_.dtype)"
         try:
             float(a)
         except ValueError:
@@ -522,6 +540,16 @@ def _div(a, b, F64: tl.constexpr):
 
 
 @triton.jit
+def _scalar(hi, lo, F64: tl.constexpr):
+    """A float launch argument sent as two float32 halves (a compiled kernel takes a Python
+    float as float32): their float64 sum when F64, else the float32 value itself."""
+    if F64:
+        return tl.cast(hi, tl.float64) + tl.cast(lo, tl.float64)
+    else:
+        return hi
+
+
+@triton.jit
 def _sqrt(a, F64: tl.constexpr):
     if F64:
         return tl.sqrt(a)
@@ -563,6 +591,23 @@ def triton_source(g: StepGraph) -> str:
         for with_params in (False, True):
             parts.append(_triton_backward(g, robust, with_params))
     return "\n\n".join(parts) + "\n"
+
+
+# float launch arguments that a float64 kernel needs to float64 precision: each travels as
+# ``name_hi, name_lo`` (spikelab.kernels.triton.common.wide on the host) and is rebuilt first thing
+WIDE_SCALARS = ("reset_value", "VALUE", "sg_alpha", "pool_scale")
+
+
+def _widened(args: list[str]) -> tuple[list[str], list[str]]:
+    """``args`` with each wide scalar split in two, and the lines that rebuild them."""
+    out, lines = [], []
+    for a in args:
+        if a in WIDE_SCALARS:
+            out += [f"{a}_hi", f"{a}_lo"]
+            lines.append(f"{a} = _scalar({a}_hi, {a}_lo, F64)")
+        else:
+            out.append(a)
+    return out, lines
 
 
 def _triton_param_loads(g: StepGraph) -> list[str]:
@@ -621,6 +666,8 @@ def _triton_forward(g: StepGraph, robust: bool) -> str:
     args += ["RESET: tl.constexpr", "HIST: tl.constexpr", "STOCHASTIC: tl.constexpr", "F64: tl.constexpr",
              "BN: tl.constexpr", "POOL: tl.constexpr", "BLOCK: tl.constexpr"]
     name = f"forward_{'robust' if robust else 'plain'}"
+    args, rebuilt = _widened(args)
+    setup = rebuilt + setup
     return f"""@triton.jit
 def {name}({', '.join(args)}):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -676,6 +723,8 @@ def _triton_backward(g: StepGraph, robust: bool, with_params: bool) -> str:
              "BN: tl.constexpr", "POOL: tl.constexpr", "BLOCK: tl.constexpr"]
     name = f"backward_{'robust' if robust else 'plain'}_{'full' if with_params else 'fast'}"
     assert ns >= 1
+    args, rebuilt = _widened(args)
+    setup = rebuilt + setup
     return f"""@triton.jit
 def {name}({', '.join(args)}):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)

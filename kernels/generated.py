@@ -231,11 +231,11 @@ def run_forward(key: str, x: Tensor, states: list[Tensor], params: list[Tensor],
                   first_step, bool(stochastic), *_numpy(out, *new), chunk, *_block_arrays(x, block.scale, block.shift),
                   np.asarray(block.geo, np.int64), float(block.pool_scale))
     else:
-        from spikelab.kernels.triton.common import launch
+        from spikelab.kernels.triton.common import launch, wide
 
         if block.pooled:  # every lane adds its spike to its cell
             out.zero_()
-        launch(getattr(mod, name), M, x, *states, *params, out, *new, out, T, M, T * M, float(reset_value), seed,
+        launch(getattr(mod, name), M, x, *states, *params, out, *new, out, T, M, T * M, *wide(reset_value), seed,
                first_step * M, *_triton_block_args(x, block), RESET=reset_code, HIST=False, STOCHASTIC=bool(stochastic),
                F64=states[0].dtype == torch.float64, BN=block.scale is not None, POOL=block.pooled)
 
@@ -257,8 +257,10 @@ def _block_arrays(x: Tensor, *tensors: Optional[Tensor]) -> list[np.ndarray]:
 
 def _triton_block_args(x: Tensor, block: Block) -> list:
     """A block's arguments of the Triton kernels (``x`` stands in for absent arrays)."""
+    from spikelab.kernels.triton.common import wide
+
     return [x if block.scale is None else block.scale, x if block.shift is None else block.shift, *block.geo,
-            float(block.pool_scale)]
+            *wide(block.pool_scale)]
 
 
 @torch.library.custom_op("spikelab::spec_forward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -319,7 +321,7 @@ def run_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, sta
                   *_numpy(dx, *d_states, *d_params), *_block_arrays(x, block.scale, block.shift, block.mean, *bn_sums),
                   np.asarray(block.geo, np.int64), float(block.pool_scale))
     else:
-        from spikelab.kernels.triton.common import grad_strides, launch
+        from spikelab.kernels.triton.common import grad_strides, launch, wide
 
         # the forward kernel replays the sequence and records the states before each step
         hist = torch.empty((len(states), T, M), dtype=states[0].dtype, device=x.device)
@@ -327,13 +329,13 @@ def run_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, sta
         f64 = states[0].dtype == torch.float64
         bn, pool = block.scale is not None, block.pooled
         launch(getattr(mod, f"forward_{_variant(robust)}"), M, x, *states, *params, x, *scratch, hist, T, M, T * M,
-               float(reset_value), seed, first_step * M, *_triton_block_args(x, block), RESET=reset_code, HIST=True,
+               *wide(reset_value), seed, first_step * M, *_triton_block_args(x, block), RESET=reset_code, HIST=True,
                STOCHASTIC=bool(stochastic), F64=f64, BN=bn, POOL=False)
         stride_t, stride_m = grad_strides(g_out)
         sums = [x if t is None else t for t in (block.mean, *bn_sums)]
         launch(getattr(mod, name), M, g_out, (T - 1) * stride_t, stride_t, stride_m, *g_states, x, *params, hist, dx,
-               *d_states, *d_params, T, M, T * M, (T - 1) * M, float(reset_value), float(reset_code == 0),
-               float(reset_code == 1), float(reset_value), 0.0 if detach else 1.0, float(sg_alpha), seed, first_step * M,
+               *d_states, *d_params, T, M, T * M, (T - 1) * M, *wide(reset_value), float(reset_code == 0),
+               float(reset_code == 1), *wide(reset_value), 0.0 if detach else 1.0, *wide(sg_alpha), seed, first_step * M,
                *_triton_block_args(x, block), *sums, RESET=reset_code, SG_CODE=sg_code, STOCHASTIC=bool(stochastic),
                F64=f64, BN=bn, POOL=pool)
 
@@ -342,6 +344,14 @@ def run_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, sta
 def spec_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, states: list[Tensor],
                   params: list[Tensor], noise_key: Tensor, stochastic: bool, reset_code: int, reset_value: float,
                   detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_params: bool) -> list[Tensor]:
+    return _backward_outputs(key, g_out, g_states, x, states, params, noise_key, stochastic, reset_code, reset_value,
+                             detach, robust, sg_code, sg_alpha, need_params)
+
+
+def _backward_outputs(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, states: list[Tensor],
+                      params: list[Tensor], noise_key: Tensor, stochastic: bool, reset_code: int, reset_value: float,
+                      detach: bool, robust: bool, sg_code: int, sg_alpha: float, need_params: bool) -> list[Tensor]:
+    """The backward op's body: ``[dx, *d_states, *d_params]``."""
     dx = _empty(x.shape, x.dtype, x.device)
     d_states = [torch.empty_like(s) for s in states]
     d_params = [torch.zeros_like(p) for p in params]
@@ -364,6 +374,7 @@ def _setup(ctx, inputs, output):
     ctx.key = key
     ctx.cpu_kernels = _CPU_KERNELS["name"]  # the backward runs on the kernels the forward ran on
     ctx.needs = (x.requires_grad, [s.requires_grad for s in states], [p.requires_grad for p in params])
+    ctx.eager = False  # EagerSequence sets it: its backward calls the body, not the operator
 
 
 def _autograd(ctx, grads):
@@ -373,9 +384,10 @@ def _autograd(ctx, grads):
     x, states, params, noise_key = saved[0], list(saved[1:1 + ns]), list(saved[1 + ns:-1]), saved[-1]
     need_x, need_states, need_params = ctx.needs
     g_states = [torch.zeros_like(s) if g is None else g.contiguous() for g, s in zip(g_states, states)]
+    backward = _backward_outputs if ctx.eager else spec_backward
     with cpu_kernels(ctx.cpu_kernels):
-        result = spec_backward(ctx.key, _as_rows(g_out, x), g_states, x, states, params, noise_key, *ctx.config,
-                               any(need_params))
+        result = backward(ctx.key, _as_rows(g_out, x), g_states, x, states, params, noise_key, *ctx.config,
+                          any(need_params))
     dx, d_states, d_params = result[0], result[1:1 + ns], result[1 + ns:]
     return (None, dx if need_x else None, [d if n else None for d, n in zip(d_states, need_states)],
             [d if n else None for d, n in zip(d_params, need_params)]) + (None,) * 8
@@ -397,15 +409,15 @@ spec_forward.register_autograd(_autograd, setup_context=_setup)
 
 # ----- the wrapper with the reference's signature ------------------------------------------------
 
-def _plain_call(x: Tensor, tensors: list[Tensor]) -> bool:
-    """Whether a forward may run its kernel directly instead of through ``torch.ops``: on plain
-    CPU tensors, nothing to differentiate, and nobody tracing. The operator's dispatch (autograd,
-    Dynamo's guard, the custom-op wrappers) costs tens of microseconds a call, which a stream of
-    single steps of a small layer pays at every step; tracers, compilers, tensor subclasses
-    (fake, batched, functional), forward-mode AD and dispatch modes still see the operator."""
-    if x.device.type != "cpu" or torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *tensors)):
+def _untraced(x: Tensor, tensors: list[Tensor]) -> bool:
+    """Whether nobody traces or intercepts this call: plain CPU or CUDA tensors outside any
+    compiler, tracer, function or dispatch mode, forward-mode AD level or functorch transform.
+    Then the kernels may run without ``torch.ops``: the operator's dispatch (the custom-op
+    wrappers, their pytree handling, Dynamo's guard) costs a few hundred microseconds a call on
+    the host, more than a small layer's whole kernel and, on a GPU, the whole step of a small
+    network. Tracers, compilers, tensor subclasses (fake, batched, functional), forward-mode AD
+    and dispatch modes still see the operator."""
+    if x.device.type not in ("cpu", "cuda") or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     if torch._C._is_torch_function_mode_enabled() or torch.autograd.forward_ad._current_level >= 0:
         return False  # a function mode, or dual tensors whose tangents a direct call would drop
@@ -413,7 +425,46 @@ def _plain_call(x: Tensor, tensors: list[Tensor]) -> bool:
         return False
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-    return _get_current_dispatch_mode() is None and all(type(t) is Tensor for t in (x, *tensors))
+    return _get_current_dispatch_mode() is None and all(type(t) in _PLAIN for t in (x, *tensors))
+
+
+_PLAIN = (Tensor, torch.nn.Parameter)  # tensor types with no behaviour of their own
+
+
+def _needs_grad(x: Tensor, tensors: list[Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in (x, *tensors))
+
+
+def _plain_call(x: Tensor, tensors: list[Tensor]) -> bool:
+    """Whether a forward may run its kernel directly: untraced (:func:`_untraced`) and nothing
+    to differentiate (a stream of single steps pays the dispatch at every step)."""
+    return not _needs_grad(x, tensors) and _untraced(x, tensors)
+
+
+def _eager_autograd(x: Tensor, tensors: list[Tensor]) -> bool:
+    """Whether a forward that autograd records may go through :class:`EagerSequence` (a plain
+    ``autograd.Function`` around the same kernels and the same backward) instead of the operator."""
+    return _needs_grad(x, tensors) and _untraced(x, tensors)
+
+
+class EagerSequence(torch.autograd.Function):
+    """``spikelab::spec_forward`` and its registered backward without the operator's dispatch, for
+    eager training (:func:`_eager_autograd`); the operator stays the path of compilers and tracers."""
+
+    @staticmethod
+    def forward(ctx, key: str, ns: int, options: tuple, x: Tensor, *tensors: Tensor):
+        states, params = list(tensors[:ns]), list(tensors[ns:])
+        noise, stochastic, reset_code, reset_value, _, robust, _, _ = options
+        outputs = _forward_outputs(key, x, states, params, noise, stochastic, reset_code, reset_value, robust)
+        _setup(ctx, (key, x, states, params, *options), outputs)
+        ctx.eager = True
+        return tuple(outputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        _, dx, d_states, d_params = _autograd(ctx, grads)[:4]
+        return (None, None, None, dx, *d_states, *d_params)
 
 
 def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, reset_mode: str = "subtract",
@@ -456,6 +507,8 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
     if _plain_call(xs, flat):
         noise, stochastic, reset_code, reset_value, _, robust, _, _ = options  # no surrogate without autograd
         outputs = _forward_outputs(key, xs, flat[:ns], flat[ns:], noise, stochastic, reset_code, reset_value, robust)
+    elif _eager_autograd(xs, flat):
+        outputs = EagerSequence.apply(key, ns, options, xs, *flat)
     else:
         outputs = torch.ops.spikelab.spec_forward(key, xs, flat[:ns], flat[ns:], *options)
     out = outputs[0].view(x.shape).to(given_dtype)

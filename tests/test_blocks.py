@@ -63,7 +63,7 @@ def _pair(model: nn.Module, x: torch.Tensor, train: bool = True):
         else:
             with ctx:
                 out = net(xi)
-        weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+        weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view(out.shape)
         (out * weight).sum().backward()
         grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
         buffers = {n: b.clone() for n, b in net.named_buffers()}

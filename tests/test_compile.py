@@ -75,11 +75,14 @@ def test_inference_compiles_in_one_graph_and_eager_skips_the_dispatch(monkeypatc
         through_op = model(x)
     assert torch.equal(direct, through_op) and torch.equal(compiled, direct)
     monkeypatch.undo()
-    assert not generated._plain_call(x.clone().requires_grad_(True), [])  # autograd needs the operator
+    recorded = x.clone().requires_grad_(True)
+    assert not generated._plain_call(recorded, [])  # autograd records it: EagerSequence, not the bare kernel
+    assert generated._eager_autograd(recorded, [])
     mode = FakeTensorMode()
     fake = mode.from_tensor(x)
     with mode:
         assert not generated._plain_call(fake, [])
+        assert not generated._eager_autograd(fake.requires_grad_(True), [])
     with torch.no_grad():  # no autograd here: parameters that take gradients do not matter
         assert generated._plain_call(x, [torch.ones(3, requires_grad=True)])
     seen = []
@@ -96,3 +99,39 @@ def test_inference_compiles_in_one_graph_and_eager_skips_the_dispatch(monkeypatc
         assert not generated._plain_call(x, [])
     with torch.no_grad():
         assert not torch.func.vmap(lambda row: torch.tensor(generated._plain_call(row, [])))(x[0]).any()
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["neuron", "bn-neuron-pool"])
+def test_eager_training_skips_the_dispatch_with_the_operators_results(block, monkeypatch):
+    """Eager training runs the kernels through plain autograd Functions (EagerSequence,
+    EagerBlock: the custom operator's dispatch costs more than a small layer's kernels), with
+    the operator's outputs, gradients and running statistics exactly; compiling still goes
+    through the operator (the tests above)."""
+    import copy
+
+    from spikelab.kernels import blocks, generated
+
+    torch.manual_seed(0)
+    if block:
+        model = sl.layers.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), sl.PLIF(num_channels=4),
+                                     nn.AvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+        x = torch.rand(5, 2, 2, 4, 4) * 2
+    else:
+        model = _model("AdaptiveLIF")
+        x = torch.rand(9, 3, 12) * 2
+    twin = copy.deepcopy(model)
+    calls = []
+    for cls in (generated.EagerSequence, blocks.EagerBlock):
+        monkeypatch.setattr(cls, "forward", staticmethod(
+            lambda *a, _real=cls.forward, _name=cls.__name__: calls.append(_name) or _real(*a)))
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    fast_out, fast_grads = _run(model, xs[0])
+    assert calls == ["EagerBlock" if block else "EagerSequence"]
+    monkeypatch.setattr(generated, "_untraced", lambda *args: False)  # the operator's path
+    op_out, op_grads = _run(twin, xs[1])
+    assert len(calls) == 1
+    assert torch.equal(fast_out, op_out) and torch.equal(xs[0].grad, xs[1].grad)
+    for a, b in zip(fast_grads, op_grads):
+        assert torch.equal(a, b)
+    for a, b in zip(model.buffers(), twin.buffers()):
+        assert torch.equal(a, b)

@@ -350,6 +350,13 @@ def test_live_mode_on_cuda_equals_trace_mode():
     ctl = DynamicConfidence(t_max=60, threshold=3.0)
     live, traced = ctl.run(net, x, mode="live"), ctl.run(net, x, mode="trace")
     assert torch.equal(live.exit_steps, traced.exit_steps) and torch.equal(live.predictions, traced.predictions)
+    # calibration and its report on the GPU model's trace, labels on the GPU too
+    from spikelab.dynamic.calibrate import calibrate, report
+
+    labels = torch.arange(40, device="cuda") % 5
+    result = calibrate(ctl, net, x, labels)
+    assert result.samples == 40 and len(ctl.threshold) == 60
+    assert report(ctl, ctl.trace(net, x), labels)["dynamic"]["mean_steps"] >= 1
 
 
 def test_an_uncalibrated_controller_says_it_will_not_stop_early():

@@ -87,6 +87,55 @@ def test_float64(grads):
         tri("lif", tensors, kwargs, grads=grads, seed=i)
 
 
+def test_float64_with_launch_floats_typed_as_on_a_gpu(monkeypatch):
+    """A compiled kernel receives every Python float launch argument as float32; the interpreter
+    passes it as a double, so on CPU the F64 path looked exact while a GPU lost precision in
+    ``sg_alpha`` and the reset value. Here each float argument is rounded to float32 as a GPU
+    would: the F64 path must still meet the float64 reference at float64 tolerance."""
+    import numpy as np
+
+    from spikelab.kernels.triton import common
+
+    launch = common.launch
+
+    def launch_as_gpu(kernel, m, *args, **constexprs):
+        return launch(kernel, m, *(float(np.float32(a)) if isinstance(a, float) else a for a in args), **constexprs)
+
+    monkeypatch.setattr(common, "launch", launch_as_gpu)
+    tensors, kwargs = lif_case((5, 2, 7), 11, ("hard", -0.3), ATan(alpha=1.7), per_neuron=True)
+    tri("lif", {k: v.double() for k, v in tensors.items()}, kwargs, grads="all")
+
+
+def test_generated_literals_survive_float64_compilation():
+    """A compiled kernel types a float literal as float32, so each literal of the generated
+    Triton source (and the shared helpers) is float32-exact or built in the step's dtype; a
+    literal like ``0.1`` in a charge equation would round in float64 kernels on a GPU only."""
+    import inspect
+    import re
+
+    import numpy as np
+
+    from spikelab.kernels import families
+    from spikelab.kernels.codegen import triton_source
+    from spikelab.kernels.triton import common
+    from spikelab.neurons.spec import Neuron
+
+    class Decimal(Neuron):
+        parameters = dict(tau=10.0)
+
+        def charge(self, v, x, tau):
+            return v + 0.1 * (x - v) / tau + 0.7
+
+    graphs = [make() for make in families.GENERATED.values()] + [sl.EIF._class_graph, Decimal._class_graph]
+    texts = [triton_source(g) for g in graphs] + [inspect.getsource(common)]
+    built = re.compile(r"\(tl\.full\(\[\], \S+, tl\.float64\) if F64 else \S+\)|tl\.full\([^()]*\)")
+    literal = re.compile(r"(?<![\w.])\d+\.\d*(?:e[-+]?\d+)?|(?<![\w.])\d+e[-+]?\d+")
+    wide = [m.group(0) for t in texts for m in built.finditer(t)]
+    assert any("0.1, tl.float64" in w for w in wide), "the spec's 0.1 was not built in float64"
+    stray = sorted({v for t in texts for v in literal.findall(built.sub("", t)) if float(np.float32(v)) != float(v)})
+    assert not stray, f"float literals that a compiled float64 kernel would round: {stray}"
+
+
 @settings(max_examples=4, deadline=None)
 @given(steps=st.integers(1, 6), features=st.integers(1, 20), reset=st.sampled_from(RESETS),
        sg=st.sampled_from(SURROGATES), robust=st.booleans(), detach=st.booleans(), grads=st.sampled_from(REGIMES),

@@ -24,7 +24,9 @@ from triton.compiler import ASTSource  # noqa: E402
 
 GEN_INTS = {"T", "M", "TM", "last_row", "g_last", "gstride_t", "gstride_m", "seed", "first_row", "H", "W", "KH", "KW",
             "OH", "OW"}
-GEN_FLOATS = {"reset_value", "SUB", "HARD", "VALUE", "KEEP", "sg_alpha", "pool_scale"}
+# float arguments; the wide ones (codegen.WIDE_SCALARS) arrive as two float32 halves
+GEN_FLOATS = {"SUB", "HARD", "KEEP"} | {f"{n}_{half}" for n in ("reset_value", "VALUE", "sg_alpha", "pool_scale")
+                                        for half in ("hi", "lo")}
 NO_BLOCK = {"BN": False, "POOL": False}
 GEN_HALF = {"x", "out", "g_out", "dx"}
 
@@ -96,6 +98,28 @@ def test_generated_kernels_compile(family):
                                {"RESET": 1, "SG_CODE": 0, "STOCHASTIC": graph.escape, "F64": False, "BLOCK": 256,
                                 **NO_BLOCK},
                                half=grads == "fast")
+
+
+def test_float64_kernels_with_inexact_literals_compile():
+    """The F64 path's own code (literals built in float64, wide scalars rebuilt from halves) for
+    a spec whose equation holds a literal float32 cannot represent, in both precisions."""
+    from spikelab.kernels import codegen
+    from spikelab.neurons.spec import Neuron
+
+    assert {n for n in GEN_FLOATS if n.endswith("_hi")} == {f"{n}_hi" for n in codegen.WIDE_SCALARS}
+
+    class Decimal(Neuron):
+        parameters = dict(tau=10.0)
+
+        def charge(self, v, x, tau):
+            return v + 0.1 * (x - v) / tau
+
+    mod = _load_generated(Decimal._class_graph)
+    for f64 in (False, True):
+        _compile_generated(mod.forward_plain, {"RESET": 1, "HIST": False, "STOCHASTIC": False, "F64": f64,
+                                               "BLOCK": 128, **NO_BLOCK}, half=False)
+        _compile_generated(mod.backward_plain_full, {"RESET": 1, "SG_CODE": 0, "STOCHASTIC": False, "F64": f64,
+                                                     "BLOCK": 128, **NO_BLOCK}, half=False)
 
 
 @pytest.mark.parametrize("reset", [0, 1, 2])

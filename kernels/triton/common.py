@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
 
 HALF_PI = math.pi / 2
 INV_SQRT_PI = 1 / math.sqrt(math.pi)
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def interpreting() -> bool:
@@ -57,6 +59,15 @@ def block_for(m: int) -> int:
     return 256 if m >= 1 << 17 else 128
 
 
+def wide(v: float) -> tuple[float, float]:
+    """``v`` as two float32-exact halves whose sum is ``v`` to about 48 bits: a compiled kernel
+    receives a Python float as float32, which a float64 kernel must not inherit (the generated
+    kernels rebuild the value with ``_scalar``)."""
+    v = float(v)
+    hi = float(np.float32(v)) if math.isfinite(v) and abs(v) <= _F32_MAX else v
+    return hi, (float(np.float32(v - hi)) if math.isfinite(hi) else 0.0)
+
+
 def launch(kernel, m: int, *args, **constexprs):
     """Launch ``kernel`` over ``cdiv(m, BLOCK)`` programs. On a GPU, FMA contraction is off so
     that ``beta * v + c * x`` rounds exactly as in the reference (spikes must be equal)."""
@@ -69,8 +80,9 @@ def launch(kernel, m: int, *args, **constexprs):
 @triton.jit
 def surrogate_grad(z, alpha, SG: tl.constexpr):
     """Derivative of surrogate ``SG`` (codes of spikelab.surrogate) at ``z``."""
+    # constants that float32 cannot hold are made in z's dtype (a literal would be float32)
     if SG == 0:  # atan
-        u = 1.5707963267948966 * alpha * z
+        u = tl.full([], 1.5707963267948966, z.dtype) * alpha * z
         return alpha / 2 / (1 + u * u)
     elif SG == 1:  # sigmoid
         s = 1 / (1 + tl.exp(-alpha * z))
@@ -84,7 +96,7 @@ def surrogate_grad(z, alpha, SG: tl.constexpr):
         return tl.where(tl.abs(z) < 0.5 / alpha, alpha, 0.0)
     elif SG == 5:  # erf
         u = alpha * z
-        return alpha * 0.5641895835477563 * tl.exp(-u * u)
+        return alpha * tl.full([], 0.5641895835477563, z.dtype) * tl.exp(-u * u)
     else:  # straight through
         return z * 0 + 1
 
@@ -122,4 +134,4 @@ def uniform(seed, counter):
     return (bits >> 8).to(tl.float32) * 5.960464477539063e-08
 
 
-__all__ = ["launch", "surrogate_grad", "reset_after", "grad_strides", "uniform"]
+__all__ = ["launch", "wide", "surrogate_grad", "reset_after", "grad_strides", "uniform"]

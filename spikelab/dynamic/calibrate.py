@@ -50,7 +50,8 @@ def fit_temperature(controller: DynamicConfidence, accumulated: torch.Tensor, la
     """Temperature scaling of the per-step evidence: the temperature minimising the mean
     cross-entropy of ``softmax(evidence_t / temperature)`` over every held-out sample and
     step ``t >= t_min`` (convex in 1 / temperature; golden-section search on its log)."""
-    ev = accumulated[controller.t_min - 1:].double()
+    ev = accumulated[controller.t_min - 1:].double().cpu()
+    labels = torch.as_tensor(labels).cpu()
     if controller.evidence == "mean":
         steps = torch.arange(controller.t_min, accumulated.shape[0] + 1, dtype=ev.dtype)
         ev = ev / steps.view(-1, 1, 1)
@@ -90,7 +91,7 @@ def candidates(scores: torch.Tensor, prediction: torch.Tensor, labels: torch.Ten
     """
     conf = scores.double().cpu().numpy().copy()
     t_max, batch = conf.shape
-    right = (prediction == labels.unsqueeze(0)).cpu().numpy()
+    right = (prediction.cpu() == torch.as_tensor(labels).cpu().unsqueeze(0)).numpy()
     static_right = right[-1]
     conf[: t_min - 1] = -np.inf
     conf[-1] = -np.inf  # the last step exits anyway
@@ -260,6 +261,7 @@ def calibrate(controller: DynamicConfidence, model, inputs: torch.Tensor, labels
 def sweep(controller: DynamicConfidence, trace: Trace, labels: torch.Tensor, grid: int = 201) -> list[dict]:
     """Accuracy and mean exit step for ``grid`` constant thresholds spread over the quantiles
     of the controller's scores on ``trace`` (plus ``inf``: no early exit)."""
+    labels = torch.as_tensor(labels).cpu()
     scores = trace.confidence if trace.accumulated is None else controller.scores(trace.accumulated)
     flat = scores.flatten().double()
     flat = flat[:: max(1, flat.numel() // 2 ** 24)]  # quantile's size limit: a strided sample of every step
@@ -298,7 +300,7 @@ def _knee(front: list[dict]) -> dict:
 
 def optimal_cutoff_steps(trace: Trace, labels: torch.Tensor) -> torch.Tensor:
     """Per sample, the first step (1-based) after which its prediction stays correct; ``inf`` if never."""
-    correct = trace.prediction == labels.unsqueeze(0)  # [t_max, B]
+    correct = trace.prediction == torch.as_tensor(labels).cpu().unsqueeze(0)  # [t_max, B] (a Trace is on the CPU)
     # stays correct from t on: correct at t and at every later step
     stays = torch.flip(torch.cumprod(torch.flip(correct.int(), [0]), 0), [0]).bool()
     steps = torch.arange(1, correct.shape[0] + 1, dtype=torch.float64).unsqueeze(1)
@@ -308,7 +310,7 @@ def optimal_cutoff_steps(trace: Trace, labels: torch.Tensor) -> torch.Tensor:
 def oracle(trace: Trace, labels: torch.Tensor) -> dict:
     """The SNN's potential: per sample, the first step after which its prediction stays correct
     (``t_max`` if never) and the first step at which it is correct at all."""
-    correct = trace.prediction == labels.unsqueeze(0)  # [t_max, B]
+    correct = trace.prediction == torch.as_tensor(labels).cpu().unsqueeze(0)  # [t_max, B]
     t_max = correct.shape[0]
     steps = torch.arange(1, t_max + 1).unsqueeze(1)
     settle = optimal_cutoff_steps(trace, labels)
@@ -327,7 +329,7 @@ def report(controller: DynamicConfidence, trace: Trace, labels: torch.Tensor, ou
     ``trace`` is ``controller.trace(model, test_inputs)`` (``static=True`` for images)."""
     if not isinstance(trace, Trace):
         raise TypeError(f"trace: expected a Trace (controller.trace(model, inputs)), got {type(trace).__name__}")
-    labels = _check_labels(trace, labels) if trace.prediction.shape[1] > 1 else torch.as_tensor(labels)
+    labels = _check_labels(trace, labels) if trace.prediction.shape[1] > 1 else torch.as_tensor(labels).cpu()
     static = [(t + 1, (trace.prediction[t] == labels).float().mean().item()) for t in range(trace.prediction.shape[0])]
     result = controller.decide(trace)
     rows = sweep(controller, trace, labels, grid=51)

@@ -51,11 +51,18 @@ class DynamicResult:
 class Trace:
     """Scores and predictions of every sample at every step ``1..t_max``; ``accumulated``
     (the readout summed over steps ``1..t``, ``[t_max, B, classes]``) lets a controller with
-    another score or temperature rescore the same simulation."""
+    another score or temperature rescore the same simulation. Held on the CPU (a GPU model's
+    trace too), where live mode and calibration decide."""
 
     confidence: torch.Tensor  # [t_max, B]
     prediction: torch.Tensor  # [t_max, B]
     accumulated: Optional[torch.Tensor] = None  # [t_max, B, classes]
+
+    def __post_init__(self) -> None:
+        for name in ("confidence", "prediction", "accumulated"):
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+                setattr(self, name, value.cpu())
 
 
 def confidence(evidence: torch.Tensor, score: str, temperature: float) -> torch.Tensor:

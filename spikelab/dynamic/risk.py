@@ -59,6 +59,7 @@ def simulate(controller: DynamicConfidence, trace: Trace, labels: torch.Tensor, 
         raise ValueError("trace: the simulation rescores traces; make it with controller.trace(...)")
     gen = torch.Generator().manual_seed(seed)
     batch = trace.prediction.shape[1]
+    labels = torch.as_tensor(labels).cpu()  # a Trace is on the CPU
     static = (trace.prediction[-1] == labels).float().mean().item()
     drops, steps, fallbacks = [], [], 0
     for _ in range(repeats):
