@@ -76,7 +76,8 @@ def _channel_sums(v: Tensor, batch: int, channels: int) -> Tensor:
 
 
 def _moments(x: Tensor, channels: int, batch: int) -> tuple[Tensor, Tensor]:
-    """Batch mean and biased variance per channel of ``x`` ``[T, B * C * plane]`` (float64)."""
+    """Batch mean and biased variance per channel of ``x`` ``[T, B * C * plane]`` (float64 on
+    CPU, from float64 sums; the input's dtype on a GPU)."""
     count = x.shape[0] * x.shape[1] // channels
     if x.device.type == "cpu":
         from spikelab.kernels.numba.blocks import moments
@@ -87,8 +88,10 @@ def _moments(x: Tensor, channels: int, batch: int) -> tuple[Tensor, Tensor]:
         mean = _channel_sums(s1, batch, channels) / count
         var = (_channel_sums(s2, batch, channels) / count - mean * mean).clamp_min(0.0)
         return mean, var
+    # on a GPU in the input's dtype (Welford inside): a float64 round trip would be two more
+    # kernel launches per block for the same float32 values
     var, mean = torch.var_mean(x.view(x.shape[0] * batch, channels, -1), dim=(0, 2), unbiased=False)
-    return mean.double(), var.double()
+    return mean, var
 
 
 def _affine(weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
