@@ -180,7 +180,7 @@ def _backward_outputs(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor
     block, mean, _, invstd, a, batch = _setup_block(x, bn, batch_stats, eps, geo, pool_scale, *given)
     dx = generated._empty(x.shape, x.dtype, x.device)
     d_states = [torch.empty_like(s) for s in states]
-    d_params = [torch.zeros_like(p) for p in params]
+    d_params = [torch.empty_like(p) for p in params]  # written whole by the _full kernels; unread otherwise
     sums = (x.new_empty(x.shape[1]), x.new_empty(x.shape[1])) if bn else (None, None)
     generated.run_backward(key, g_out, g_states, x, states, params, noise_key, stochastic, reset_code, reset_value,
                            detach, robust, sg_code, sg_alpha, need_params, dx, d_states, d_params, block, sums)

@@ -298,7 +298,7 @@ def run_backward(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor, sta
                  d_states: list[Tensor], d_params: list[Tensor], block: Block = NO_BLOCK,
                  bn_sums: tuple[Optional[Tensor], Optional[Tensor]] = (None, None)) -> None:
     """Run family ``key``'s backward kernel: ``dx`` (of the normalised input times the block's
-    scale when it has one), ``d_states``, ``d_params`` (zeros unless ``need_params``) and, with a
+    scale when it has one), ``d_states``, ``d_params`` (written only when ``need_params``) and, with a
     block's batch norm, per-neuron sums over time of that gradient and of it times ``x - mean``."""
     T, M = x.shape
     if T == 0 or M == 0:
@@ -354,7 +354,7 @@ def _backward_outputs(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor
     """The backward op's body: ``[dx, *d_states, *d_params]``."""
     dx = _empty(x.shape, x.dtype, x.device)
     d_states = [torch.empty_like(s) for s in states]
-    d_params = [torch.zeros_like(p) for p in params]
+    d_params = [torch.empty_like(p) for p in params]  # written whole by the _full kernels; unread otherwise
     run_backward(key, g_out, g_states, x, states, params, noise_key, stochastic, reset_code, reset_value, detach,
                  robust, sg_code, sg_alpha, need_params, dx, d_states, d_params)
     return [dx, *d_states, *d_params]
