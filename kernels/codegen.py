@@ -540,11 +540,11 @@ def _div(a, b, F64: tl.constexpr):
 
 
 @triton.jit
-def _scalar(hi, lo, F64: tl.constexpr):
-    """A float launch argument sent as two float32 halves (a compiled kernel takes a Python
-    float as float32): their float64 sum when F64, else the float32 value itself."""
+def _scalar(hi, mid, lo, F64: tl.constexpr):
+    """A float launch argument sent as three float32 parts (a compiled kernel takes a Python
+    float as float32): their exact float64 sum when F64, else the float32 value itself."""
     if F64:
-        return tl.cast(hi, tl.float64) + tl.cast(lo, tl.float64)
+        return (tl.cast(hi, tl.float64) + tl.cast(mid, tl.float64)) + tl.cast(lo, tl.float64)
     else:
         return hi
 
@@ -594,17 +594,20 @@ def triton_source(g: StepGraph) -> str:
 
 
 # float launch arguments that a float64 kernel needs to float64 precision: each travels as
-# ``name_hi, name_lo`` (spikelab.kernels.triton.common.wide on the host) and is rebuilt first thing
+# ``name_hi, name_mid, name_lo`` (spikelab.kernels.triton.common.wide on the host) and is rebuilt
+# first thing
 WIDE_SCALARS = ("reset_value", "VALUE", "sg_alpha", "pool_scale")
+WIDE_PARTS = ("hi", "mid", "lo")
 
 
 def _widened(args: list[str]) -> tuple[list[str], list[str]]:
-    """``args`` with each wide scalar split in two, and the lines that rebuild them."""
+    """``args`` with each wide scalar split in three, and the lines that rebuild them."""
     out, lines = [], []
     for a in args:
         if a in WIDE_SCALARS:
-            out += [f"{a}_hi", f"{a}_lo"]
-            lines.append(f"{a} = _scalar({a}_hi, {a}_lo, F64)")
+            parts = [f"{a}_{p}" for p in WIDE_PARTS]
+            out += parts
+            lines.append(f"{a} = _scalar({', '.join(parts)}, F64)")
         else:
             out.append(a)
     return out, lines

@@ -112,6 +112,7 @@ def test_eager_training_skips_the_dispatch_with_the_operators_results(block, mon
     from spikelab.kernels import blocks, generated
 
     torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # gpu_check.sh runs it on the GPU's kernels
     if block:
         model = sl.layers.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), sl.PLIF(num_channels=4),
                                      nn.AvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
@@ -119,6 +120,7 @@ def test_eager_training_skips_the_dispatch_with_the_operators_results(block, mon
     else:
         model = _model("AdaptiveLIF")
         x = torch.rand(9, 3, 12) * 2
+    model, x = model.to(device), x.to(device)
     twin = copy.deepcopy(model)
     calls = []
     for cls in (generated.EagerSequence, blocks.EagerBlock):

@@ -106,10 +106,29 @@ def test_float64_with_launch_floats_typed_as_on_a_gpu(monkeypatch):
     tri("lif", {k: v.double() for k, v in tensors.items()}, kwargs, grads="all")
 
 
+def test_wide_launch_floats_rebuild_exactly():
+    """``wide`` splits a float into float32-exact parts whose float64 sum, in the kernel's order
+    ``(hi + mid) + lo``, is the float itself, and whose first part is the float32 value a
+    float32 kernel used before (round to nearest)."""
+    import math
+
+    import numpy as np
+
+    from spikelab.kernels.triton.common import wide
+
+    for v in (-0.3, 1.7, 1 / 3, math.pi, -2.5e-20, 7e30, 0.0, 1.0, 123456.789, -1e-5, -2.5e-30):
+        hi, mid, lo = wide(v)
+        assert all(float(np.float32(p)) == p for p in (hi, mid, lo)), v
+        assert hi == float(np.float32(v)), v
+        # exact while the lower parts stay normal float32 numbers (|v| above about 1e-22)
+        assert (hi + mid) + lo == v if abs(v) > 1e-22 else abs((hi + mid) + lo - v) < 1e-44, v
+    assert wide(math.inf) == (math.inf, 0.0, 0.0) and math.isnan(wide(math.nan)[0])
+
+
 def test_generated_literals_survive_float64_compilation():
-    """A compiled kernel types a float literal as float32, so each literal of the generated
-    Triton source (and the shared helpers) is float32-exact or built in the step's dtype; a
-    literal like ``0.1`` in a charge equation would round in float64 kernels on a GPU only."""
+    """Each literal of the generated Triton source (and the shared helpers) is float32-exact or
+    built in the step's dtype: a compiled kernel types a literal as float32 when it meets a
+    scalar or a float32 operand first (``pi / 2 * alpha``), which the interpreter never does."""
     import inspect
     import re
 
@@ -128,6 +147,7 @@ def test_generated_literals_survive_float64_compilation():
 
     graphs = [make() for make in families.GENERATED.values()] + [sl.EIF._class_graph, Decimal._class_graph]
     texts = [triton_source(g) for g in graphs] + [inspect.getsource(common)]
+    texts = [re.sub(r"#.*", "", re.sub(r'"""[\s\S]*?"""', "", t)) for t in texts]  # code, not prose
     built = re.compile(r"\(tl\.full\(\[\], \S+, tl\.float64\) if F64 else \S+\)|tl\.full\([^()]*\)")
     literal = re.compile(r"(?<![\w.])\d+\.\d*(?:e[-+]?\d+)?|(?<![\w.])\d+e[-+]?\d+")
     wide = [m.group(0) for t in texts for m in built.finditer(t)]

@@ -24,9 +24,9 @@ from triton.compiler import ASTSource  # noqa: E402
 
 GEN_INTS = {"T", "M", "TM", "last_row", "g_last", "gstride_t", "gstride_m", "seed", "first_row", "H", "W", "KH", "KW",
             "OH", "OW"}
-# float arguments; the wide ones (codegen.WIDE_SCALARS) arrive as two float32 halves
-GEN_FLOATS = {"SUB", "HARD", "KEEP"} | {f"{n}_{half}" for n in ("reset_value", "VALUE", "sg_alpha", "pool_scale")
-                                        for half in ("hi", "lo")}
+# float arguments; the wide ones (codegen.WIDE_SCALARS) arrive as three float32 parts
+GEN_FLOATS = {"SUB", "HARD", "KEEP"} | {f"{n}_{part}" for n in ("reset_value", "VALUE", "sg_alpha", "pool_scale")
+                                        for part in ("hi", "mid", "lo")}
 NO_BLOCK = {"BN": False, "POOL": False}
 GEN_HALF = {"x", "out", "g_out", "dx"}
 
@@ -101,12 +101,12 @@ def test_generated_kernels_compile(family):
 
 
 def test_float64_kernels_with_inexact_literals_compile():
-    """The F64 path's own code (literals built in float64, wide scalars rebuilt from halves) for
+    """The F64 path's own code (literals built in float64, wide scalars rebuilt from their parts) for
     a spec whose equation holds a literal float32 cannot represent, in both precisions."""
     from spikelab.kernels import codegen
     from spikelab.neurons.spec import Neuron
 
-    assert {n for n in GEN_FLOATS if n.endswith("_hi")} == {f"{n}_hi" for n in codegen.WIDE_SCALARS}
+    assert GEN_FLOATS - {"SUB", "HARD", "KEEP"} == {f"{n}_{p}" for n in codegen.WIDE_SCALARS for p in codegen.WIDE_PARTS}
 
     class Decimal(Neuron):
         parameters = dict(tau=10.0)

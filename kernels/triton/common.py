@@ -59,13 +59,18 @@ def block_for(m: int) -> int:
     return 256 if m >= 1 << 17 else 128
 
 
-def wide(v: float) -> tuple[float, float]:
-    """``v`` as two float32-exact halves whose sum is ``v`` to about 48 bits: a compiled kernel
-    receives a Python float as float32, which a float64 kernel must not inherit (the generated
-    kernels rebuild the value with ``_scalar``)."""
+def wide(v: float) -> tuple[float, float, float]:
+    """``v`` as three float32-exact parts whose float64 sum ``(hi + mid) + lo`` is ``v`` exactly
+    (each part holds the next 24 bits; below about 1e-22 the lower parts underflow and the sum
+    is within 1e-44 of ``v``): a compiled kernel receives a Python
+    float as float32, which a float64 kernel must not inherit. The generated kernels rebuild the
+    value with ``_scalar``; float32 kernels use ``hi``, the value the launcher passed before."""
     v = float(v)
-    hi = float(np.float32(v)) if math.isfinite(v) and abs(v) <= _F32_MAX else v
-    return hi, (float(np.float32(v - hi)) if math.isfinite(hi) else 0.0)
+    if not math.isfinite(v) or abs(v) > _F32_MAX:
+        return v, 0.0, 0.0
+    hi = float(np.float32(v))
+    mid = float(np.float32(v - hi))
+    return hi, mid, float(np.float32(v - hi - mid))
 
 
 def launch(kernel, m: int, *args, **constexprs):

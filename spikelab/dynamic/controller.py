@@ -213,9 +213,9 @@ class DynamicConfidence:
             steps = torch.arange(t + 1, t + outs.shape[0] + 1)
             sums = outs.double().cumsum(0) + (0 if total is None else total)
             total = sums[-1]
-            evidence = sums.float()
+            evidence = sums.float().cpu()  # scored on the CPU, as trace mode and calibration score
             scale = steps.to(evidence).view(-1, 1, 1) if self.evidence == "mean" else 1
-            conf = confidence(evidence / scale, self.score, self.temperature).cpu()  # [chunk, B]
+            conf = confidence(evidence / scale, self.score, self.temperature)  # [chunk, B]
             ready = (conf >= self.threshold[t: t + len(steps)].unsqueeze(1)) & (steps >= self.t_min).unsqueeze(1)
             if steps[-1] == self.t_max:
                 ready[-1] = True
@@ -223,7 +223,7 @@ class DynamicConfidence:
             first = ready.float().argmax(0)  # the first ready step of each sample in the chunk
             if done.any():
                 exits[active[done]] = steps[first[done]]
-                labels = evidence.argmax(-1).cpu()
+                labels = evidence.argmax(-1)
                 preds[active[done]] = labels[first[done], done.nonzero().flatten()]
             if keep_traces:
                 last = torch.where(done, first, len(steps) - 1).tolist()
