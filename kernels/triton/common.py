@@ -62,9 +62,9 @@ def block_for(m: int) -> int:
 def wide(v: float) -> tuple[float, float, float]:
     """``v`` as three float32-exact parts whose float64 sum ``(hi + mid) + lo`` is ``v`` exactly
     (each part holds the next 24 bits; below about 1e-22 the lower parts underflow and the sum
-    is within 1e-44 of ``v``): a compiled kernel receives a Python
-    float as float32, which a float64 kernel must not inherit. The generated kernels rebuild the
-    value with ``_scalar``; float32 kernels use ``hi``, the value the launcher passed before."""
+    is within 1e-44 of ``v``). A compiled kernel receives a Python float as float32, which a
+    float64 kernel must not inherit: the generated kernels rebuild the value with ``_scalar``;
+    float32 kernels use ``hi``, the value the launcher passed before."""
     v = float(v)
     if not math.isfinite(v) or abs(v) > _F32_MAX:
         return v, 0.0, 0.0
