@@ -394,7 +394,8 @@ def test_conversion_arguments_at_their_limits():
     with pytest.raises(ValueError, match="no batches"):
         convert(net, [])
     pools = {m: [type(l).__name__ for l in convert(net, x, maxpool=m).modules()] for m in ("spike", "avg")}
-    assert "AvgPool2d" in pools["avg"] and "AvgPool2d" not in pools["spike"]
+    assert "FastAvgPool2d" in pools["avg"] and "MaxPool2d" not in pools["avg"]
+    assert not any("AvgPool2d" in name for name in pools["spike"])
 
 
 class VectorSite(nn.Module):
@@ -444,3 +445,39 @@ def test_merged_sample_stays_uniform_and_capped():
     assert (merged == -1.0).sum().item() == pytest.approx(MAX_SAMPLES / 5, abs=1)  # 1 in 5 of all values
     again, count = _merge_sample(merged, count, torch.ones(10))
     assert count == MAX_SAMPLES + MAX_SAMPLES // 4 + 10 and len(again) == MAX_SAMPLES
+
+
+class PoolNet(nn.Module):
+    """Average pooling as a module and as a function call, per-channel thresholds in between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.pool, self.conv2 = nn.Conv2d(1, 6, 3, padding=1), nn.AvgPool2d(2), nn.Conv2d(6, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        return self.fc(torch.flatten(F.avg_pool2d(F.relu(self.conv2(x)), 2), 1))
+
+
+def test_converted_pooling_takes_the_fast_path_and_simulates_the_same():
+    from spikelab.layers.pooling import FastAvgPool2d, avg_pool2d
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 16, 16)
+    snn = convert(PoolNet().eval(), x, per_channel=True)
+    gm = snn.graph_module
+    assert [type(m) for m in gm.modules() if isinstance(m, nn.AvgPool2d)] == [FastAvgPool2d]
+    calls = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert avg_pool2d in calls and F.avg_pool2d not in calls
+    torch_pooling = copy.deepcopy(snn)  # the same network on torch's pooling
+    tgm = torch_pooling.graph_module
+    for node in tgm.graph.nodes:
+        if node.op == "call_module" and isinstance(tgm.get_submodule(node.target), FastAvgPool2d):
+            tgm.add_submodule(node.target, nn.AvgPool2d(2))
+        elif node.op == "call_function" and node.target is avg_pool2d:
+            node.target = F.avg_pool2d
+    tgm.recompile()
+    with torch.no_grad():
+        ours, theirs = snn.run(x, 12), torch_pooling.run(x, 12)
+    assert ours.abs().sum() > 0 and torch.equal(ours, theirs)  # 2x2 windows of spikes: bit for bit

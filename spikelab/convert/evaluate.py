@@ -95,7 +95,7 @@ def evaluate(snn: ConvertedSNN, data, timesteps: Sequence[int] = DEFAULT_TIMESTE
 
 def _spike_counter(name, spikes, units):
     def hook(module, args, output):
-        spikes[name] += (output != 0).sum().item()
+        spikes[name] += torch.count_nonzero(output).item()  # no boolean copy of the spike map
         units[name] += output.numel()
     return hook
 

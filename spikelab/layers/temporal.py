@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from spikelab._checks import check_float_tensor
+from spikelab.layers.pooling import FastAvgPool2d
 from spikelab.sequence import SequenceModule
 
 
@@ -66,7 +67,10 @@ class AvgPool1d(_Folded, nn.AvgPool1d):
     seq_layout, seq_ndim = "[T, B, C, L]", 4
 
 
-class AvgPool2d(_Folded, nn.AvgPool2d):
+class AvgPool2d(_Folded, FastAvgPool2d):
+    """``nn.AvgPool2d`` over ``[T, B, C, H, W]`` (non-overlapping windows take the fast CPU path of
+    :func:`spikelab.layers.pooling.avg_pool2d`)."""
+
     seq_layout, seq_ndim = "[T, B, C, H, W]", 5
 
 
@@ -78,7 +82,7 @@ class MaxPool2d(_Folded, nn.MaxPool2d):
     seq_layout, seq_ndim = "[T, B, C, H, W]", 5
 
 
-class SumPool2d(_Folded, nn.AvgPool2d):
+class SumPool2d(_Folded, FastAvgPool2d):
     """Sum pooling (NIR's SumPool2d, Speck's pooling): average pooling without the division."""
 
     seq_layout, seq_ndim = "[T, B, C, H, W]", 5
