@@ -11,12 +11,18 @@ accuracy and the agreement with the ANN's predictions at every T, and spikelab m
 SpikingJelly (with the paired standard error over seeds when there are several).
 
     python benchmarks/conversion.py [--seeds 10] [--network demo|deeper] [--epochs 10] [--timesteps 1,2,4,...,256]
+
+``--speed`` times the simulation instead (one ANN, seed 0): the test set in batches of 128 for
+64 steps, spikelab's converted network against SpikingJelly's from the same ANN and against
+spikelab's own network with torch's pooling, interleaved, medians of ``--repeats``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
+import time
 
 import torch
 from torch import nn
@@ -82,6 +88,44 @@ def spikingjelly_thresholds(sj_snn) -> list:
     return scales[1::2]
 
 
+def _with_torch_pooling(snn):
+    """A copy of a converted network whose average pooling runs on torch's own kernel."""
+    from spikelab.layers.pooling import FastAvgPool2d, avg_pool2d
+    from torch.nn import functional as F
+
+    snn = copy.deepcopy(snn)
+    gm = snn.graph_module
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), FastAvgPool2d):
+            pool = gm.get_submodule(node.target)
+            gm.add_submodule(node.target, nn.AvgPool2d(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode,
+                                                       pool.count_include_pad, pool.divisor_override))
+        elif node.op == "call_function" and node.target is avg_pool2d:
+            node.target = F.avg_pool2d
+    gm.recompile()
+    return snn
+
+
+def simulation_speed(cnn, xtr, ytr, xte, calib, epochs: int, steps: int = 64, repeats: int = 3) -> dict:
+    """Seconds to simulate the test set for ``steps`` steps (batches of 128), per network."""
+    torch.manual_seed(0)
+    ann = fit(cnn(), xtr, ytr, epochs)
+    ours = convert(ann, calib, method="robust", percentile=99.9)
+    nets = {"spikelab": (ours.step, ours.reset)}
+    nets["spikelab, torch pooling"] = (lambda n: (n.step, n.reset))(_with_torch_pooling(ours))
+    try:
+        nets[SJ] = spikingjelly_snn(ann, calib)
+    except Exception as err:  # noqa: BLE001 - reported, not hidden
+        print(f"# SpikingJelly converter failed: {type(err).__name__}: {err}", file=sys.stderr)
+    seconds = {name: [] for name in nets}
+    for _ in range(repeats):
+        for name, (step, reset) in nets.items():
+            start = time.perf_counter()
+            predictions_by_t(step, reset, xte, [steps])
+            seconds[name].append(time.perf_counter() - start)
+    return {name: sorted(v)[len(v) // 2] for name, v in seconds.items()}
+
+
 def one_seed(cnn, seed, xtr, ytr, xte, yte, calib, epochs, timesteps, diagnose=False) -> tuple[dict, dict, dict]:
     """Accuracy and agreement with the ANN by T of every method, and the ANNs' accuracies, for
     ANNs trained from ``seed``."""
@@ -140,11 +184,20 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="ANNs trained from seeds 0..n-1; means reported")
     parser.add_argument("--diagnose", action="store_true",
                         help="add spikelab's default network run with SpikingJelly's thresholds")
+    parser.add_argument("--speed", action="store_true", help="time the simulation instead (see above)")
+    parser.add_argument("--repeats", type=int, default=3, help="--speed: timed runs per network")
     args = parser.parse_args(argv)
     timesteps = [int(t) for t in args.timesteps.split(",")]
     xtr, ytr = digits_dvs_images("train")
     xte, yte = digits_dvs_images("test")
     calib = xtr[: args.calibration]
+    if args.speed:
+        seconds = simulation_speed(NETWORKS[args.network], xtr, ytr, xte, calib, args.epochs, repeats=args.repeats)
+        print(f"{args.network} CNN, {len(xte)} test samples in batches of 128, 64 steps, {torch.get_num_threads()} "
+              f"threads, median of {args.repeats}")
+        for name, sec in seconds.items():
+            print(f"{name:28s} {sec:7.2f} s   spikelab is {sec / seconds['spikelab']:.2f}x faster")
+        return 0
     runs = [one_seed(NETWORKS[args.network], s, xtr, ytr, xte, yte, calib, args.epochs, timesteps,
                     args.diagnose) for s in range(args.seeds)]
 
