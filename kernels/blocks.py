@@ -46,15 +46,16 @@ class BlockArgs:
     pool_scale: float = 1.0
 
 
-def geometry(shape: torch.Size, pool: Optional[tuple[int, int]]) -> list[int]:
-    """``[C, H, W, KH, KW]`` of a per-step shape ``[B, C, *plane]`` (plane of 0, 1 or 2 dims)."""
+def geometry(shape: torch.Size, pool: Optional[tuple[int, int]], channels_last: bool = False) -> list[int]:
+    """``[C, H, W, KH, KW, CL]`` of a per-step shape ``[B, C, *plane]`` (plane of 0, 1 or 2 dims);
+    ``CL`` is 1 when the neurons are in channels-last order ``[B, H, W, C]``, else 0."""
     c = shape[1]
     plane = list(shape[2:])
     if len(plane) > 2:
         raise ValueError(f"fused blocks take [B, C], [B, C, L] or [B, C, H, W] per step, got {tuple(shape)}")
     h, w = (1, 1) if not plane else ((1, plane[0]) if len(plane) == 1 else (plane[0], plane[1]))
     kh, kw = pool if pool is not None else (0, 0)
-    return [c, h, w, kh, kw]
+    return [c, h, w, kh, kw, int(channels_last)]
 
 
 def pooled_shape(shape: torch.Size, pool: tuple[int, int]) -> tuple[int, ...]:
@@ -65,19 +66,24 @@ def pooled_shape(shape: torch.Size, pool: tuple[int, int]) -> tuple[int, ...]:
     return (shape[0], shape[1], shape[2] // kh, shape[3] // kw)
 
 
-def _per_neuron(v: Tensor, batch: int, plane: int) -> Tensor:
-    """A per-channel ``[C]`` vector as one value per neuron ``[B * C * plane]``."""
+def _per_neuron(v: Tensor, batch: int, plane: int, cl: int = 0) -> Tensor:
+    """A per-channel ``[C]`` vector as one value per neuron ``[B * C * plane]`` (``cl``: in
+    channels-last order ``[B * plane * C]``)."""
+    if cl:
+        return v.view(1, 1, -1).expand(batch, plane, v.shape[0]).reshape(-1).contiguous()
     return v.view(1, -1, 1).expand(batch, v.shape[0], plane).reshape(-1).contiguous()
 
 
-def _channel_sums(v: Tensor, batch: int, channels: int) -> Tensor:
-    """Per-channel float64 sums of a per-neuron vector ``[B * C * plane]``."""
+def _channel_sums(v: Tensor, batch: int, channels: int, cl: int = 0) -> Tensor:
+    """Per-channel float64 sums of a per-neuron vector ``[B * C * plane]`` (``cl``: ``[B * plane * C]``)."""
+    if cl:
+        return v.view(batch, -1, channels).sum((0, 1), dtype=torch.float64)
     return v.view(batch, channels, -1).sum((0, 2), dtype=torch.float64)
 
 
-def _moments(x: Tensor, channels: int, batch: int) -> tuple[Tensor, Tensor]:
-    """Batch mean and biased variance per channel of ``x`` ``[T, B * C * plane]`` (float64 on
-    CPU, from float64 sums; the input's dtype on a GPU)."""
+def _moments(x: Tensor, channels: int, batch: int, cl: int = 0) -> tuple[Tensor, Tensor]:
+    """Batch mean and biased variance per channel of ``x`` ``[T, B * C * plane]`` (``cl``:
+    ``[T, B * plane * C]``, CPU only; float64 on CPU, from float64 sums; the input's dtype on a GPU)."""
     count = x.shape[0] * x.shape[1] // channels
     if x.device.type == "cpu":
         from spikelab.kernels.numba.blocks import moments
@@ -85,8 +91,8 @@ def _moments(x: Tensor, channels: int, batch: int) -> tuple[Tensor, Tensor]:
         s1 = torch.empty(x.shape[1], dtype=torch.float64)
         s2 = torch.empty(x.shape[1], dtype=torch.float64)
         moments(x.detach().numpy(), s1.numpy(), s2.numpy())
-        mean = _channel_sums(s1, batch, channels) / count
-        var = (_channel_sums(s2, batch, channels) / count - mean * mean).clamp_min(0.0)
+        mean = _channel_sums(s1, batch, channels, cl) / count
+        var = (_channel_sums(s2, batch, channels, cl) / count - mean * mean).clamp_min(0.0)
         return mean, var
     # on a GPU in the input's dtype (Welford inside): a float64 round trip would be two more
     # kernel launches per block for the same float32 values
@@ -106,22 +112,22 @@ def _setup_block(x: Tensor, bn: list[Tensor], batch_stats: bool, eps: float, geo
     """``(block, mean, var, invstd, a, batch)``: the kernel's :class:`Block`, the statistics it
     normalises with, ``1 / sqrt(var + eps)`` and the scale ``a`` per channel, and the batch size
     (the statistics are the given ones, else the batch's or the running ones)."""
-    c, h, w, kh, kw = geo
+    c, h, w, kh, kw, cl = geo
     plane = h * w
     batch = x.shape[1] // (c * plane)
-    pool_geo = (h, w, kh, kw, h // kh, w // kw) if kh else (0, 0, 0, 0, 0, 0)
+    pool_geo = (h, w, kh, kw, h // kh, w // kw, c if cl else 1) if kh else (0, 0, 0, 0, 0, 0, 1)
     if not bn:
         return Block(geo=pool_geo, pool_scale=pool_scale), None, None, None, None, batch
     weight, bias, running_mean, running_var = bn
     if mean is None:
         if batch_stats:
-            mean, var = _moments(x, c, batch)
+            mean, var = _moments(x, c, batch, cl)
             mean, var = mean.to(x.dtype), var.to(x.dtype)
         else:
             mean, var = running_mean.to(x.dtype), running_var.to(x.dtype)
     invstd, a, b = _affine(weight.to(x.dtype), bias.to(x.dtype), mean, var, eps)
-    block = Block(_per_neuron(a, batch, plane), _per_neuron(b, batch, plane), _per_neuron(mean, batch, plane),
-                  pool_geo, pool_scale)
+    block = Block(_per_neuron(a, batch, plane, cl), _per_neuron(b, batch, plane, cl),
+                  _per_neuron(mean, batch, plane, cl), pool_geo, pool_scale)
     return block, mean, var, invstd, a, batch
 
 
@@ -153,7 +159,7 @@ def _forward_outputs(key: str, x: Tensor, states: list[Tensor], params: list[Ten
 @block_forward.register_fake
 def _(key, x, states, params, noise_key, stochastic, reset_code, reset_value, detach, robust, sg_code, sg_alpha, bn,
       batch_stats, eps, geo, pool_scale):
-    c, h, w, kh, kw = geo
+    c, h, w, kh, kw, _ = geo
     cells = x.shape[1] // (h * w) * (h // kh) * (w // kw) if kh else x.shape[1]
     stats = [x.new_empty(c), x.new_empty(c)] if bn and batch_stats else [x.new_empty(0), x.new_empty(0)]
     return [x.new_empty((x.shape[0], cells)), *(torch.empty_like(s) for s in states), *stats]
@@ -186,25 +192,25 @@ def _backward_outputs(key: str, g_out: Tensor, g_states: list[Tensor], x: Tensor
                            detach, robust, sg_code, sg_alpha, need_params, dx, d_states, d_params, block, sums)
     if not bn:
         return [dx, *d_states, *d_params, x.new_empty(0), x.new_empty(0)]
-    c = geo[0]
-    s_g = _channel_sums(sums[0], batch, c)  # sum of dL/dy
-    s_gx = _channel_sums(sums[1], batch, c)  # sum of dL/dy * (x - mean)
+    c, cl = geo[0], geo[5]
+    s_g = _channel_sums(sums[0], batch, c, cl)  # sum of dL/dy
+    s_gx = _channel_sums(sums[1], batch, c, cl)  # sum of dL/dy * (x - mean)
     inv64, a64 = invstd.double(), a.double()
     d_weight, d_bias = (s_gx * inv64).to(x.dtype), s_g.to(x.dtype)
     if batch_stats:  # the statistics' own dependence on x: dx += k1 * x + k0 per channel
         count = x.shape[0] * x.shape[1] // c
         k1 = -a64 * inv64 * inv64 * s_gx / count
         k0 = -a64 * s_g / count - k1 * mean.double()
-        _add_affine(dx, x, k1.to(x.dtype), k0.to(x.dtype), batch, geo[1] * geo[2])
+        _add_affine(dx, x, k1.to(x.dtype), k0.to(x.dtype), batch, geo[1] * geo[2], cl)
     return [dx, *d_states, *d_params, d_weight, d_bias]
 
 
-def _add_affine(dx: Tensor, x: Tensor, k1: Tensor, k0: Tensor, batch: int, plane: int) -> None:
+def _add_affine(dx: Tensor, x: Tensor, k1: Tensor, k0: Tensor, batch: int, plane: int, cl: int = 0) -> None:
     if dx.device.type == "cpu":
         from spikelab.kernels.numba.blocks import add_affine
 
-        add_affine(dx.numpy(), x.detach().numpy(), _per_neuron(k1, batch, plane).numpy(),
-                   _per_neuron(k0, batch, plane).numpy())
+        add_affine(dx.numpy(), x.detach().numpy(), _per_neuron(k1, batch, plane, cl).numpy(),
+                   _per_neuron(k0, batch, plane, cl).numpy())
         return
     shape = (x.shape[0] * batch, k1.shape[0], plane)
     dx.view(shape).add_(x.view(shape) * k1.view(1, -1, 1) + k0.view(1, -1, 1))
@@ -288,14 +294,15 @@ class EagerBlock(torch.autograd.Function):
 
 
 def run(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], options: tuple, block: BlockArgs,
-        shape: torch.Size) -> tuple[Tensor, list[Tensor], Optional[tuple[Tensor, Tensor]]]:
+        shape: torch.Size, channels_last: bool = False) -> tuple[Tensor, list[Tensor], Optional[tuple[Tensor, Tensor]]]:
     """Run the block on ``x`` ``[T, M]`` (per-step ``shape`` ``[B, C, *plane]``; ``options``: the
-    neuron's arguments of ``spec_forward`` after the parameters).
+    neuron's arguments of ``spec_forward`` after the parameters; ``channels_last``: the neurons,
+    states and parameters are in ``[B, H, W, C]`` order, Numba kernels only).
 
-    Returns the output ``[T, *per-step shape after pooling]``, the final states and, with batch
-    norm on the batch's statistics, their mean and biased variance per channel (for the running
-    statistics; not differentiable)."""
-    geo = geometry(shape, block.pool)
+    Returns the output ``[T, *per-step shape after pooling]`` (channels-last memory with
+    ``channels_last``), the final states and, with batch norm on the batch's statistics, their
+    mean and biased variance per channel (for the running statistics; not differentiable)."""
+    geo = geometry(shape, block.pool, channels_last)
     bn = bn_tensors(block, shape[1], x)
     config = (bool(block.batch_stats), float(block.eps), geo, float(block.pool_scale))
     tensors = [*states, *params, *bn]
@@ -305,7 +312,10 @@ def run(key: str, x: Tensor, states: list[Tensor], params: list[Tensor], options
         outputs = torch.ops.spikelab.block_forward(key, x, states, params, *options, bn, *config)
     ns = len(states)
     cells = pooled_shape(shape, block.pool) if block.pool is not None else tuple(shape)
-    out = outputs[0].view(x.shape[0], *cells)
+    if channels_last:  # rows in [B, H, W, C] order: the same memory seen as [T, B, C, H, W]
+        out = outputs[0].view(x.shape[0], cells[0], *cells[2:], cells[1]).permute(0, 1, 4, 2, 3)
+    else:
+        out = outputs[0].view(x.shape[0], *cells)
     stats = (outputs[1 + ns], outputs[2 + ns]) if block.bn and block.batch_stats else None
     return out, list(outputs[1:1 + ns]), stats
 

@@ -336,7 +336,7 @@ def _numba_loads(g: StepGraph, state_src: str) -> list[str]:
 
 def _pool_constants(pool: bool) -> list[str]:
     """The pooling window's plane and scale, in the variants that pool (dead code elsewhere)."""
-    return ["plane = max(1, geo[0] * geo[1])", "PS = typed(x, pool_scale)"] if pool else []
+    return ["plane = max(1, geo[0] * geo[1] * geo[6])", "PS = typed(x, pool_scale)"] if pool else []
 
 
 def _noise_counter(g: StepGraph) -> list[str]:

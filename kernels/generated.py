@@ -185,12 +185,13 @@ class Block:
     """What a fused block adds around the neuron (kernels/numba/blocks.py): a per-neuron affine
     ``x * scale + shift`` on the input (batch norm; ``mean`` is the per-neuron batch mean the
     backward centres with) and non-overlapping pooling of the output, ``geo = (H, W, KH, KW,
-    OH, OW)`` (``KH = 0``: none), pooled sums times ``pool_scale``."""
+    OH, OW, CI)`` (``KH = 0``: none; ``CI``: channels interleaved per plane, 1 unless the
+    neurons are in channels-last order, Numba only), pooled sums times ``pool_scale``."""
 
     scale: Optional[Tensor] = None
     shift: Optional[Tensor] = None
     mean: Optional[Tensor] = None
-    geo: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
+    geo: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 1)
     pool_scale: float = 1.0
 
     @property
@@ -201,7 +202,7 @@ class Block:
         """``size`` rounded to whole planes (a pooling window never straddles two chunks)."""
         if not self.pooled:
             return size
-        plane = self.geo[0] * self.geo[1]
+        plane = self.geo[0] * self.geo[1] * self.geo[6]
         return plane * max(1, round(size / plane))
 
 
@@ -259,7 +260,9 @@ def _triton_block_args(x: Tensor, block: Block) -> list:
     """A block's arguments of the Triton kernels (``x`` stands in for absent arrays)."""
     from spikelab.kernels.triton.common import wide
 
-    return [x if block.scale is None else block.scale, x if block.shift is None else block.shift, *block.geo,
+    if block.geo[6] != 1:
+        raise ValueError("channels-last blocks run on the Numba kernels only")
+    return [x if block.scale is None else block.scale, x if block.shift is None else block.shift, *block.geo[:6],
             *wide(block.pool_scale)]
 
 
@@ -467,6 +470,18 @@ class EagerSequence(torch.autograd.Function):
         return (None, None, None, dx, *d_states, *d_params)
 
 
+def channels_last(x: Tensor) -> bool:
+    """Whether ``x`` ``[T, B, C, H, W]`` (C > 1) is laid out as ``[T, B, H, W, C]`` and not as itself."""
+    return (x.ndim == 5 and x.shape[2] > 1 and not x.is_contiguous()
+            and x.permute(0, 1, 3, 4, 2).is_contiguous())
+
+
+def _per_neuron(t: Tensor, order: Optional[tuple[int, ...]]) -> Tensor:
+    """A tensor of the per-step shape as one contiguous value per neuron, in ``order`` (a
+    permutation of the per-step dimensions; ``None``: as it is)."""
+    return t.contiguous() if order is None else t.permute(*order).contiguous()
+
+
 def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, reset_mode: str = "subtract",
              reset_value: float = 0.0, detach_reset: bool = False, threshold_robust: bool = False,
              noise_key: Optional[Tensor] = None, trace: Optional[list] = None, block=None):
@@ -488,9 +503,14 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     if x.device.type == "cpu" and x.dtype not in (torch.float32, torch.float64):
         x = x.to(dtype)
-    xs = x.contiguous().view(steps, m)
-    flat = [(t if torch.is_tensor(t) else torch.tensor(t)).to(device=x.device, dtype=dtype).expand(shape)
-            .contiguous().view(m) for t in states_and_params]
+    # a fused block on channels-last memory ([T, B, C, H, W] laid out as [T, B, H, W, C], what a
+    # convolution with channels-last weights writes) runs in that order, without a copy; not with
+    # escape noise, whose random draws follow the neuron's index in [B, C, H, W] order
+    cl = block is not None and noise_key is None and _dialect(x.device) == "numba" and channels_last(x)
+    order = (0, 2, 3, 1) if cl else None
+    xs = x.permute(0, 1, 3, 4, 2).reshape(steps, m) if cl else x.contiguous().view(steps, m)
+    flat = [_per_neuron((t if torch.is_tensor(t) else torch.tensor(t)).to(device=x.device, dtype=dtype)
+                        .expand(shape), order).view(m) for t in states_and_params]
     stochastic = noise_key is not None
     key_tensor = noise_key if stochastic else torch.empty(0, dtype=torch.int64)
     if surrogate is not None and not surrogate.in_kernels:
@@ -502,7 +522,9 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
     if block is not None:
         from spikelab.kernels import blocks
 
-        out, new, stats = blocks.run(key, xs, flat[:ns], flat[ns:], options, block, shape)
+        out, new, stats = blocks.run(key, xs, flat[:ns], flat[ns:], options, block, shape, cl)
+        if cl:
+            new = [s.view(shape[0], *shape[2:], shape[1]).permute(0, 3, 1, 2) for s in new]
         return out.to(given_dtype), tuple(s.view(shape).to(given_dtype) for s in new), stats
     if _plain_call(xs, flat):
         noise, stochastic, reset_code, reset_value, _, robust, _, _ = options  # no surrogate without autograd

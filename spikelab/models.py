@@ -77,7 +77,8 @@ def _reduce_large_input(input_size: int, halvings: int = 0) -> tuple[list[nn.Mod
 
 
 def _conv_block(cin: int, cout: int, neuron: NeuronFactory) -> list[nn.Module]:
-    return [L.Conv2d(cin, cout, 3, padding=1, bias=False), L.BatchNorm2d(cout), neuron()]
+    """Conv-BN-neuron; the convolution's output is channels-last on CPU (see ``layers.Conv2d``)."""
+    return [L.Conv2d(cin, cout, 3, padding=1, bias=False, channels_last=True), L.BatchNorm2d(cout), neuron()]
 
 
 class SpikingCNN(L.Sequential):

@@ -348,3 +348,101 @@ def test_trainer_rates_keep_blocks_fused_and_exact(monkeypatch):
     for name in rates:
         torch.testing.assert_close(rates[name], monitor.rates[name])
     assert counting.calls == 4
+
+
+# ----- channels-last memory ---------------------------------------------------------------------
+def _channels_last_runs(monkeypatch) -> list:
+    """The ``channels_last`` flag of every fused block run (monkeypatched onto blocks.run)."""
+    from spikelab.kernels import blocks
+
+    seen, original = [], blocks.run
+
+    def wrapped(*args, **kwargs):
+        seen.append(bool(args[7] if len(args) > 7 else kwargs.get("channels_last", False)))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(blocks, "run", wrapped)
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_channels_last_blocks_match_unfused_for_every_family(name, monkeypatch):
+    """A network with channels-last convolutions feeds the blocks channels-last memory: they run
+    in that order (no copy) and give the layers' results, and their output stays channels-last."""
+    from spikelab.kernels.generated import channels_last
+
+    runs = _channels_last_runs(monkeypatch)
+    torch.manual_seed(0)
+    model = L.Sequential(L.Conv2d(2, 4, 3, padding=1), L.BatchNorm2d(4), FAMILIES[name](), L.AvgPool2d(2)).double()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-0.3, 0.3)
+    model = model.to(memory_format=torch.channels_last)
+    x = _input((5, 3, 2, 7, 7), torch.float64)  # 7x7 -> 3x3: a cropped border
+    fused, plain = _pair(model, x)
+    # escape noise draws by the neuron's index in [B, C, H, W] order: that family takes a copy
+    assert runs == [name != "ProbabilisticLIF"]
+    assert channels_last(fused[0]) == (name != "ProbabilisticLIF") and fused[0].abs().sum() > 0
+    _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("bn,pool", [(True, None), (False, "sum"), (True, (3, 2))])
+def test_channels_last_block_variants(bn, pool, monkeypatch):
+    from spikelab.kernels.generated import channels_last
+
+    runs = _channels_last_runs(monkeypatch)
+    torch.manual_seed(3)
+    layers = [L.Conv2d(3, 5, 3, padding=1, bias=False)] + ([L.BatchNorm2d(5)] if bn else [])
+    layers += [sl.PLIF(num_channels=5, learn_threshold=True)]  # per-channel parameters, permuted too
+    layers += {None: [], "sum": [L.SumPool2d(2)], (3, 2): [L.AvgPool2d((3, 2))]}[pool]
+    model = L.Sequential(*layers).double().to(memory_format=torch.channels_last)
+    x = _input((4, 3, 3, 9, 10), torch.float64, seed=4)
+    fused, plain = _pair(model, x)
+    assert runs == [True] and channels_last(fused[0])
+    _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
+
+
+def test_channels_last_input_on_the_triton_kernels_runs_in_the_usual_order(monkeypatch):
+    """Only the Numba kernels take channels-last rows; the Triton ones get a contiguous copy."""
+    from spikelab.kernels import generated
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("TRITON_INTERPRET is not 1")
+    runs = _channels_last_runs(monkeypatch)
+    torch.manual_seed(7)
+    model = L.Sequential(L.BatchNorm2d(3), sl.LIF(beta=0.6, backend="triton"), L.AvgPool2d(2)).double()
+    x = _input((4, 2, 3, 6, 6), torch.float64).permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    assert generated.channels_last(x)
+    with generated.cpu_kernels("triton"):
+        fused, plain = _pair(model, x)
+    assert runs == [False]
+    _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
+
+
+def test_builtin_cnn_runs_channels_last_on_cpu_and_matches_nchw(monkeypatch):
+    """SpikingCNN's convolutions write channels-last memory on CPU (layers.Conv2d(channels_last=True));
+    its blocks run in that order and the network gives the NCHW network's outputs and gradients;
+    the parameters, the state dict and the repr's layer list stay as they were."""
+    runs = _channels_last_runs(monkeypatch)
+    torch.manual_seed(9)
+    model = sl.models.SpikingCNN(2, 5, 12, channels=(3, 4), neuron=lambda: sl.LIF(beta=0.6)).double()
+    convs = [m for m in model.modules() if isinstance(m, L.Conv2d)]
+    assert convs and all(m.channels_last for m in convs) and "channels_last=True" in repr(convs[0])
+    nchw = copy.deepcopy(model)
+    for m in nchw.modules():
+        if isinstance(m, L.Conv2d):
+            m.channels_last = False
+    x = _input((4, 3, 2, 12, 12), torch.float64)
+    results = []
+    for net in (model, nchw):
+        xi = x.clone().requires_grad_(True)
+        out = net(xi)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)).sum().backward()
+        results.append((out, xi.grad, {n: p.grad for n, p in net.named_parameters()}))
+    assert runs == [True, True, False, False]
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-9, atol=1e-10)
+    for name, grad in results[0][2].items():
+        torch.testing.assert_close(grad, results[1][2][name], rtol=1e-9, atol=1e-10, msg=name)
+    assert all(m.weight.is_contiguous() for m in convs)
+    assert model.state_dict().keys() == nchw.state_dict().keys()
