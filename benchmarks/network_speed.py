@@ -68,6 +68,7 @@ from spikelab.models import SEWBlock, SEWResNet, SpikingCNN, SpikingMLP
 
 PEERS = ("snntorch", "spikingjelly", "norse")
 FLOOR = "floor"
+FLOOR_CL = "floor, channels-last"
 DEFAULT_SIZES: dict[str, list[tuple[int, int]]] = {"cnn": [(10, 32), (50, 32), (200, 32)],
                                                     "mlp": [(100, 32)], "sew": [(16, 8)]}
 MEMORY_SIZES = ((200, 32), (500, 32))
@@ -437,13 +438,19 @@ def weight_layer_inputs(plan: Plan, shape: torch.Size) -> list[tuple[nn.Module, 
     return found
 
 
-def floor_calls(model: nn.Module, x: torch.Tensor, device: str) -> tuple[Callable, Callable]:
+def floor_calls(model: nn.Module, x: torch.Tensor, device: str, channels_last: bool = False) -> tuple[Callable, Callable]:
     """Training and inference calls of ``model``'s conv and linear layers alone, time folded into
-    the batch, each on an input of the shape it gets in the network."""
+    the batch, each on an input of the shape it gets in the network (``channels_last``: the
+    convolutions, their inputs and their gradients in channels-last memory, as spikelab's CNNs
+    run them on CPU)."""
     found = weight_layer_inputs(layer_plan(model), x.flatten(0, 1).shape)
     layers = [torch_twin("conv" if isinstance(m, nn.Conv2d) else "linear", m).to(device) for m, _ in found]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    layers = [layer.to(memory_format=fmt) if isinstance(layer, nn.Conv2d) else layer for layer in layers]
     shapes = [s for _, s in found]
-    inputs = [(torch.rand(s, device=device) < 0.1).float().requires_grad_(i > 0) for i, s in enumerate(shapes)]
+    inputs = [(torch.rand(s, device=device) < 0.1).float() for s in shapes]
+    inputs = [(t.contiguous(memory_format=fmt) if t.dim() == 4 else t).requires_grad_(i > 0)
+              for i, t in enumerate(inputs)]
     with torch.no_grad():
         grads = [torch.randn_like(layer(inp)) for layer, inp in zip(layers, inputs)]
     opt = torch.optim.Adam([p for layer in layers for p in layer.parameters()], lr=1e-3)
@@ -479,6 +486,8 @@ def bench(net: str, T: int, B: int, libs: list[str], repeats: int, device: str) 
     differences = same_function(models, x)
     calls = {lib: train_and_infer(models[lib], x, labels) for lib in libs}
     calls[FLOOR] = floor_calls(models["spikelab"], x, device)
+    if device == "cpu" and any(getattr(m, "channels_last", False) for m in models["spikelab"].modules()):
+        calls[FLOOR_CL] = floor_calls(models["spikelab"], x, device, channels_last=True)
     load = OtherLoad().start()
     train = timed({name: c[0] for name, c in calls.items()}, repeats, device)
     infer = timed({name: c[1] for name, c in calls.items()}, repeats, device)
@@ -495,7 +504,7 @@ def report(net: str, T: int, B: int, measured: dict) -> dict:
     """Print one size's table; return the ratios."""
     results = measured["libraries"]
     ours = results["spikelab"]
-    libs = [name for name in results if name != FLOOR]
+    libs = [name for name in results if name not in (FLOOR, FLOOR_CL)]
     print(f"\n{net}  T={T} B={B}  (spike rate per neuron layer, first batch: "
           + " ".join(f"{r:.2f}" for r in measured["spike_rates"]) + ")")
     print(f"{'library':14s} {'train ms':>10s} {'infer ms':>10s} {'train ratio':>12s} {'infer ratio':>12s} "
@@ -524,6 +533,13 @@ def report(net: str, T: int, B: int, measured: dict) -> dict:
           f"faults/step {floor['train_faults_per_step']:.0f}")
     print(f"spikelab / floor: train {extra['spikelab_over_floor']['train']:.2f}, "
           f"infer {extra['spikelab_over_floor']['infer']:.2f}")
+    if FLOOR_CL in results:  # the floor of the layout spikelab's convolutions run in
+        cl = results[FLOOR_CL]
+        extra["spikelab_over_floor_channels_last"] = {mode: ours[f"{mode}_ms"] / cl[f"{mode}_ms"]
+                                                      for mode in ("train", "infer")}
+        print(f"floor, channels-last: train {cl['train_ms']:.1f} ms, infer {cl['infer_ms']:.1f} ms; spikelab / it: "
+              f"train {extra['spikelab_over_floor_channels_last']['train']:.2f}, "
+              f"infer {extra['spikelab_over_floor_channels_last']['infer']:.2f}")
     other = measured["other_processes_cores"]
     print(f"other processes used {other:.2f} cores during these timings"
           + ("  ** busy machine: timings (peers' most) unreliable **" if other > 0.2 else ""))

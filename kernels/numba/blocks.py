@@ -31,7 +31,7 @@ def _unsigned(geo, p0, p1):
 def _pool_interleaved(row, dst, q0, q1, H, W, KH, KW, OH, OW, CI, scale, out):
     """:func:`pool_row` for channels-last planes: ``CI`` channels side by side at every pixel,
     the channel loop innermost (contiguous in both ``row`` and ``dst``)."""
-    u1, u2 = np.uint64(1), np.uint64(2)
+    u2 = np.uint64(2)
     WC = W * CI
     for p in range(q0, q1):
         base = (p - q0) * H * WC
