@@ -195,8 +195,9 @@ def main(argv=None) -> int:
         seconds = simulation_speed(NETWORKS[args.network], xtr, ytr, xte, calib, args.epochs, repeats=args.repeats)
         print(f"{args.network} CNN, {len(xte)} test samples in batches of 128, 64 steps, {torch.get_num_threads()} "
               f"threads, median of {args.repeats}")
+        print(f"{'network':28s} {'seconds':>7s}   time / spikelab's")
         for name, sec in seconds.items():
-            print(f"{name:28s} {sec:7.2f} s   spikelab is {sec / seconds['spikelab']:.2f}x faster")
+            print(f"{name:28s} {sec:7.2f}   {sec / seconds['spikelab']:.2f}")
         return 0
     runs = [one_seed(NETWORKS[args.network], s, xtr, ytr, xte, yte, calib, args.epochs, timesteps,
                     args.diagnose) for s in range(args.seeds)]

@@ -449,7 +449,8 @@ def floor_calls(model: nn.Module, x: torch.Tensor, device: str, channels_last: b
     layers = [layer.to(memory_format=fmt) if isinstance(layer, nn.Conv2d) else layer for layer in layers]
     shapes = [s for _, s in found]
     inputs = [(torch.rand(s, device=device) < 0.1).float() for s in shapes]
-    inputs = [(t.contiguous(memory_format=fmt) if t.dim() == 4 else t).requires_grad_(i > 0)
+    # the network's own input arrives in NCHW (spikelab's first convolution gets it so too)
+    inputs = [(t.contiguous(memory_format=fmt) if t.dim() == 4 and i > 0 else t).requires_grad_(i > 0)
               for i, t in enumerate(inputs)]
     with torch.no_grad():
         grads = [torch.randn_like(layer(inp)) for layer, inp in zip(layers, inputs)]

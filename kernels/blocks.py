@@ -115,7 +115,15 @@ def _setup_block(x: Tensor, bn: list[Tensor], batch_stats: bool, eps: float, geo
     c, h, w, kh, kw, cl = geo
     plane = h * w
     batch = x.shape[1] // (c * plane)
-    pool_geo = (h, w, kh, kw, h // kh, w // kw, c if cl else 1) if kh else (0, 0, 0, 0, 0, 0, 1)
+    if not kh:
+        pool_geo = (0, 0, 0, 0, 0, 0, 1)
+    elif cl and h % kh == 0:
+        # channels-last: each band of KH rows is a plane of its own (its windows and cells are
+        # contiguous), so a kernel task holds a band, not a whole sample (small batches still
+        # split into many tasks, and the backward's history fits its cache budget)
+        pool_geo = (kh, w, kh, kw, 1, w // kw, c)
+    else:
+        pool_geo = (h, w, kh, kw, h // kh, w // kw, c if cl else 1)
     if not bn:
         return Block(geo=pool_geo, pool_scale=pool_scale), None, None, None, None, batch
     weight, bias, running_mean, running_var = bn
@@ -147,7 +155,8 @@ def _forward_outputs(key: str, x: Tensor, states: list[Tensor], params: list[Ten
     """The forward op's body: ``[out, *new states, mean, var]``."""
     block, mean, var, _, _, batch = _setup_block(x, bn, batch_stats, eps, geo, pool_scale)
     T = x.shape[0]
-    cells = x.shape[1] // (geo[1] * geo[2]) * block.geo[4] * block.geo[5] if block.pooled else x.shape[1]
+    c, h, w, kh, kw, _ = geo
+    cells = x.shape[1] // (h * w) * (h // kh) * (w // kw) if kh else x.shape[1]
     out = generated._empty((T, cells), x.dtype, x.device)
     new = [torch.empty_like(s) for s in states]
     generated.run_forward(key, x, states, params, noise_key, stochastic, reset_code, reset_value, robust, out, new,

@@ -446,3 +446,43 @@ def test_builtin_cnn_runs_channels_last_on_cpu_and_matches_nchw(monkeypatch):
         torch.testing.assert_close(grad, results[1][2][name], rtol=1e-9, atol=1e-10, msg=name)
     assert all(m.weight.is_contiguous() for m in convs)
     assert model.state_dict().keys() == nchw.state_dict().keys()
+
+
+@pytest.mark.parametrize("pool", [(2, 2), (3, 2), None])
+def test_channels_last_block_states_and_many_tasks_match_nchw(pool):
+    """The block op itself on channels-last and on NCHW memory, from random (not fresh) states,
+    with enough neurons for many kernel tasks (2x2 windows: a task per band of rows; 3x2 on 9
+    rows: a task per sample): outputs, final states and the gradients of input and states agree."""
+    from spikelab import backends
+    from spikelab.kernels.blocks import BlockArgs
+
+    torch.manual_seed(11)
+    neuron = sl.AdaptiveLIF(beta=0.8, tau_adapt=5.0, adaptation=0.3, num_channels=6)
+    T, B, C, H, W = 4, 24, 6, 9 if pool == (3, 2) else 8, 8
+    x = _input((T, B, C, H, W), torch.float64, seed=6) * 2
+    states = [torch.rand(B, C, H, W, dtype=torch.float64) for _ in neuron._fresh_state((B, C, H, W), x)]
+    params, options = neuron.double()._kernel_args(x.ndim - 1)
+    impl = backends.resolve_block(neuron.family, "numba", x.device)
+    weight, bias = torch.rand(C, dtype=torch.float64) + 0.5, torch.rand(C, dtype=torch.float64) - 0.5
+    block = BlockArgs(bn=True, weight=weight, bias=bias, pool=pool, pool_scale=0.25)
+    results = []
+    for cl in (True, False):
+        xi = (x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3) if cl else x.clone()).requires_grad_(True)
+        si = [s.clone().requires_grad_(True) for s in states]
+        out, new, stats = impl(xi, *si, *params, *neuron._extra_inputs(xi), block=block, **options)
+        assert generated_channels_last(out) == cl
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)).sum()
+        loss = loss + sum((n * (k + 1)).sum() for k, n in enumerate(new))
+        loss.backward()
+        results.append((out.detach(), [n.detach() for n in new], stats, xi.grad, [s.grad for s in si]))
+    (out, new, stats, dx, ds), (out2, new2, stats2, dx2, ds2) = results
+    assert out.abs().sum() > 0
+    torch.testing.assert_close(out, out2, rtol=1e-9, atol=1e-10)
+    for a, b in zip(new + ds + list(stats) + [dx], new2 + ds2 + list(stats2) + [dx2]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def generated_channels_last(t: torch.Tensor) -> bool:
+    from spikelab.kernels.generated import channels_last
+
+    return channels_last(t)

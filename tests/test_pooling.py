@@ -3,6 +3,7 @@ case it does not cover goes to torch unchanged."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -37,6 +38,11 @@ def test_fast_path_matches_torch_values_and_gradients(monkeypatch, shape, kernel
                                                       dtype):
     calls = _fast_calls(monkeypatch)
     x = torch.randn(shape, dtype=dtype, requires_grad=True)
+    with torch.no_grad():  # never written: compare a no-grad call's input with its copy
+        plain = x.detach().clone()
+        avg_pool2d(plain, kernel, stride, padding, ceil, True, divisor)
+        assert torch.equal(plain, x.detach())
+    calls.clear()
     ours = avg_pool2d(x, kernel, stride, padding, ceil, True, divisor)
     assert len(calls) == 1  # the fast path ran
     theirs = F.avg_pool2d(x, kernel, stride, padding, ceil, True, divisor)
@@ -47,7 +53,30 @@ def test_fast_path_matches_torch_values_and_gradients(monkeypatch, shape, kernel
     (ga,) = torch.autograd.grad(ours, x, g)
     (gb,) = torch.autograd.grad(theirs, x, g)
     torch.testing.assert_close(ga, gb, **tol)
-    assert x.grad is None and torch.isfinite(x).all()  # the input itself is never written
+
+
+@pytest.mark.parametrize("args", [((2,),), ((2,), (2,)), (np.int64(2),), (2, [], 0), (2, (), 0), (2, 2, (0,)),
+                                  ([2, 3],), ((np.int32(2), 2), None)])
+def test_argument_forms_torch_takes(monkeypatch, args):
+    calls = _fast_calls(monkeypatch)
+    x = torch.randn(2, 3, 8, 9)
+    torch.testing.assert_close(avg_pool2d(x, *args), F.avg_pool2d(x, *args))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("divisor", [2.5, True, 0])
+def test_divisors_torch_refuses_are_refused_by_torch(divisor):
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises((TypeError, RuntimeError)) as ours:
+        avg_pool2d(x, 2, divisor_override=divisor)
+    with pytest.raises((TypeError, RuntimeError)) as theirs:
+        F.avg_pool2d(x, 2, divisor_override=divisor)
+    assert type(ours.value) is type(theirs.value)
+
+
+def test_a_negative_divisor_gives_torchs_values():
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(avg_pool2d(x, 2, divisor_override=-1), F.avg_pool2d(x, 2, divisor_override=-1))
 
 
 def test_two_by_two_windows_of_spikes_are_bit_identical():

@@ -11,6 +11,7 @@ other devices, channels-last or half-precision tensors) goes to torch unchanged.
 
 from __future__ import annotations
 
+import operator
 from typing import Optional, Union
 
 import torch
@@ -20,8 +21,21 @@ from torch.nn import functional as F
 _Size = Union[int, tuple[int, int]]
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+def _pair(v) -> Optional[tuple[int, int]]:
+    """``(a, b)`` from an int or a sequence of one or two ints; ``None`` for anything else (torch
+    then takes the call and says what is wrong)."""
+    if isinstance(v, bool):
+        return None
+    try:
+        if isinstance(v, (tuple, list)):
+            if len(v) not in (1, 2) or any(isinstance(i, bool) for i in v):
+                return None
+            a, b = (operator.index(v[0]), operator.index(v[-1]))
+        else:
+            a = b = operator.index(v)
+    except TypeError:
+        return None
+    return int(a), int(b)
 
 
 def _tiled(x: torch.Tensor, kh: int, kw: int, divisor: int) -> torch.Tensor:
@@ -46,17 +60,20 @@ def avg_pool2d(input: torch.Tensor, kernel_size: _Size, stride: Optional[_Size] 
                ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: Optional[int] = None) -> torch.Tensor:
     """``torch.nn.functional.avg_pool2d``, with the fast path above for non-overlapping windows."""
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(kernel_size if stride is None or (not isinstance(stride, int) and len(stride) == 0) else stride)
-    ph, pw = _pair(padding)
-    fast = (isinstance(input, torch.Tensor) and input.device.type == "cpu" and input.dtype in (torch.float32,
-            torch.float64) and input.dim() in (3, 4) and input.is_contiguous() and (kh, kw) == (sh, sw)
-            and kh * kw > 1 and ph == pw == 0 and input.shape[-2] >= kh and input.shape[-1] >= kw
-            and (not ceil_mode or (input.shape[-2] % kh == 0 and input.shape[-1] % kw == 0))
-            and (divisor_override is None or divisor_override > 0))
+    kernel = _pair(kernel_size)
+    no_stride = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+    strides = kernel if no_stride else _pair(stride)
+    pads = _pair(padding)
+    fast = (kernel is not None and strides == kernel and pads == (0, 0) and isinstance(input, torch.Tensor)
+            and input.device.type == "cpu" and input.dtype in (torch.float32, torch.float64)
+            and input.dim() in (3, 4) and input.is_contiguous() and kernel[0] * kernel[1] > 1
+            and input.shape[-2] >= kernel[0] >= 1 and input.shape[-1] >= kernel[1] >= 1
+            and (not ceil_mode or (input.shape[-2] % kernel[0] == 0 and input.shape[-1] % kernel[1] == 0))
+            and (divisor_override is None or (type(divisor_override) is int and divisor_override > 0)))
     if not fast:
         return F.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    return _tiled(input, kh, kw, kh * kw if divisor_override is None else int(divisor_override))
+    kh, kw = kernel
+    return _tiled(input, kh, kw, kh * kw if divisor_override is None else divisor_override)
 
 
 class FastAvgPool2d(nn.AvgPool2d):
