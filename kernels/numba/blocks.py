@@ -8,7 +8,8 @@ into a row. Chunks hold whole planes, so every window lies inside one chunk and 
 parallel tasks write the same cell. ``geo`` is ``[H, W, KH, KW, OH, OW, CI]`` (``KH = 0``: no
 pooling). ``CI`` is the number of channels interleaved in a plane: 1 for ``[B, C, H, W]`` memory
 (a plane is one channel of one sample), ``C`` for channels-last memory ``[B, H, W, C]`` (a
-plane is one sample, its channels innermost).
+plane is a band of ``KH`` rows of one sample with every channel, innermost; or a whole sample
+where the windows leave rows uncovered; kernels/blocks.py picks).
 """
 
 from __future__ import annotations
