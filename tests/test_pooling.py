@@ -19,6 +19,8 @@ CASES = [  # (shape, kernel, stride, padding, ceil_mode, divisor_override)
     ((2, 5, 12, 8), (1, 2), None, 0, False, None),
     ((2, 5, 12, 8), (4, 1), None, 0, False, None),
     ((4, 10, 10), 2, None, 0, False, None),  # unbatched [C, H, W]
+    ((4, 10, 7), (2, 3), None, 0, False, None),  # unbatched, not square
+    ((3, 8, 9), (2, 3), None, 0, True, None),  # unbatched, ceil mode, no partial window
     ((2, 3, 8, 8), 2, None, 0, True, None),  # ceil mode without a partial window
     ((2, 3, 8, 8), 2, None, 0, False, 1),  # sum pooling
     ((2, 3, 9, 9), 3, None, 0, False, 4),
@@ -89,6 +91,8 @@ def test_two_by_two_windows_of_spikes_are_bit_identical():
     ("overlapping windows", torch.randn(2, 3, 8, 8), (3, 2)),
     ("padding", torch.randn(2, 3, 8, 8), (2, 2, 1)),
     ("ceil mode with a partial window", torch.randn(2, 3, 9, 9), (2, 2, 0, True)),
+    ("ceil mode with a partial column", torch.randn(2, 3, 8, 9), (2, 2, 0, True)),
+    ("ceil mode with a partial row, unbatched", torch.randn(3, 9, 8), (2, 2, 0, True)),
     ("channels last", torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last), (2,)),
     ("not contiguous", torch.randn(2, 3, 8, 16)[..., ::2], (2,)),
     ("half precision", torch.randn(2, 3, 8, 8).bfloat16(), (2,)),
@@ -101,9 +105,15 @@ def test_other_cases_go_to_torch(monkeypatch, why, x, args):
     assert torch.equal(ours, F.avg_pool2d(x, *args)), why
 
 
-def test_torch_errors_stay_torch_errors():
-    with pytest.raises(RuntimeError):
-        avg_pool2d(torch.randn(2, 3, 1, 8), 2)  # a window larger than the map
+@pytest.mark.parametrize("shape, kernel", [((2, 3, 1, 8), 2), ((2, 3, 8, 1), 2), ((2, 3, 2, 8), (3, 2)), ((3, 1, 8), 2),
+                                           ((2, 3, 8, 8), (2, 2, 2))])
+def test_torch_errors_stay_torch_errors(shape, kernel):
+    """A window larger than the map (either side), or a kernel of three sizes: torch's error."""
+    with pytest.raises(RuntimeError) as theirs:
+        F.avg_pool2d(torch.randn(shape), kernel)
+    with pytest.raises(RuntimeError) as ours:
+        avg_pool2d(torch.randn(shape), kernel)
+    assert str(ours.value) == str(theirs.value)
 
 
 def test_module_and_layers_use_it(monkeypatch):
