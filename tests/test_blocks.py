@@ -386,15 +386,16 @@ def test_channels_last_blocks_match_unfused_for_every_family(name, monkeypatch):
     _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("bn,pool", [(True, None), (False, "sum"), (True, (3, 2))])
+@pytest.mark.parametrize("bn,pool", [(True, None), (False, "sum"), (True, (3, 2)), (True, (2, 3)), (False, (3, 3))])
 def test_channels_last_block_variants(bn, pool, monkeypatch):
+    """Every window shape the interleaved pooling distinguishes (2x2 has a loop of its own)."""
     from spikelab.kernels.generated import channels_last
 
     runs = _channels_last_runs(monkeypatch)
     torch.manual_seed(3)
     layers = [L.Conv2d(3, 5, 3, padding=1, bias=False)] + ([L.BatchNorm2d(5)] if bn else [])
     layers += [sl.PLIF(num_channels=5, learn_threshold=True)]  # per-channel parameters, permuted too
-    layers += {None: [], "sum": [L.SumPool2d(2)], (3, 2): [L.AvgPool2d((3, 2))]}[pool]
+    layers += [] if pool is None else [L.SumPool2d(2)] if pool == "sum" else [L.AvgPool2d(pool)]
     model = L.Sequential(*layers).double().to(memory_format=torch.channels_last)
     x = _input((4, 3, 3, 9, 10), torch.float64, seed=4)
     fused, plain = _pair(model, x)
