@@ -262,12 +262,15 @@ def test_models_fuse_their_blocks(monkeypatch):
     assert counting.calls == 2 + 3
 
 
-def test_compiled_fused_block_matches_eager():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compiled_fused_block_matches_eager(channels_last):
     torch.manual_seed(6)
-    model = L.Sequential(L.Conv2d(2, 4, 3, padding=1), L.BatchNorm2d(4), sl.LIF(beta=0.5), L.AvgPool2d(2))
+    model = L.Sequential(L.Conv2d(2, 4, 3, padding=1, channels_last=channels_last), L.BatchNorm2d(4),
+                         sl.LIF(beta=0.5), L.AvgPool2d(2))
     x = torch.rand(4, 2, 2, 8, 8) * 2
     eager = copy.deepcopy(model)
     out = eager(x)
+    assert generated_channels_last(out) == channels_last
     out.sum().backward()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     out2 = compiled(x)
