@@ -29,6 +29,16 @@ def _seed():
 
 
 @pytest.fixture
+def fresh_dynamo():
+    """torch.compile from empty caches: dynamo counts recompilations per code object for the whole
+    process (8 at most, a hard failure with fullgraph=True), and every Sequential compiled by an
+    earlier test on this worker counts against Sequential.forward."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.fixture
 def samples_dir() -> Path:
     """The real recordings in ../shared/samples (see tests/needs.py: skipped where absent, or a
     failure under SPIKELAB_REQUIRE_SAMPLES=1)."""

@@ -263,7 +263,7 @@ def test_models_fuse_their_blocks(monkeypatch):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_compiled_fused_block_matches_eager(channels_last):
+def test_compiled_fused_block_matches_eager(channels_last, fresh_dynamo):
     torch.manual_seed(6)
     model = L.Sequential(L.Conv2d(2, 4, 3, padding=1, channels_last=channels_last), L.BatchNorm2d(4),
                          sl.LIF(beta=0.5), L.AvgPool2d(2))

@@ -6,6 +6,8 @@ from torch import nn
 
 import spikelab as sl
 
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")  # every test compiles Sequential.forward anew
+
 NEURONS = {
     "LIF": lambda: sl.LIF(beta=0.8),
     "PLIF": lambda: sl.PLIF(num_channels=16, learn_threshold=True),
@@ -69,7 +71,6 @@ def test_inference_compiles_in_one_graph_and_eager_skips_the_dispatch(monkeypatc
         direct = model(x)
         assert decided == [True]  # the eager call took the direct path
         monkeypatch.undo()
-        torch._dynamo.reset()  # other tests compiled Sequential.forward in this process (recompile limit)
         compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
         monkeypatch.setattr(generated, "_plain_call", lambda *args: False)
         through_op = model(x)

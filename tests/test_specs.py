@@ -92,7 +92,7 @@ def test_spec_parameters_per_layer_channel_neuron_and_learnable():
         EIF(learn=("gain",))
 
 
-def test_spec_step_equals_forward_and_compiles():
+def test_spec_step_equals_forward_and_compiles(fresh_dynamo):
     layer = sl.EIF(backend="auto")
     x = torch.rand(12, 3, 5) * 3
     whole = layer(x)
