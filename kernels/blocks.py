@@ -155,7 +155,7 @@ def _forward_outputs(key: str, x: Tensor, states: list[Tensor], params: list[Ten
     """The forward op's body: ``[out, *new states, mean, var]``."""
     block, mean, var, _, _, batch = _setup_block(x, bn, batch_stats, eps, geo, pool_scale)
     T = x.shape[0]
-    c, h, w, kh, kw, _ = geo
+    _, h, w, kh, kw, _ = geo
     cells = x.shape[1] // (h * w) * (h // kh) * (w // kw) if kh else x.shape[1]
     out = generated._empty((T, cells), x.dtype, x.device)
     new = [torch.empty_like(s) for s in states]

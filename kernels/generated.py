@@ -476,7 +476,7 @@ def channels_last(x: Tensor) -> bool:
             and x.permute(0, 1, 3, 4, 2).is_contiguous())
 
 
-def _per_neuron(t: Tensor, order: Optional[tuple[int, ...]]) -> Tensor:
+def _as_neurons(t: Tensor, order: Optional[tuple[int, ...]]) -> Tensor:
     """A tensor of the per-step shape as one contiguous value per neuron, in ``order`` (a
     permutation of the per-step dimensions; ``None``: as it is)."""
     return t.contiguous() if order is None else t.permute(*order).contiguous()
@@ -509,7 +509,7 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
     cl = block is not None and noise_key is None and _dialect(x.device) == "numba" and channels_last(x)
     order = (0, 2, 3, 1) if cl else None
     xs = x.permute(0, 1, 3, 4, 2).reshape(steps, m) if cl else x.contiguous().view(steps, m)
-    flat = [_per_neuron((t if torch.is_tensor(t) else torch.tensor(t)).to(device=x.device, dtype=dtype)
+    flat = [_as_neurons((t if torch.is_tensor(t) else torch.tensor(t)).to(device=x.device, dtype=dtype)
                         .expand(shape), order).view(m) for t in states_and_params]
     stochastic = noise_key is not None
     key_tensor = noise_key if stochastic else torch.empty(0, dtype=torch.int64)

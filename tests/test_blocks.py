@@ -14,6 +14,7 @@ from torch import nn
 
 import spikelab as sl
 from spikelab import layers as L
+from spikelab.kernels.generated import channels_last as is_channels_last
 from spikelab.layers import fusion, unfused
 from spikelab.neurons.base import BaseNeuron
 
@@ -270,7 +271,7 @@ def test_compiled_fused_block_matches_eager(channels_last, fresh_dynamo):
     x = torch.rand(4, 2, 2, 8, 8) * 2
     eager = copy.deepcopy(model)
     out = eager(x)
-    assert generated_channels_last(out) == channels_last
+    assert is_channels_last(out) == channels_last
     out.sum().backward()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     out2 = compiled(x)
@@ -372,8 +373,6 @@ def _channels_last_runs(monkeypatch) -> list:
 def test_channels_last_blocks_match_unfused_for_every_family(name, monkeypatch):
     """A network with channels-last convolutions feeds the blocks channels-last memory: they run
     in that order (no copy) and give the layers' results, and their output stays channels-last."""
-    from spikelab.kernels.generated import channels_last
-
     runs = _channels_last_runs(monkeypatch)
     torch.manual_seed(0)
     model = L.Sequential(L.Conv2d(2, 4, 3, padding=1), L.BatchNorm2d(4), FAMILIES[name](), L.AvgPool2d(2)).double()
@@ -385,15 +384,13 @@ def test_channels_last_blocks_match_unfused_for_every_family(name, monkeypatch):
     fused, plain = _pair(model, x)
     # escape noise draws by the neuron's index in [B, C, H, W] order: that family takes a copy
     assert runs == [name != "ProbabilisticLIF"]
-    assert channels_last(fused[0]) == (name != "ProbabilisticLIF") and fused[0].abs().sum() > 0
+    assert is_channels_last(fused[0]) == (name != "ProbabilisticLIF") and fused[0].abs().sum() > 0
     _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("bn,pool", [(True, None), (False, "sum"), (True, (3, 2)), (True, (2, 3)), (False, (3, 3))])
 def test_channels_last_block_variants(bn, pool, monkeypatch):
     """Every window shape the interleaved pooling distinguishes (2x2 has a loop of its own)."""
-    from spikelab.kernels.generated import channels_last
-
     runs = _channels_last_runs(monkeypatch)
     torch.manual_seed(3)
     layers = [L.Conv2d(3, 5, 3, padding=1, bias=False)] + ([L.BatchNorm2d(5)] if bn else [])
@@ -402,7 +399,7 @@ def test_channels_last_block_variants(bn, pool, monkeypatch):
     model = L.Sequential(*layers).double().to(memory_format=torch.channels_last)
     x = _input((4, 3, 3, 9, 10), torch.float64, seed=4)
     fused, plain = _pair(model, x)
-    assert runs == [True] and channels_last(fused[0])
+    assert runs == [True] and is_channels_last(fused[0])
     _assert_same(fused, plain, rtol=1e-9, atol=1e-10)
 
 
@@ -416,7 +413,7 @@ def test_channels_last_input_on_the_triton_kernels_runs_in_the_usual_order(monke
     torch.manual_seed(7)
     model = L.Sequential(L.BatchNorm2d(3), sl.LIF(beta=0.6, backend="triton"), L.AvgPool2d(2)).double()
     x = _input((4, 2, 3, 6, 6), torch.float64).permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-    assert generated.channels_last(x)
+    assert is_channels_last(x)
     with generated.cpu_kernels("triton"):
         fused, plain = _pair(model, x)
     assert runs == [False]
@@ -474,7 +471,7 @@ def test_channels_last_block_states_and_many_tasks_match_nchw(pool):
         xi = (x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3) if cl else x.clone()).requires_grad_(True)
         si = [s.clone().requires_grad_(True) for s in states]
         out, new, stats = impl(xi, *si, *params, *neuron._extra_inputs(xi), block=block, **options)
-        assert generated_channels_last(out) == cl
+        assert is_channels_last(out) == cl
         loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)).sum()
         loss = loss + sum((n * (k + 1)).sum() for k, n in enumerate(new))
         loss.backward()
@@ -484,9 +481,3 @@ def test_channels_last_block_states_and_many_tasks_match_nchw(pool):
     torch.testing.assert_close(out, out2, rtol=1e-9, atol=1e-10)
     for a, b in zip(new + ds + list(stats) + [dx], new2 + ds2 + list(stats2) + [dx2]):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
-
-
-def generated_channels_last(t: torch.Tensor) -> bool:
-    from spikelab.kernels.generated import channels_last
-
-    return channels_last(t)
