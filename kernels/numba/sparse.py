@@ -1,0 +1,136 @@
+"""Sparse-input matrix products on CPU: ``x @ w.T`` and its weight gradient when most of ``x``
+is zero (spikes, 5-20 % of them ones), visiting only the nonzeros.
+
+``x`` ``[R, K]`` is first listed row by row (CSR: ``ptr``, column ``idx``, value ``val``); the
+values are kept, so any input gives the dense product's result, within float rounding. The
+weight travels packed in tiles of ``TILE`` output columns, ``wp[t, k, u] = w[t * TILE + u, k]``
+(zero-padded): a tile's rows then lie next to each other in memory, where the rows of a plain
+``w.T`` sit a page apart and evict each other from the L2 cache (measured: 1.6x slower). A
+task owns one tile, so the tile stays in L2 while it sweeps the rows, and an inner loop over a
+tile's ``TILE`` columns vectorises.
+
+Measured, 2 threads, ``[3200, 1024] @ [1024, 1024]`` float32: MKL's dense product 41 ms; this
+product 6 ms at 5 % density, 18 ms at 15 %, 35-40 ms at 30 %; the weight gradient 12 ms and
+27 ms against 45 ms. Above about 20 % density the dense product wins (the caller checks).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import prange
+
+from spikelab.kernels.numba.common import NoAliasCompiler
+
+TILE = 64  # output columns per task: one weight tile (K x 64 floats) fits the L2 cache
+ROW_BLOCK = 512  # rows per forward task, so narrow outputs still use every thread
+FILL_BLOCK = 64  # rows per task listing the nonzeros
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def row_counts(x, ptr):
+    """``ptr[r + 1]`` = nonzeros in row ``r`` of ``x`` (``ptr[0]`` is left as it is)."""
+    R, K = x.shape
+    nblocks = (R + ROW_BLOCK - 1) // ROW_BLOCK
+    for b in prange(nblocks):
+        for r in range(b * ROW_BLOCK, min(R, (b + 1) * ROW_BLOCK)):
+            row = x[r]
+            c = 0
+            for k in range(K):
+                c += row[k] != 0
+            ptr[r + 1] = c
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def fill_rows(x, ptr, idx, val):
+    """The nonzeros of ``x`` row by row: columns into ``idx``, values into ``val``, row ``r``
+    at ``ptr[r]:ptr[r + 1]`` (``ptr`` the running sum of :func:`row_counts`).
+
+    Branch-free: every element is written at the next free place, which only a nonzero
+    advances (2x faster than a branch at 15 % density, measured). That writes one element past
+    a row's end, the next row's first place, which the same task then overwrites; the last row
+    of a task takes the branch instead, so no write crosses into another task's rows."""
+    R, K = x.shape
+    nblocks = (R + FILL_BLOCK - 1) // FILL_BLOCK
+    for b in prange(nblocks):
+        r1 = min(R, (b + 1) * FILL_BLOCK)
+        for r in range(b * FILL_BLOCK, r1):
+            row = x[r]
+            p = ptr[r]
+            if r == r1 - 1:
+                for k in range(K):
+                    v = row[k]
+                    if v != 0:
+                        idx[p] = k
+                        val[p] = v
+                        p += 1
+            else:
+                for k in range(K):
+                    v = row[k]
+                    idx[p] = k
+                    val[p] = v
+                    p += v != 0
+
+
+@nb.njit(cache=True, nogil=True, pipeline_class=NoAliasCompiler, fastmath={"contract"})
+def _product_tile(ptr, idx, val, wt, y, c0, r0, r1, acc):
+    """Rows ``r0:r1`` of ``y[:, c0:c0 + w]`` from one packed weight tile ``wt`` ``[K, TILE]``."""
+    w = min(TILE, y.shape[1] - c0)
+    for r in range(r0, r1):
+        for u in range(TILE):
+            acc[u] = 0
+        for p in range(ptr[r], ptr[r + 1]):
+            v = val[p]
+            row = wt[idx[p]]
+            for u in range(TILE):
+                acc[u] += v * row[u]
+        out = y[r]
+        for u in range(w):
+            out[c0 + u] = acc[u]
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def product(ptr, idx, val, wp, y):
+    """``y = x @ w.T`` from ``x``'s nonzeros and the packed weight ``wp`` ``[tiles, K, TILE]``."""
+    R = y.shape[0]
+    ntiles = wp.shape[0]
+    nblocks = (R + ROW_BLOCK - 1) // ROW_BLOCK
+    for task in prange(ntiles * nblocks):
+        t = task // nblocks
+        b = task % nblocks
+        acc = np.empty(TILE, y.dtype)
+        _product_tile(ptr, idx, val, wp[t], y, t * TILE, b * ROW_BLOCK, min(R, (b + 1) * ROW_BLOCK), acc)
+
+
+@nb.njit(cache=True, nogil=True, pipeline_class=NoAliasCompiler, fastmath={"contract"})
+def _weight_grad_tile(ptr, idx, val, g, c0, out):
+    """``out[k, u] = sum_r x[r, k] * g[r, c0 + u]`` for one tile ``out`` ``[K, TILE]``."""
+    R = g.shape[0]
+    w = min(TILE, g.shape[1] - c0)
+    if w == TILE:  # a full tile: the constant trip count unrolls and vectorises
+        for r in range(R):
+            gr = g[r, c0:c0 + TILE]
+            for p in range(ptr[r], ptr[r + 1]):
+                v = val[p]
+                row = out[idx[p]]
+                for u in range(TILE):
+                    row[u] += v * gr[u]
+    else:
+        for r in range(R):
+            gr = g[r, c0:c0 + w]
+            for p in range(ptr[r], ptr[r + 1]):
+                v = val[p]
+                row = out[idx[p]]
+                for u in range(w):
+                    row[u] += v * gr[u]
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def weight_grad(ptr, idx, val, g, out):
+    """The weight gradient ``g.T @ x``, packed like the weight: ``out`` ``[tiles, K, TILE]``,
+    zero on entry."""
+    for t in prange(out.shape[0]):
+        _weight_grad_tile(ptr, idx, val, g, t * TILE, out[t])
+
+
+__all__ = ["TILE", "row_counts", "fill_rows", "product", "weight_grad"]

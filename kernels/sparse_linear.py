@@ -1,0 +1,189 @@
+"""A linear layer that visits only the nonzero inputs: ``F.linear`` for spike inputs on CPU.
+
+Behind a spiking neuron a linear layer's input is mostly zeros (5-20 % spikes in trained
+networks). :func:`linear` lists the nonzeros (:mod:`spikelab.kernels.numba.sparse`) and, where
+they are few enough to pay, computes the product and the weight gradient from that list; the
+input gradient ``grad_y @ w`` is dense whatever ``x`` is and stays with torch's GEMM. Autograd
+keeps the nonzero list instead of ``x`` (8 bytes per nonzero against 4 per element), and the
+weight (as ``F.linear`` does).
+
+Anything else runs ``F.linear`` unchanged: inputs too dense to pay (:func:`relative_cost`), small
+products, other devices and dtypes, and every traced, compiled or intercepted call. The values
+are the dense product's within float rounding (the sums run in another order).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# When the sparse path pays, from a cost model measured on 2 threads ([3200, 1024] x 1024-wide
+# outputs, float32), in units of the dense GEMM's time per multiply-add: each nonzero input
+# costs PRODUCT_COST per (padded) output column, each input element SCAN_COST to list the
+# nonzeros, each weight element PACK_COST / rows to pack (not when the packed weight is cached).
+PRODUCT_COST = 3.2
+SCAN_COST = 66.0
+PACK_COST = 136.0
+MARGIN = 0.8  # take the sparse path only where the model says it costs under 80 % of dense
+MIN_WORK = 1 << 22  # rows x in x out below this: the dense product takes well under a millisecond
+_DTYPES = (torch.float32, torch.float64)
+_PACKED: dict[int, tuple] = {}  # id(weight) -> (weak reference, cache key, packed weight)
+
+
+def relative_cost(density: float, rows: int, n_out: int, packed: bool = False) -> float:
+    """The sparse path's modelled time over the dense GEMM's for ``rows`` inputs of this
+    ``density`` and ``n_out`` outputs (``packed``: the packed weight is cached)."""
+    from spikelab.kernels.numba.sparse import TILE
+
+    padded = -(-n_out // TILE) * TILE
+    cost = density * PRODUCT_COST * padded / n_out + SCAN_COST / n_out
+    return cost if packed else cost + PACK_COST / rows
+
+
+def _eligible(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
+    from spikelab.kernels.generated import _untraced
+
+    tensors = [weight] if bias is None else [weight, bias]
+    if x.device.type != "cpu" or x.dtype not in _DTYPES or x.dim() < 2:
+        return False
+    if any(t.device.type != "cpu" or t.dtype != x.dtype for t in tensors) or weight.dim() != 2:
+        return False
+    if x.shape[-1] != weight.shape[1] or x.numel() * weight.shape[0] < MIN_WORK:
+        return False
+    return _untraced(x, tensors)
+
+
+def _nonzeros(x2: Tensor, n_out: int, packed: bool) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The row-wise nonzero list of ``x2`` ``[R, K]``, or ``None`` where it would not pay for
+    ``n_out`` outputs (:func:`relative_cost`)."""
+    from spikelab.kernels.numba.sparse import fill_rows, row_counts
+
+    R, K = x2.shape
+    if relative_cost(0.0, R, n_out, packed) > MARGIN:
+        return None  # too few outputs (or rows) to pay even for an all-zero input
+    xn = x2.detach().numpy()
+    ptr = np.zeros(R + 1, np.int64)
+    row_counts(xn, ptr)
+    np.cumsum(ptr, out=ptr)
+    nnz = int(ptr[-1])
+    if relative_cost(nnz / (R * K), R, n_out, packed) > MARGIN:
+        return None
+    idx = np.empty(nnz, np.int32)
+    val = np.empty(nnz, xn.dtype)
+    fill_rows(xn, ptr, idx, val)
+    return ptr, idx, val
+
+
+def _pack(weight: Tensor) -> np.ndarray:
+    """``weight`` ``[N, K]`` as column tiles ``[tiles, K, TILE]``, zero-padded."""
+    from spikelab.kernels.numba.sparse import TILE
+
+    n, k = weight.shape
+    tiles = -(-n // TILE)
+    w = weight.detach()
+    if tiles * TILE != n:
+        w = F.pad(w, (0, 0, 0, tiles * TILE - n))
+    return w.reshape(tiles, TILE, k).transpose(1, 2).contiguous().numpy()
+
+
+def _cache_key(weight: Tensor) -> tuple:
+    """What identifies a weight's values: storage, version counter (every in-place write bumps
+    it), shape, strides, dtype."""
+    return (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride(), weight.dtype)
+
+
+def _cached_pack(weight: Tensor) -> Optional[np.ndarray]:
+    entry = _PACKED.get(id(weight))
+    if entry is None or entry[0]() is not weight or entry[1] != _cache_key(weight):
+        return None
+    return entry[2]
+
+
+def _remember(weight: Tensor, wp: np.ndarray) -> None:
+    """Keep ``wp`` while ``weight`` lives (keyed by identity: a tensor's ``==`` is elementwise,
+    so tensors cannot be dictionary keys)."""
+    wid = id(weight)
+
+    def forget(ref: weakref.ref) -> None:
+        entry = _PACKED.get(wid)
+        if entry is not None and entry[0] is ref:
+            del _PACKED[wid]
+
+    _PACKED[wid] = (weakref.ref(weight, forget), _cache_key(weight), wp)
+
+
+def _packed(weight: Tensor, cache: bool) -> np.ndarray:
+    """The packed weight; ``cache``: keep it for later calls while the weight is unchanged
+    (inference: one weight, many batches; training changes it every step)."""
+    wp = _cached_pack(weight)
+    if wp is None:
+        wp = _pack(weight)
+        if cache:
+            _remember(weight, wp)
+    return wp
+
+
+def _product(rows: tuple, weight: Tensor, bias: Optional[Tensor], nrows: int, cache: bool) -> Tensor:
+    from spikelab.kernels.numba.sparse import product
+
+    y = torch.empty(nrows, weight.shape[0], dtype=weight.dtype)
+    product(*rows, _packed(weight, cache), y.numpy())
+    if bias is not None:
+        y += bias.detach()
+    return y
+
+
+def _weight_grad(rows: tuple, grad_y: Tensor, k: int) -> Tensor:
+    from spikelab.kernels.numba.sparse import TILE, weight_grad
+
+    n = grad_y.shape[1]
+    tiles = -(-n // TILE)
+    out = torch.zeros(tiles, k, TILE, dtype=grad_y.dtype)
+    weight_grad(*rows, grad_y.numpy(), out.numpy())
+    return out.transpose(1, 2).reshape(tiles * TILE, k)[:n].contiguous()
+
+
+class SparseLinear(torch.autograd.Function):
+    """``F.linear`` on a 2-D ``x`` given as its nonzero list; backward from the same list."""
+
+    @staticmethod
+    def forward(ctx, x2: Tensor, weight: Tensor, bias: Optional[Tensor], rows: tuple) -> Tensor:
+        ctx.rows, ctx.k, ctx.has_bias = rows, x2.shape[1], bias is not None
+        ctx.save_for_backward(weight)
+        return _product(rows, weight, bias, x2.shape[0], cache=False)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: Tensor):
+        (weight,) = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        gx = grad_y @ weight if ctx.needs_input_grad[0] else None
+        gw = _weight_grad(ctx.rows, grad_y, ctx.k) if ctx.needs_input_grad[1] else None
+        gb = grad_y.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None
+
+
+def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``F.linear(x, weight, bias)``, through the sparse kernels where ``x`` is sparse enough."""
+    if not _eligible(x, weight, bias):
+        return F.linear(x, weight, bias)
+    x2 = x.reshape(-1, x.shape[-1])
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
+    record = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    rows = _nonzeros(x2, weight.shape[0], packed=not record and _cached_pack(weight) is not None)
+    if rows is None:
+        return F.linear(x, weight, bias)
+    if record:
+        y = SparseLinear.apply(x2, weight, bias, rows)
+    else:
+        y = _product(rows, weight, bias, x2.shape[0], cache=True)
+    return y if x.dim() == 2 else y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+__all__ = ["SparseLinear", "linear", "relative_cost"]

@@ -1,0 +1,261 @@
+"""spikelab.kernels.sparse_linear: the sparse-input product gives F.linear's values and gradients
+(float32 and float64, every output width, graded and signed inputs, empty rows, NaN), takes the
+dense path where it would not pay or cannot run, and its packed-weight cache never serves a stale
+weight; spikelab.layers.Linear uses it."""
+
+from __future__ import annotations
+
+import gc
+import re
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import spikelab.layers as L
+from spikelab.kernels import sparse_linear as S
+from spikelab.kernels.numba import sparse as K
+
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-4), torch.float64: dict(rtol=1e-12, atol=1e-11)}
+
+
+@pytest.fixture
+def sparse_calls(monkeypatch) -> list:
+    """Counts the sparse products (forward and no-grad) that ran."""
+    calls = []
+    real = S._product
+    monkeypatch.setattr(S, "_product", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    return calls
+
+
+@pytest.fixture
+def always_sparse(monkeypatch):
+    """The cost model out of the way: every eligible input takes the sparse path."""
+    monkeypatch.setattr(S, "MARGIN", float("inf"))
+    monkeypatch.setattr(S, "MIN_WORK", 0)
+
+
+def _spikes(shape, density, dtype=torch.float32, graded=False) -> torch.Tensor:
+    x = (torch.rand(shape) < density).to(dtype)
+    return x * torch.randn(shape, dtype=dtype) if graded else x
+
+
+def _against_dense(x, weight, bias, dtype):
+    """Values and every gradient of S.linear against F.linear on copies of the same tensors."""
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (x, weight, bias)]
+    copies = [t.detach().clone().requires_grad_() if t is not None else None for t in (x, weight, bias)]
+    ours = S.linear(*leaves)
+    theirs = F.linear(*copies)
+    assert ours.dtype == dtype and ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, **TOL[dtype])
+    g = torch.randn_like(theirs)
+    ours.backward(g)
+    theirs.backward(g)
+    for a, b in zip(leaves, copies):
+        if a is not None:
+            assert a.grad.dtype == dtype
+            torch.testing.assert_close(a.grad, b.grad, **TOL[dtype])
+    return ours
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows, k, n, density, graded", [
+    (3200, 1024, 1024, 0.15, False),  # the deep MLP's hidden layer
+    (600, 700, 1000, 0.05, True),  # a partial last tile (1000 = 15 * 64 + 40), graded values
+    (513, 129, 64, 0.2, True),  # one tile; rows not a multiple of any block
+    (300, 70, 20, 0.1, False),  # narrower than one tile: all padding
+    (1100, 300, 130, 0.02, True),  # many empty rows
+])
+def test_matches_f_linear_values_and_gradients(always_sparse, sparse_calls, dtype, rows, k, n, density, graded):
+    x = _spikes((rows, k), density, dtype, graded)
+    weight = torch.randn(n, k, dtype=dtype) / k ** 0.5
+    bias = torch.randn(n, dtype=dtype)
+    y = _against_dense(x, weight, bias, dtype)
+    assert sparse_calls == [rows]
+    assert type(y.grad_fn).__name__ == "SparseLinearBackward"
+
+
+def test_no_bias_and_partial_gradients(always_sparse, sparse_calls):
+    x = _spikes((400, 256), 0.1)
+    weight = torch.randn(96, 256)
+    _against_dense(x, weight, None, torch.float32)
+    frozen = weight.clone()  # only the input wants gradients (a frozen layer) ...
+    xi = x.clone().requires_grad_()
+    S.linear(xi, frozen).sum().backward()
+    torch.testing.assert_close(xi.grad, torch.ones(400, 96) @ frozen)
+    wi = weight.clone().requires_grad_()  # ... and only the weight (the first layer)
+    S.linear(x, wi).sum().backward()
+    torch.testing.assert_close(wi.grad, torch.ones(400, 96).t() @ x, rtol=1e-5, atol=1e-4)
+    assert len(sparse_calls) == 3
+
+
+def test_leading_dimensions_and_strided_input(always_sparse, sparse_calls):
+    x = _spikes((20, 16, 200), 0.1).requires_grad_()  # [T, B, features]
+    weight = torch.randn(128, 200, requires_grad=True)
+    y = S.linear(x, weight)
+    assert y.shape == (20, 16, 128)
+    torch.testing.assert_close(y, F.linear(x, weight), rtol=1e-5, atol=1e-4)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones(20, 16, 128) @ weight.detach())
+    xt = _spikes((200, 320), 0.1).t()  # not contiguous
+    torch.testing.assert_close(S.linear(xt, weight.detach()), F.linear(xt, weight.detach()), rtol=1e-5, atol=1e-4)
+    assert len(sparse_calls) == 2
+
+
+def test_all_zero_input_gives_the_bias(always_sparse, sparse_calls):
+    weight, bias = torch.randn(128, 300), torch.randn(128)
+    x = torch.zeros(500, 300, requires_grad=True)
+    y = S.linear(x, weight.requires_grad_(), bias.requires_grad_())
+    assert torch.equal(y, bias.detach().expand(500, 128))
+    y.sum().backward()
+    assert torch.equal(weight.grad, torch.zeros(128, 300))
+    torch.testing.assert_close(x.grad, torch.ones(500, 128) @ weight.detach())
+    assert sparse_calls == [500]
+
+
+def test_nan_and_inf_inputs_spread_as_in_the_dense_product(always_sparse):
+    x = _spikes((300, 200), 0.1)
+    x[7, 3], x[11, 5] = float("nan"), float("inf")
+    weight = torch.randn(128, 200)
+    ours, theirs = S.linear(x, weight), F.linear(x, weight)
+    assert torch.equal(ours.isnan(), theirs.isnan()) and torch.equal(ours.isinf(), theirs.isinf())
+    assert ours[7].isnan().all() and not ours[6].isnan().any()
+    finite = theirs.isfinite()
+    torch.testing.assert_close(ours[finite], theirs[finite], rtol=1e-5, atol=1e-4)
+
+
+# ----- when the sparse path runs ------------------------------------------------------------------
+
+def test_the_cost_model_sends_dense_and_narrow_inputs_to_torch(sparse_calls):
+    weight = torch.randn(1024, 1024)
+    with torch.no_grad():
+        S.linear(_spikes((3200, 1024), 0.1), weight)  # sparse, wide: pays
+        assert sparse_calls == [3200]
+        S.linear(_spikes((3200, 1024), 0.5), weight)  # half the inputs nonzero: dense
+        S.linear(torch.randn(3200, 1024), weight)  # analog input: dense
+        S.linear(_spikes((3200, 1024), 0.1), torch.randn(20, 1024))  # a 20-class readout: dense
+        S.linear(_spikes((8, 64), 0.1), torch.randn(128, 64))  # too small to matter
+    assert sparse_calls == [3200]
+    assert S.relative_cost(0.05, 3200, 1024) < S.relative_cost(0.15, 3200, 1024) < S.MARGIN
+    assert S.relative_cost(0.15, 3200, 1024, packed=True) < S.relative_cost(0.15, 3200, 1024)
+    assert S.relative_cost(0.0, 3200, 20) > S.MARGIN  # a narrow layer never pays
+
+
+@pytest.mark.parametrize("case", ["half", "mixed dtypes", "integer", "1-D", "3-D weight"])
+def test_inputs_it_cannot_take_run_f_linear_unchanged(always_sparse, sparse_calls, case):
+    x, weight = _spikes((300, 200), 0.1), torch.randn(128, 200)
+    if case == "half":
+        x, weight = x.half(), weight.half()
+    elif case == "mixed dtypes":
+        x = x.double()
+    elif case == "integer":
+        x = x.long()
+    elif case == "1-D":
+        x = x[0]
+    else:
+        weight = weight[None]
+    try:
+        expected = F.linear(x, weight)
+    except RuntimeError as error:  # torch's own error, raised by torch
+        with pytest.raises(RuntimeError, match=re.escape(str(error)[:30])):
+            S.linear(x, weight)
+    else:
+        assert torch.equal(S.linear(x, weight), expected)
+    assert sparse_calls == []
+
+
+def test_traced_and_transformed_calls_use_torch(always_sparse, sparse_calls, fresh_dynamo):
+    layer = L.Linear(200, 128)
+    x = _spikes((10, 30, 200), 0.1)
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), layer(x), rtol=1e-5, atol=1e-4)
+    assert sparse_calls == [300]  # the eager call only
+    batched = torch.func.vmap(lambda xi: S.linear(xi, layer.weight, layer.bias))(x)
+    torch.testing.assert_close(batched, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-4)
+    assert sparse_calls == [300]
+
+
+def test_double_backward_is_refused_not_wrong(always_sparse):
+    x = _spikes((300, 200), 0.1).requires_grad_()
+    weight = torch.randn(128, 200, requires_grad=True)
+    (gx,) = torch.autograd.grad(S.linear(x, weight).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|twice"):
+        gx.sum().backward()
+
+
+# ----- the packed-weight cache --------------------------------------------------------------------
+
+def test_packed_weights_are_reused_only_while_unchanged(always_sparse, monkeypatch):
+    packs = []
+    real = S._pack
+    monkeypatch.setattr(S, "_pack", lambda w: packs.append(1) or real(w))
+    weight = torch.randn(128, 200)
+    x = _spikes((300, 200), 0.1)
+    with torch.no_grad():
+        first = S.linear(x, weight)
+        assert torch.equal(S.linear(x, weight), first) and len(packs) == 1  # cached
+        weight.mul_(2)  # in place: the version counter moves
+        torch.testing.assert_close(S.linear(x, weight), 2 * first, rtol=1e-5, atol=1e-4)
+        assert len(packs) == 2
+        weight.data = torch.randn(128, 200)  # new storage
+        torch.testing.assert_close(S.linear(x, weight), F.linear(x, weight), rtol=1e-5, atol=1e-4)
+        assert len(packs) == 3
+    w = weight.clone().requires_grad_()  # recorded calls (training) never cache
+    S.linear(x, w)
+    S.linear(x, w)
+    assert len(packs) == 5 and id(w) not in S._PACKED
+
+
+def test_the_cache_lets_go_of_dead_weights(always_sparse):
+    with torch.no_grad():
+        weight = torch.randn(128, 200)
+        S.linear(_spikes((300, 200), 0.1), weight)
+        key = id(weight)
+        assert key in S._PACKED
+        del weight
+        gc.collect()
+    assert key not in S._PACKED
+
+
+# ----- the kernels on their own -------------------------------------------------------------------
+
+def test_nonzero_lists_are_exact(always_sparse):
+    x = _spikes((300, 77), 0.3, graded=True)
+    x[5] = 0  # an empty row inside a task, and rows ending a task (64 rows each)
+    x[63, -1] = 1.5
+    ptr, idx, val = S._nonzeros(x, 1024, packed=True)
+    for r in range(300):
+        cols = torch.nonzero(x[r]).flatten()
+        assert ptr[r + 1] - ptr[r] == len(cols)
+        assert idx[ptr[r]:ptr[r + 1]].tolist() == cols.tolist()
+        assert val[ptr[r]:ptr[r + 1]].tolist() == x[r, cols].tolist()
+
+
+def test_weight_gradient_kernel_partial_tile():
+    x = _spikes((200, 50), 0.2, graded=True)
+    g = torch.randn(200, K.TILE + 7)
+    rows = S._nonzeros(x, 10 ** 6, packed=True)
+    torch.testing.assert_close(S._weight_grad(rows, g, 50), g.t() @ x, rtol=1e-5, atol=1e-4)
+
+
+# ----- the layer ----------------------------------------------------------------------------------
+
+def test_layer_matches_its_dense_twin_and_keeps_its_state_dict(sparse_calls):
+    layer = L.Linear(1024, 512)
+    dense = L.Linear(1024, 512, sparse_input=False)
+    dense.load_state_dict(layer.state_dict())
+    assert layer.state_dict().keys() == dense.state_dict().keys() == {"weight", "bias"}
+    assert "sparse_input=False" in repr(dense) and "sparse_input" not in repr(layer)
+    x = _spikes((25, 32, 1024), 0.1)
+    torch.testing.assert_close(layer(x), dense(x), rtol=1e-5, atol=1e-4)
+    assert sparse_calls == [800]
+    layer(x).square().mean().backward()
+    dense(x).square().mean().backward()
+    torch.testing.assert_close(layer.weight.grad, dense.weight.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.bias.grad, dense.bias.grad, rtol=1e-5, atol=1e-6)
+    assert len(sparse_calls) == 2
+    with torch.no_grad():  # single steps for streaming take the same path
+        torch.testing.assert_close(layer.step(x[0].repeat(4, 1)), dense.step(x[0].repeat(4, 1)),
+                                   rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="Linear input"):
+        layer(torch.zeros(3, 1024))
