@@ -14,7 +14,6 @@ are the dense product's within float rounding (the sums run in another order).
 
 from __future__ import annotations
 
-import weakref
 from typing import Optional
 
 import numpy as np
@@ -25,53 +24,54 @@ from torch import Tensor
 # When the sparse path pays, from a cost model measured on 2 threads ([3200, 1024] x 1024-wide
 # outputs, float32), in units of the dense GEMM's time per multiply-add: each nonzero input
 # costs PRODUCT_COST per (padded) output column, each input element SCAN_COST to list the
-# nonzeros, each weight element PACK_COST / rows to pack (not when the packed weight is cached).
+# nonzeros, each weight element PACK_COST / rows to pack.
 PRODUCT_COST = 3.2
 SCAN_COST = 66.0
 PACK_COST = 136.0
 MARGIN = 0.8  # take the sparse path only where the model says it costs under 80 % of dense
 MIN_WORK = 1 << 22  # rows x in x out below this: the dense product takes well under a millisecond
 _DTYPES = (torch.float32, torch.float64)
-_PACKED: dict[int, tuple] = {}  # id(weight) -> (weak reference, cache key, packed weight)
 
 
-def relative_cost(density: float, rows: int, n_out: int, packed: bool = False) -> float:
+def relative_cost(density: float, rows: int, n_out: int) -> float:
     """The sparse path's modelled time over the dense GEMM's for ``rows`` inputs of this
-    ``density`` and ``n_out`` outputs (``packed``: the packed weight is cached)."""
+    ``density`` and ``n_out`` outputs."""
     from spikelab.kernels.numba.sparse import TILE
 
     padded = -(-n_out // TILE) * TILE
-    cost = density * PRODUCT_COST * padded / n_out + SCAN_COST / n_out
-    return cost if packed else cost + PACK_COST / rows
+    return density * PRODUCT_COST * padded / n_out + SCAN_COST / n_out + PACK_COST / rows
 
 
 def _eligible(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
     from spikelab.kernels.generated import _untraced
 
     tensors = [weight] if bias is None else [weight, bias]
-    if x.device.type != "cpu" or x.dtype not in _DTYPES or x.dim() < 2:
+    if x.device.type != "cpu" or not _untraced(x, tensors) or torch.is_autocast_enabled("cpu"):
+        return False  # autocast: F.linear casts to its dtype
+    if x.dtype not in _DTYPES or x.dim() < 2 or weight.dim() != 2 or (bias is not None and bias.dim() != 1):
         return False
-    if any(t.device.type != "cpu" or t.dtype != x.dtype for t in tensors) or weight.dim() != 2:
+    if any(t.device.type != "cpu" or t.dtype != x.dtype for t in tensors):
         return False
-    if x.shape[-1] != weight.shape[1] or x.numel() * weight.shape[0] < MIN_WORK:
+    n, k = weight.shape
+    if x.shape[-1] != k or (bias is not None and bias.shape[0] != n) or min(n, k) == 0:
         return False
-    return _untraced(x, tensors)
+    return x.numel() * n >= MIN_WORK and x.numel() > 0
 
 
-def _nonzeros(x2: Tensor, n_out: int, packed: bool) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _nonzeros(x2: Tensor, n_out: int) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The row-wise nonzero list of ``x2`` ``[R, K]``, or ``None`` where it would not pay for
     ``n_out`` outputs (:func:`relative_cost`)."""
     from spikelab.kernels.numba.sparse import fill_rows, row_counts
 
     R, K = x2.shape
-    if relative_cost(0.0, R, n_out, packed) > MARGIN:
+    if relative_cost(0.0, R, n_out) > MARGIN:
         return None  # too few outputs (or rows) to pay even for an all-zero input
     xn = x2.detach().numpy()
     ptr = np.zeros(R + 1, np.int64)
     row_counts(xn, ptr)
     np.cumsum(ptr, out=ptr)
     nnz = int(ptr[-1])
-    if relative_cost(nnz / (R * K), R, n_out, packed) > MARGIN:
+    if relative_cost(nnz / (R * K), R, n_out) > MARGIN:
         return None
     idx = np.empty(nnz, np.int32)
     val = np.empty(nnz, xn.dtype)
@@ -91,48 +91,11 @@ def _pack(weight: Tensor) -> np.ndarray:
     return w.reshape(tiles, TILE, k).transpose(1, 2).contiguous().numpy()
 
 
-def _cache_key(weight: Tensor) -> tuple:
-    """What identifies a weight's values: storage, version counter (every in-place write bumps
-    it), shape, strides, dtype."""
-    return (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride(), weight.dtype)
-
-
-def _cached_pack(weight: Tensor) -> Optional[np.ndarray]:
-    entry = _PACKED.get(id(weight))
-    if entry is None or entry[0]() is not weight or entry[1] != _cache_key(weight):
-        return None
-    return entry[2]
-
-
-def _remember(weight: Tensor, wp: np.ndarray) -> None:
-    """Keep ``wp`` while ``weight`` lives (keyed by identity: a tensor's ``==`` is elementwise,
-    so tensors cannot be dictionary keys)."""
-    wid = id(weight)
-
-    def forget(ref: weakref.ref) -> None:
-        entry = _PACKED.get(wid)
-        if entry is not None and entry[0] is ref:
-            del _PACKED[wid]
-
-    _PACKED[wid] = (weakref.ref(weight, forget), _cache_key(weight), wp)
-
-
-def _packed(weight: Tensor, cache: bool) -> np.ndarray:
-    """The packed weight; ``cache``: keep it for later calls while the weight is unchanged
-    (inference: one weight, many batches; training changes it every step)."""
-    wp = _cached_pack(weight)
-    if wp is None:
-        wp = _pack(weight)
-        if cache:
-            _remember(weight, wp)
-    return wp
-
-
-def _product(rows: tuple, weight: Tensor, bias: Optional[Tensor], nrows: int, cache: bool) -> Tensor:
+def _product(rows: tuple, weight: Tensor, bias: Optional[Tensor], nrows: int) -> Tensor:
     from spikelab.kernels.numba.sparse import product
 
     y = torch.empty(nrows, weight.shape[0], dtype=weight.dtype)
-    product(*rows, _packed(weight, cache), y.numpy())
+    product(*rows, _pack(weight), y.numpy())
     if bias is not None:
         y += bias.detach()
     return y
@@ -153,17 +116,17 @@ class SparseLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x2: Tensor, weight: Tensor, bias: Optional[Tensor], rows: tuple) -> Tensor:
-        ctx.rows, ctx.k, ctx.has_bias = rows, x2.shape[1], bias is not None
-        ctx.save_for_backward(weight)
-        return _product(rows, weight, bias, x2.shape[0], cache=False)
+        ctx.k, ctx.has_bias = x2.shape[1], bias is not None
+        ctx.save_for_backward(weight, *(torch.from_numpy(a) for a in rows))  # freed after backward
+        return _product(rows, weight, bias, x2.shape[0])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y: Tensor):
-        (weight,) = ctx.saved_tensors
+        weight, *rows = ctx.saved_tensors
         grad_y = grad_y.contiguous()
         gx = grad_y @ weight if ctx.needs_input_grad[0] else None
-        gw = _weight_grad(ctx.rows, grad_y, ctx.k) if ctx.needs_input_grad[1] else None
+        gw = _weight_grad([a.numpy() for a in rows], grad_y, ctx.k) if ctx.needs_input_grad[1] else None
         gb = grad_y.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None
 
@@ -175,14 +138,13 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     x2 = x.reshape(-1, x.shape[-1])
     if not x2.is_contiguous():
         x2 = x2.contiguous()
-    record = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    rows = _nonzeros(x2, weight.shape[0], packed=not record and _cached_pack(weight) is not None)
+    rows = _nonzeros(x2, weight.shape[0])
     if rows is None:
         return F.linear(x, weight, bias)
-    if record:
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         y = SparseLinear.apply(x2, weight, bias, rows)
     else:
-        y = _product(rows, weight, bias, x2.shape[0], cache=True)
+        y = _product(rows, weight, bias, x2.shape[0])
     return y if x.dim() == 2 else y.reshape(*x.shape[:-1], weight.shape[0])
 
 

@@ -41,35 +41,43 @@ def row_counts(x, ptr):
             ptr[r + 1] = c
 
 
+@nb.njit(cache=True, nogil=True, pipeline_class=NoAliasCompiler)
+def _fill_task(x, ptr, idx, val, r0, r1):
+    """Rows ``r0:r1`` of :func:`fill_rows`: their places ``ptr[r0]:ptr[r1]`` and no other.
+
+    Branch-free where it is safe: every element is written at the next free place, which only
+    a nonzero advances (2x faster than a branch at 15 % density, measured). That also writes at
+    ``ptr[r + 1]``, the first place of the next row with a nonzero, which that row overwrites
+    later; a row with no nonzero after it in the task (its ``ptr[r + 1]`` is ``ptr[r1]``, the
+    next task's first place or the end of the list) takes the branch instead."""
+    K = x.shape[1]
+    end = ptr[r1]
+    for r in range(r0, r1):
+        row = x[r]
+        p = ptr[r]
+        if ptr[r + 1] == end:
+            for k in range(K):
+                v = row[k]
+                if v != 0:
+                    idx[p] = k
+                    val[p] = v
+                    p += 1
+        else:
+            for k in range(K):
+                v = row[k]
+                idx[p] = k
+                val[p] = v
+                p += v != 0
+
+
 @nb.njit(parallel=True, cache=True, nogil=True)
 def fill_rows(x, ptr, idx, val):
     """The nonzeros of ``x`` row by row: columns into ``idx``, values into ``val``, row ``r``
-    at ``ptr[r]:ptr[r + 1]`` (``ptr`` the running sum of :func:`row_counts`).
-
-    Branch-free: every element is written at the next free place, which only a nonzero
-    advances (2x faster than a branch at 15 % density, measured). That writes one element past
-    a row's end, the next row's first place, which the same task then overwrites; the last row
-    of a task takes the branch instead, so no write crosses into another task's rows."""
-    R, K = x.shape
+    at ``ptr[r]:ptr[r + 1]`` (``ptr`` the running sum of :func:`row_counts`)."""
+    R = x.shape[0]
     nblocks = (R + FILL_BLOCK - 1) // FILL_BLOCK
     for b in prange(nblocks):
-        r1 = min(R, (b + 1) * FILL_BLOCK)
-        for r in range(b * FILL_BLOCK, r1):
-            row = x[r]
-            p = ptr[r]
-            if r == r1 - 1:
-                for k in range(K):
-                    v = row[k]
-                    if v != 0:
-                        idx[p] = k
-                        val[p] = v
-                        p += 1
-            else:
-                for k in range(K):
-                    v = row[k]
-                    idx[p] = k
-                    val[p] = v
-                    p += v != 0
+        _fill_task(x, ptr, idx, val, b * FILL_BLOCK, min(R, (b + 1) * FILL_BLOCK))
 
 
 @nb.njit(cache=True, nogil=True, pipeline_class=NoAliasCompiler, fastmath={"contract"})
