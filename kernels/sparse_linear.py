@@ -27,7 +27,7 @@ from torch import Tensor
 # nonzeros, each weight element PACK_COST / rows to pack.
 PRODUCT_COST = 3.2
 SCAN_COST = 66.0
-PACK_COST = 136.0
+PACK_COST = 48.0
 MARGIN = 0.8  # take the sparse path only where the model says it costs under 80 % of dense
 MIN_WORK = 1 << 22  # rows x in x out below this: the dense product takes well under a millisecond
 _DTYPES = (torch.float32, torch.float64)
@@ -81,14 +81,12 @@ def _nonzeros(x2: Tensor, n_out: int) -> Optional[tuple[np.ndarray, np.ndarray, 
 
 def _pack(weight: Tensor) -> np.ndarray:
     """``weight`` ``[N, K]`` as column tiles ``[tiles, K, TILE]``, zero-padded."""
-    from spikelab.kernels.numba.sparse import TILE
+    from spikelab.kernels.numba.sparse import TILE, pack
 
     n, k = weight.shape
-    tiles = -(-n // TILE)
-    w = weight.detach()
-    if tiles * TILE != n:
-        w = F.pad(w, (0, 0, 0, tiles * TILE - n))
-    return w.reshape(tiles, TILE, k).transpose(1, 2).contiguous().numpy()
+    wp = torch.empty(-(-n // TILE), k, TILE, dtype=weight.dtype).numpy()
+    pack(weight.detach().numpy(), wp)
+    return wp
 
 
 def _product(rows: tuple, weight: Tensor, bias: Optional[Tensor], nrows: int) -> Tensor:

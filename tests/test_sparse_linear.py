@@ -158,8 +158,9 @@ def test_small_products_stay_dense(sparse_calls, monkeypatch):
     monkeypatch.setattr(S, "MARGIN", float("inf"))  # only MIN_WORK decides
     weight = torch.randn(256, 512)
     S.linear(_spikes((20, 512), 0.1), weight)  # 20 * 512 * 256 below MIN_WORK: dense
+    S.linear(_spikes((32, 512), 0.1), weight)  # exactly MIN_WORK
     S.linear(_spikes((40, 512), 0.1), weight)  # above it
-    assert sparse_calls == [40]
+    assert 32 * 512 * 256 == S.MIN_WORK and sparse_calls == [32, 40]
 
 
 @pytest.mark.parametrize("case", ["half", "mixed dtypes", "integer", "1-D", "3-D weight", "in_features",
@@ -267,10 +268,11 @@ def test_fill_tasks_in_any_order_write_only_their_own_places(order, rows):
 
 @pytest.mark.parametrize("rows, k, n", [(130, 9, 70), (64, 5, 64), (3, 4, 1), (600, 7, 130)])
 def test_kernels_run_as_python_stay_in_bounds_and_agree(monkeypatch, rows, k, n):
-    """The product and weight-gradient kernels as plain Python: an index past a tile, a row or
-    the list raises there (compiled, it would read or write whatever lies next to it)."""
-    for name in ("_fill_task", "_product_tile", "_weight_grad_tile"):
+    """The packing, product and weight-gradient kernels as plain Python: an index past a tile, a
+    row or the list raises there (compiled, it would read or write whatever lies next to it)."""
+    for name in ("_fill_task", "_product_tile", "_weight_grad_tile", "pack"):
         monkeypatch.setattr(K, name, getattr(K, name).py_func)
+    monkeypatch.setattr(K, "prange", lambda n: range(n - 1, -1, -1))  # tasks in reverse order
     x = _with_tail_of_empty_rows(rows, k)
     ptr, idx, val = _listed(x)
     K.fill_rows.py_func(x.numpy(), ptr, idx, val)

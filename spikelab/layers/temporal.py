@@ -52,9 +52,9 @@ class Linear(_Folded, nn.Linear):
     """``nn.Linear`` over ``[T, B, ..., in_features]``.
 
     ``sparse_input=True`` (the default): on CPU, an input that is mostly zeros (spikes from a
-    neuron layer: at most 20 % nonzero) runs through :func:`spikelab.kernels.sparse_linear.linear`,
-    which visits only the nonzero inputs in the product and the weight gradient (the demo's deep
-    MLP trains about 1.3x and infers 2x faster, measured); other inputs run ``F.linear``. The
+    neuron layer, up to about 20 % nonzero) runs through :func:`spikelab.kernels.sparse_linear.linear`,
+    which visits only the nonzero inputs in the product and the weight gradient, where its cost
+    model says that pays (wide layers; see docs/kernels.md); other inputs run ``F.linear``. The
     values are the same within float rounding; ``False`` always runs ``F.linear``."""
 
     def __init__(self, *args, sparse_input: bool = True, **kwargs) -> None:
