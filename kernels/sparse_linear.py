@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# When the sparse path pays, from a cost model measured on 2 threads ([3200, 1024] x 1024-wide
-# outputs, float32), in units of the dense GEMM's time per multiply-add: each nonzero input
-# costs PRODUCT_COST per (padded) output column, each input element SCAN_COST to list the
-# nonzeros, each weight element PACK_COST / rows to pack.
+# When the sparse path pays, from a cost model measured on 2 threads (float32; [3200, 1024]
+# inputs, 64-1024 outputs; 32-512 rows for the packing), in units of the dense GEMM's time per
+# multiply-add: each nonzero input costs PRODUCT_COST per (padded) output column, each input
+# element SCAN_COST to list the nonzeros, each weight element PACK_COST / rows to pack.
 PRODUCT_COST = 3.2
 SCAN_COST = 66.0
-PACK_COST = 48.0
+PACK_COST = 32.0
 MARGIN = 0.8  # take the sparse path only where the model says it costs under 80 % of dense
 MIN_WORK = 1 << 22  # rows x in x out below this: the dense product takes well under a millisecond
 _DTYPES = (torch.float32, torch.float64)

@@ -141,17 +141,19 @@ def test_the_cost_model_sends_dense_and_narrow_inputs_to_torch(sparse_calls):
     assert S.relative_cost(0.0, 3200, 20) > S.MARGIN  # a narrow layer never pays
 
 
-@pytest.mark.parametrize("density, n_out, sparse", [
-    # measured on the 2-core machine, [3200, 1024] inputs, ms sparse / dense (docs/kernels.md)
-    (0.15, 1024, True),  # 21.3 / 37.2
-    (0.05, 256, True),  # 5.3 / 10.3
-    (0.15, 256, True),  # 7.1 / 9.5
-    (0.15, 128, False),  # 5.8 / 5.0
-    (0.25, 1024, False),  # 38.9 / 37.2
-    (0.05, 64, False),  # 3.6 / 3.4
+@pytest.mark.parametrize("density, rows, n_out, sparse", [
+    # measured on the 2-core machine, ms sparse / dense under no_grad (docs/kernels.md)
+    (0.15, 3200, 1024, True),  # 21.3 / 37.2
+    (0.05, 3200, 256, True),  # 5.3 / 10.3
+    (0.15, 3200, 256, True),  # 7.1 / 9.5
+    (0.15, 3200, 128, False),  # 5.8 / 5.0
+    (0.25, 3200, 1024, False),  # 38.9 / 37.2
+    (0.05, 3200, 64, False),  # 3.6 / 3.4
+    (0.15, 128, 1024, True),  # 1.89 / 2.71
+    (0.15, 32, 1024, False),  # 0.98 / 1.01: one step of a batch of 32
 ])
-def test_the_cost_model_follows_the_measured_crossovers(density, n_out, sparse):
-    assert (S.relative_cost(density, 3200, n_out) <= S.MARGIN) == sparse
+def test_the_cost_model_follows_the_measured_crossovers(density, rows, n_out, sparse):
+    assert (S.relative_cost(density, rows, n_out) <= S.MARGIN) == sparse
 
 
 def test_small_products_stay_dense(sparse_calls, monkeypatch):
