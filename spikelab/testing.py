@@ -50,7 +50,8 @@ def check_neuron(neuron: Union[type, Callable[..., torch.nn.Module]], *,
             when ``TRITON_INTERPRET=1``; skipped otherwise, and said so in the result).
         resets: the reset modes to check.
         shapes: input shapes ``[T, B, ...]``.
-        input_mean, input_std: the random input's distribution (choose it so the neuron fires).
+        input_mean: the random input's mean (choose it and ``input_std`` so the neuron fires).
+        input_std: the random input's standard deviation.
         state_std: the spread of the random initial states.
         tol: relative float32 tolerance of states and gradients.
         seed: random seed.
