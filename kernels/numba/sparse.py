@@ -9,9 +9,9 @@ weight travels packed in tiles of ``TILE`` output columns, ``wp[t, k, u] = w[t *
 task owns one tile, so the tile stays in L2 while it sweeps the rows, and an inner loop over a
 tile's ``TILE`` columns vectorises.
 
-Measured, 2 threads, ``[3200, 1024] @ [1024, 1024]`` float32: MKL's dense product 41 ms; this
-product 6 ms at 5 % density, 18 ms at 15 %, 35-40 ms at 30 %; the weight gradient 12 ms and
-27 ms against 45 ms. Above about 20 % density the dense product wins (the caller checks).
+Measured, 2 threads, ``[3200, 1024] @ [1024, 1024]`` float32: MKL's dense product 37 ms; this
+product 6.6 ms at 5 % density, 17.7 ms at 15 %, 35-40 ms at 30 %; the weight gradient 12 ms and
+21 ms against 38 ms. Above about 20 % density the dense product wins (the caller checks).
 """
 
 from __future__ import annotations
