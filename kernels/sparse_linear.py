@@ -33,12 +33,19 @@ MIN_WORK = 1 << 22  # rows x in x out below this: the dense product takes well u
 _DTYPES = (torch.float32, torch.float64)
 
 
+def _tiles(n_out: int) -> int:
+    """Column tiles of the packed weight for ``n_out`` outputs (the last one zero-padded)."""
+    from spikelab.kernels.numba.sparse import TILE
+
+    return -(-n_out // TILE)
+
+
 def relative_cost(density: float, rows: int, n_out: int) -> float:
     """The sparse path's modelled time over the dense GEMM's for ``rows`` inputs of this
     ``density`` and ``n_out`` outputs."""
     from spikelab.kernels.numba.sparse import TILE
 
-    padded = -(-n_out // TILE) * TILE
+    padded = _tiles(n_out) * TILE
     return density * PRODUCT_COST * padded / n_out + SCAN_COST / n_out + PACK_COST / rows
 
 
@@ -84,7 +91,7 @@ def _pack(weight: Tensor) -> np.ndarray:
     from spikelab.kernels.numba.sparse import TILE, pack
 
     n, k = weight.shape
-    wp = torch.empty(-(-n // TILE), k, TILE, dtype=weight.dtype).numpy()
+    wp = torch.empty(_tiles(n), k, TILE, dtype=weight.dtype).numpy()
     pack(weight.detach().numpy(), wp)
     return wp
 
@@ -103,7 +110,7 @@ def _weight_grad(rows: tuple, grad_y: Tensor, k: int) -> Tensor:
     from spikelab.kernels.numba.sparse import TILE, weight_grad
 
     n = grad_y.shape[1]
-    tiles = -(-n // TILE)
+    tiles = _tiles(n)
     out = torch.zeros(tiles, k, TILE, dtype=grad_y.dtype)
     weight_grad(*rows, grad_y.numpy(), out.numpy())
     return out.transpose(1, 2).reshape(tiles * TILE, k)[:n].contiguous()

@@ -272,7 +272,7 @@ def test_fill_tasks_in_any_order_write_only_their_own_places(order, rows):
 def test_kernels_run_as_python_stay_in_bounds_and_agree(monkeypatch, rows, k, n):
     """The packing, product and weight-gradient kernels as plain Python: an index past a tile, a
     row or the list raises there (compiled, it would read or write whatever lies next to it)."""
-    for name in ("_fill_task", "_product_tile", "_weight_grad_tile", "pack"):
+    for name in ("_fill_task", "_product_tile", "_weight_grad_tile", "_scatter_rows", "pack"):
         monkeypatch.setattr(K, name, getattr(K, name).py_func)
     monkeypatch.setattr(K, "prange", lambda n: range(n - 1, -1, -1))  # tasks in reverse order
     x = _with_tail_of_empty_rows(rows, k)

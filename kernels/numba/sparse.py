@@ -128,27 +128,26 @@ def product(ptr, idx, val, wp, y):
         _product_tile(ptr, idx, val, wp[t], y, t * TILE, b * ROW_BLOCK, min(R, (b + 1) * ROW_BLOCK), acc)
 
 
+@nb.njit(inline="always", cache=True)
+def _scatter_rows(ptr, idx, val, g, c0, out, width):
+    """``out[k, :width] += x[r, k] * g[r, c0:c0 + width]`` over every nonzero ``x[r, k]``."""
+    for r in range(g.shape[0]):
+        gr = g[r, c0:c0 + width]
+        for p in range(ptr[r], ptr[r + 1]):
+            v = val[p]
+            row = out[idx[p]]
+            for u in range(width):
+                row[u] += v * gr[u]
+
+
 @nb.njit(cache=True, nogil=True, pipeline_class=NoAliasCompiler, fastmath={"contract"})
 def _weight_grad_tile(ptr, idx, val, g, c0, out):
     """``out[k, u] = sum_r x[r, k] * g[r, c0 + u]`` for one tile ``out`` ``[K, TILE]``."""
-    R = g.shape[0]
     w = min(TILE, g.shape[1] - c0)
-    if w == TILE:  # a full tile: the constant trip count unrolls and vectorises
-        for r in range(R):
-            gr = g[r, c0:c0 + TILE]
-            for p in range(ptr[r], ptr[r + 1]):
-                v = val[p]
-                row = out[idx[p]]
-                for u in range(TILE):
-                    row[u] += v * gr[u]
+    if w == TILE:  # a full tile: inlined with the constant width, the loop unrolls and vectorises
+        _scatter_rows(ptr, idx, val, g, c0, out, TILE)
     else:
-        for r in range(R):
-            gr = g[r, c0:c0 + w]
-            for p in range(ptr[r], ptr[r + 1]):
-                v = val[p]
-                row = out[idx[p]]
-                for u in range(w):
-                    row[u] += v * gr[u]
+        _scatter_rows(ptr, idx, val, g, c0, out, w)
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
