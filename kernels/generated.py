@@ -167,7 +167,7 @@ def _empty(shape, dtype: torch.dtype, device: torch.device) -> Tensor:
 
 
 def _numpy(*tensors: Tensor):
-    return tuple(t.detach().numpy() for t in tensors)
+    return tuple(t.detach().numpy() if t.requires_grad else t.numpy() for t in tensors)
 
 
 def backward_chunk(steps: int, num_states: int) -> int:
@@ -482,6 +482,20 @@ def _as_neurons(t: Tensor, order: Optional[tuple[int, ...]]) -> Tensor:
     return t.contiguous() if order is None else t.permute(*order).contiguous()
 
 
+_NO_NOISE_KEY = torch.empty(0, dtype=torch.int64)  # what families without escape noise pass (never written)
+
+
+def _flat(t, shape: torch.Size, m: int, dtype: torch.dtype, device: torch.device,
+          order: Optional[tuple[int, ...]]) -> Tensor:
+    """A state or parameter as one contiguous value per neuron ``[m]`` (broadcast, converted);
+    one already in that form (a stream's states and parameter copies) is only viewed flat."""
+    if (order is None and type(t) is Tensor and t.shape == shape and t.dtype == dtype and t.device == device
+            and t.is_contiguous()):
+        return t.view(m)
+    t = t if torch.is_tensor(t) else torch.tensor(t)
+    return _as_neurons(t.to(device=device, dtype=dtype).expand(shape), order).view(m)
+
+
 def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, reset_mode: str = "subtract",
              reset_value: float = 0.0, detach_reset: bool = False, threshold_robust: bool = False,
              noise_key: Optional[Tensor] = None, trace: Optional[list] = None, block=None):
@@ -509,10 +523,11 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
     cl = block is not None and noise_key is None and _dialect(x.device) == "numba" and channels_last(x)
     order = (0, 2, 3, 1) if cl else None
     xs = x.permute(0, 1, 3, 4, 2).reshape(steps, m) if cl else x.contiguous().view(steps, m)
-    flat = [_as_neurons((t if torch.is_tensor(t) else torch.tensor(t)).to(device=x.device, dtype=dtype)
-                        .expand(shape), order).view(m) for t in states_and_params]
+    flat = [_flat(t, shape, m, dtype, x.device, order) for t in states_and_params]
     stochastic = noise_key is not None
-    key_tensor = noise_key if stochastic else torch.empty(0, dtype=torch.int64)
+    plain = block is None and _plain_call(xs, flat)
+    # a call nobody traces shares one empty key; a traced one makes its own (a graph's input)
+    key_tensor = noise_key if stochastic else _NO_NOISE_KEY if plain else torch.empty(0, dtype=torch.int64)
     if surrogate is not None and not surrogate.in_kernels:
         raise ValueError(f"fused kernels compute only the built-in surrogates, got {surrogate!r}: "
                          "run a surrogate of your own on backend='torch'")
@@ -526,7 +541,7 @@ def sequence(key: str, x: Tensor, *states_and_params: Tensor, surrogate=None, re
         if cl:
             new = [s.view(shape[0], *shape[2:], shape[1]).permute(0, 3, 1, 2) for s in new]
         return out.to(given_dtype), tuple(s.view(shape).to(given_dtype) for s in new), stats
-    if _plain_call(xs, flat):
+    if plain:
         noise, stochastic, reset_code, reset_value, _, robust, _, _ = options  # no surrogate without autograd
         outputs = _forward_outputs(key, xs, flat[:ns], flat[ns:], noise, stochastic, reset_code, reset_value, robust)
     elif _eager_autograd(xs, flat):

@@ -7,6 +7,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 from torch.autograd import forward_ad
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from spikelab import backends
 from spikelab import surrogate as surrogates
@@ -171,6 +172,9 @@ class BaseNeuron(nn.Module):
             )
 
     def _check_device(self, x: torch.Tensor, name: str) -> None:
+        device = x.device
+        if all(p is None or p.device == device for p in (*self._parameters.values(), *self._buffers.values())):
+            return  # the common case, without named_parameters' generators (every step pays this check)
         for pname, p in list(self.named_parameters(recurse=False)) + list(self.named_buffers(recurse=False)):
             if p.device != x.device:
                 raise ValueError(
@@ -279,11 +283,14 @@ class BaseNeuron(nn.Module):
         if type(self).advance is not BaseNeuron.advance:  # a subclass's own functional step
             out, self._state = self.advance(x, self._state)
         else:
-            self._in_step = True
+            # plain attributes written through __dict__: nn.Module.__setattr__ costs microseconds
+            # a call, a sizeable share of a small layer's step
+            self.__dict__["_in_step"] = True
             try:
-                out, self._state = self._run(x.unsqueeze(0), self._state)
+                out, state = self._run(x.unsqueeze(0), self._state)
             finally:
-                self._in_step = False
+                self.__dict__["_in_step"] = False
+            self.__dict__["_state"] = state
             out = out[0]
         self._note_active(out)
         return out
@@ -405,6 +412,23 @@ def beta_from(beta: Optional[ParamLike], tau: Optional[ParamLike], num_channels:
     tau_t = param_tensor(default_tau if tau is None else tau, "tau" if what == "beta" else f"tau ({what})",
                          num_channels, low=1.0)
     return 1.0 - 1.0 / tau_t
+
+
+_ONES: dict = {}
+
+
+def one_like(t: torch.Tensor) -> torch.Tensor:
+    """A 0-d tensor holding 1 in ``t``'s dtype and device, made once per pair (a kernel
+    argument of every step; creating it each time costs as much as a small step's kernel).
+    Shared: never written to."""
+    key = (t.dtype, t.device)
+    one = _ONES.get(key)
+    if one is None:
+        one = torch.ones((), dtype=t.dtype, device=t.device)
+        # a tensor made while compiling or under a dispatch mode may be fake: not kept
+        if not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None and type(one) is torch.Tensor:
+            _ONES[key] = one
+    return one
 
 
 def logit(p: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from spikelab.neurons.base import BaseNeuron, _fmt, ParamLike, beta_from, param_tensor
+from spikelab.neurons.base import BaseNeuron, _fmt, ParamLike, beta_from, one_like, param_tensor
 
 
 class LIF(BaseNeuron):
@@ -38,7 +38,7 @@ class LIF(BaseNeuron):
 
     def _kernel_args(self, ndim: int):
         beta = self._view(self._decay(), ndim)
-        scale = 1.0 - beta if self.decay_input else torch.ones((), dtype=beta.dtype, device=beta.device)
+        scale = 1.0 - beta if self.decay_input else one_like(beta)
         options = dict(self._kwargs(), surrogate=self.surrogate, threshold_robust=self.threshold_robust)
         return (beta, scale, self._view(self.threshold, ndim)), options
 

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from spikelab.neurons.base import BaseNeuron, ParamLike, _fmt, param_tensor
+from spikelab.neurons.base import BaseNeuron, ParamLike, _fmt, one_like, param_tensor
 
 
 class ProbabilisticLIF(BaseNeuron):
@@ -57,7 +57,7 @@ class ProbabilisticLIF(BaseNeuron):
 
     def _kernel_args(self, ndim: int):
         beta = self._view(torch.sigmoid(-self.w), ndim)
-        scale = 1.0 - beta if self.decay_input else torch.ones((), dtype=beta.dtype, device=beta.device)
+        scale = 1.0 - beta if self.decay_input else one_like(beta)
         params = (beta, scale, self._view(self.threshold, ndim), self._view(self.temperature, ndim))
         return params, self._kwargs()
 
