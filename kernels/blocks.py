@@ -333,12 +333,11 @@ def bn_tensors(block: BlockArgs, channels: int, like: Tensor) -> list[Tensor]:
     """``[weight, bias, running_mean, running_var]`` of the block's batch norm (``[]`` without)."""
     if not block.bn:
         return []
-    one, zero = like.new_ones(channels), like.new_zeros(channels)
-    weight = block.weight if block.weight is not None else one
-    bias = block.bias if block.bias is not None else zero
-    mean = block.running_mean if block.running_mean is not None else zero
-    var = block.running_var if block.running_var is not None else one
-    return [weight, bias, mean, var]
+    def given(t: Optional[Tensor], fill: float) -> Tensor:  # made only when absent (each is a launch on a GPU)
+        return t if t is not None else like.new_full((channels,), fill)
+
+    return [given(block.weight, 1.0), given(block.bias, 0.0), given(block.running_mean, 0.0),
+            given(block.running_var, 1.0)]
 
 
 __all__ = ["BlockArgs", "run", "block_forward", "block_backward", "geometry", "pooled_shape", "bn_tensors"]
