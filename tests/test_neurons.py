@@ -442,3 +442,21 @@ def test_repr_names_parameters():
     assert "num_channels=4" in text and "learn_threshold=True" in text and "ATan" in text
     assert "surrogate" not in repr(sl.ProbabilisticLIF())
     assert math.isclose(sl.PLIF(tau=4.0).tau.item(), 4.0, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_shared_unit_scale_first_made_in_inference_mode_still_trains(backend):
+    """LIF's unit input scale is one shared 0-d tensor per dtype and device; made first inside
+    ``torch.inference_mode()``, it must still be a normal tensor that autograd can save."""
+    from spikelab.neurons import base
+
+    base._ONES.clear()
+    neuron = sl.LIF(beta=0.5, backend=backend)
+    with torch.inference_mode():
+        neuron(torch.rand(3, 2, 4))
+        neuron.step(torch.rand(2, 4))
+    assert not base._ONES[(torch.float32, torch.device("cpu"))].is_inference()
+    x = torch.rand(3, 2, 4, requires_grad=True)
+    neuron.reset()
+    neuron(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

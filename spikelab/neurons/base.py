@@ -424,7 +424,8 @@ def one_like(t: torch.Tensor) -> torch.Tensor:
     key = (t.dtype, t.device)
     one = _ONES.get(key)
     if one is None:
-        one = torch.ones((), dtype=t.dtype, device=t.device)
+        with torch.inference_mode(False):  # one made in inference mode could not be saved for a backward
+            one = torch.ones((), dtype=t.dtype, device=t.device)
         # a tensor made while compiling or under a dispatch mode may be fake: not kept
         if not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None and type(one) is torch.Tensor:
             _ONES[key] = one
