@@ -48,7 +48,24 @@ class _Folded(SequenceModule):
         return super().forward(x)  # type: ignore[misc]
 
 
-class Linear(_Folded, nn.Linear):
+class _SparseInputLinear(nn.Linear):
+    """``nn.Linear`` whose product takes the sparse-input path (see :class:`Linear`); the
+    folding around it comes from :class:`_Folded`."""
+
+    def __init__(self, *args, sparse_input: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sparse_input = bool(sparse_input)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "sparse_input", True):  # absent on modules pickled by older versions
+            return sparse_linear.linear(x, self.weight, self.bias)
+        return nn.functional.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if getattr(self, "sparse_input", True) else ", sparse_input=False")
+
+
+class Linear(_Folded, _SparseInputLinear):
     """``nn.Linear`` over ``[T, B, ..., in_features]``.
 
     ``sparse_input=True`` (the default): on CPU, an input that is mostly zeros (spikes from a
@@ -56,25 +73,6 @@ class Linear(_Folded, nn.Linear):
     which visits only the nonzero inputs in the product and the weight gradient, where its cost
     model says that pays (wide layers; see docs/kernels.md); other inputs run ``F.linear``. The
     values are the same within float rounding; ``False`` always runs ``F.linear``."""
-
-    def __init__(self, *args, sparse_input: bool = True, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.sparse_input = bool(sparse_input)
-
-    def _linear(self, x: torch.Tensor) -> torch.Tensor:
-        if getattr(self, "sparse_input", True):
-            return sparse_linear.linear(x, self.weight, self.bias)
-        return nn.functional.linear(x, self.weight, self.bias)
-
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        check_float_tensor(x_seq, f"{type(self).__name__} input", 3, self.seq_layout)
-        return self._linear(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
-
-    def step(self, x: torch.Tensor) -> torch.Tensor:
-        return self._linear(x)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + ("" if getattr(self, "sparse_input", True) else ", sparse_input=False")
 
 
 class Conv1d(_Folded, nn.Conv1d):

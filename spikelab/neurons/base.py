@@ -172,11 +172,10 @@ class BaseNeuron(nn.Module):
             )
 
     def _check_device(self, x: torch.Tensor, name: str) -> None:
-        device = x.device
-        if all(p is None or p.device == device for p in (*self._parameters.values(), *self._buffers.values())):
-            return  # the common case, without named_parameters' generators (every step pays this check)
-        for pname, p in list(self.named_parameters(recurse=False)) + list(self.named_buffers(recurse=False)):
-            if p.device != x.device:
+        # the module's own tensors read directly: named_parameters' generators cost more than a
+        # small layer's step, and every step pays this check
+        for pname, p in (*self._parameters.items(), *self._buffers.items()):
+            if p is not None and p.device != x.device:
                 raise ValueError(
                     f"{name}: {type(self).__name__} got input on {x.device} but its {pname!r} is on {p.device}; "
                     f"move the model with .to({str(x.device)!r}) (or the input to {str(p.device)!r})"
