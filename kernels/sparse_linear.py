@@ -65,25 +65,28 @@ def _eligible(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
     return x.numel() * n >= MIN_WORK and x.numel() > 0
 
 
-def _nonzeros(x2: Tensor, n_out: int) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The row-wise nonzero list of ``x2`` ``[R, K]``, or ``None`` where it would not pay for
+def _nonzeros(x2: Tensor, n_out: int) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+    """The row-wise nonzero list of ``x2`` ``[R, K]`` (``ptr``, ``idx``, ``val``, ``binary``:
+    ``val`` is empty where every nonzero is 1), or ``None`` where it would not pay for
     ``n_out`` outputs (:func:`relative_cost`)."""
-    from spikelab.kernels.numba.sparse import fill_rows, row_counts
+    from spikelab.kernels.numba.sparse import count_blocks, fill_rows, row_counts
 
     R, K = x2.shape
     if relative_cost(0.0, R, n_out) > MARGIN:
         return None  # too few outputs (or rows) to pay even for an all-zero input
     xn = x2.detach().numpy()
     ptr = np.zeros(R + 1, np.int64)
-    row_counts(xn, ptr)
+    graded = np.empty(count_blocks(R), np.int64)
+    row_counts(xn, ptr, graded)
     np.cumsum(ptr, out=ptr)
     nnz = int(ptr[-1])
     if relative_cost(nnz / (R * K), R, n_out) > MARGIN:
         return None
+    binary = not graded.any()
     idx = np.empty(nnz, np.int32)
-    val = np.empty(nnz, xn.dtype)
-    fill_rows(xn, ptr, idx, val)
-    return ptr, idx, val
+    val = np.empty(0 if binary else nnz, xn.dtype)
+    fill_rows(xn, ptr, idx, val, binary)
+    return ptr, idx, val, binary
 
 
 def _pack(weight: Tensor) -> np.ndarray:
@@ -121,8 +124,8 @@ class SparseLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x2: Tensor, weight: Tensor, bias: Optional[Tensor], rows: tuple) -> Tensor:
-        ctx.k, ctx.has_bias = x2.shape[1], bias is not None
-        ctx.save_for_backward(weight, *(torch.from_numpy(a) for a in rows))  # freed after backward
+        ctx.k, ctx.has_bias, ctx.binary = x2.shape[1], bias is not None, rows[3]
+        ctx.save_for_backward(weight, *(torch.from_numpy(a) for a in rows[:3]))  # freed after backward
         return _product(rows, weight, bias, x2.shape[0])
 
     @staticmethod
@@ -131,7 +134,8 @@ class SparseLinear(torch.autograd.Function):
         weight, *rows = ctx.saved_tensors
         grad_y = grad_y.contiguous()
         gx = grad_y @ weight if ctx.needs_input_grad[0] else None
-        gw = _weight_grad([a.numpy() for a in rows], grad_y, ctx.k) if ctx.needs_input_grad[1] else None
+        gw = (_weight_grad((*(a.numpy() for a in rows), ctx.binary), grad_y, ctx.k)
+              if ctx.needs_input_grad[1] else None)
         gb = grad_y.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None
 

@@ -224,75 +224,102 @@ def test_double_backward_is_refused_not_wrong(always_sparse):
 
 # ----- the kernels on their own -------------------------------------------------------------------
 
-def test_nonzero_lists_are_exact(always_sparse):
-    x = _spikes((300, 77), 0.3, graded=True)
+@pytest.mark.parametrize("graded", [True, False])
+def test_nonzero_lists_are_exact(always_sparse, graded):
+    x = _spikes((1100, 77), 0.3, graded=graded)
     x[5] = 0  # an empty row inside a task, and rows ending a task (64 rows each)
-    x[63, -1] = 1.5
-    ptr, idx, val = S._nonzeros(x, 10 ** 6)
-    _check_list(x, ptr, idx, val)
+    x[63, -1] = 1.5 if graded else 1.0
+    ptr, idx, val, binary = S._nonzeros(x, 10 ** 6)
+    assert binary is not graded and val.shape == ((0,) if binary else idx.shape)
+    _check_list(x, ptr, idx, val, binary)
+
+
+@pytest.mark.parametrize("value", [2.0, -1.0, 0.5, float("nan"), float("inf")])
+def test_one_value_other_than_one_in_any_block_keeps_the_values(always_sparse, value):
+    """Binary means every nonzero is exactly 1: one other value anywhere (here in the last of
+    three count blocks) and the list keeps the values."""
+    x = _spikes((2 * K.ROW_BLOCK + 7, 50), 0.2)
+    assert S._nonzeros(x, 10 ** 6)[3] is True
+    x[-1, 3] = value
+    ptr, idx, val, binary = S._nonzeros(x, 10 ** 6)
+    assert binary is False and val.shape == idx.shape
+    last = slice(ptr[-2], ptr[-1])
+    got = val[last][idx[last].tolist().index(3)]
+    assert got == value or (np.isnan(got) and np.isnan(value))
+    assert set(np.delete(val, ptr[-2] + idx[last].tolist().index(3)).tolist()) == {1.0}
 
 
 def _listed(x: torch.Tensor):
     """The nonzero list of ``x`` from the kernels, in whatever form they are patched to."""
     xn = x.numpy()
     ptr = np.zeros(x.shape[0] + 1, np.int64)
-    K.row_counts.py_func(xn, ptr)
+    graded = np.empty(K.count_blocks(x.shape[0]), np.int64)
+    K.row_counts.py_func(xn, ptr, graded)
     np.cumsum(ptr, out=ptr)
-    return ptr, np.empty(ptr[-1], np.int32), np.empty(ptr[-1], xn.dtype)
+    binary = not graded.any()
+    return ptr, np.empty(ptr[-1], np.int32), np.empty(0 if binary else ptr[-1], xn.dtype), binary
 
 
-def _check_list(x, ptr, idx, val):
+def _check_list(x, ptr, idx, val, binary):
     for r in range(x.shape[0]):
         cols = torch.nonzero(x[r]).flatten()
         assert idx[ptr[r]:ptr[r + 1]].tolist() == cols.tolist()
-        assert val[ptr[r]:ptr[r + 1]].tolist() == x[r, cols].tolist()
+        if binary:
+            assert (x[r, cols] == 1).all()
+        else:
+            assert val[ptr[r]:ptr[r + 1]].tolist() == x[r, cols].tolist()
 
 
-def _with_tail_of_empty_rows(rows, k):
-    x = _spikes((rows, k), 0.3, torch.float64, graded=True)
+def _with_tail_of_empty_rows(rows, k, graded=True):
+    x = _spikes((rows, k), 0.3, torch.float64, graded=graded)
     x[40:64] = 0  # the first task's last rows: nothing after them in their task
     x[-5:] = 0  # and the last task's
     return x
 
 
+@pytest.mark.parametrize("graded", [True, False])
 @pytest.mark.parametrize("order", [1, -1])
 @pytest.mark.parametrize("rows", [2, 64, 130, 200])
-def test_fill_tasks_in_any_order_write_only_their_own_places(order, rows):
+def test_fill_tasks_in_any_order_write_only_their_own_places(order, rows, graded):
     """Tasks run concurrently: each may write only its rows' places. Run one after another in
     either order, as plain Python (NumPy checks every index), the list must come out exact."""
-    for x in (_with_tail_of_empty_rows(rows, 9), torch.zeros(rows, 9, dtype=torch.float64)):
-        ptr, idx, val = _listed(x)
+    for x in (_with_tail_of_empty_rows(rows, 9, graded), torch.zeros(rows, 9, dtype=torch.float64)):
+        ptr, idx, val, binary = _listed(x)
+        assert binary is (not graded or not x.any())
         starts = list(range(0, rows, K.FILL_BLOCK))[::order]
         for r0 in starts:
-            K._fill_task.py_func(x.numpy(), ptr, idx, val, r0, min(rows, r0 + K.FILL_BLOCK))
-        _check_list(x, ptr, idx, val)
+            K._fill_task.py_func(x.numpy(), ptr, idx, val, binary, r0, min(rows, r0 + K.FILL_BLOCK))
+        _check_list(x, ptr, idx, val, binary)
 
 
+@pytest.mark.parametrize("graded", [True, False])
 @pytest.mark.parametrize("rows, k, n", [(130, 9, 70), (64, 5, 64), (3, 4, 1), (600, 7, 130)])
-def test_kernels_run_as_python_stay_in_bounds_and_agree(monkeypatch, rows, k, n):
+def test_kernels_run_as_python_stay_in_bounds_and_agree(monkeypatch, rows, k, n, graded):
     """The packing, product and weight-gradient kernels as plain Python: an index past a tile, a
     row or the list raises there (compiled, it would read or write whatever lies next to it)."""
-    for name in ("_fill_task", "_product_tile", "_weight_grad_tile", "_scatter_rows", "pack"):
+    for name in ("_fill_task", "_product_tile", "_weight_grad_tile", "_scatter_rows", "pack", "count_blocks"):
         monkeypatch.setattr(K, name, getattr(K, name).py_func)
     monkeypatch.setattr(K, "prange", lambda n: range(n - 1, -1, -1))  # tasks in reverse order
-    x = _with_tail_of_empty_rows(rows, k)
-    ptr, idx, val = _listed(x)
-    K.fill_rows.py_func(x.numpy(), ptr, idx, val)
-    _check_list(x, ptr, idx, val)
+    x = _with_tail_of_empty_rows(rows, k, graded)
+    ptr, idx, val, binary = _listed(x)
+    assert binary is (not graded or not x.any())
+    K.fill_rows.py_func(x.numpy(), ptr, idx, val, binary)
+    _check_list(x, ptr, idx, val, binary)
     weight = torch.randn(n, k, dtype=torch.float64)
     y = torch.empty(rows, n, dtype=torch.float64)
-    K.product.py_func(ptr, idx, val, S._pack(weight), y.numpy())
+    K.product.py_func(ptr, idx, val, binary, S._pack(weight), y.numpy())
     torch.testing.assert_close(y, x @ weight.t(), **TOL[torch.float64])
     g = torch.randn(rows, n, dtype=torch.float64)
     tiles = -(-n // K.TILE)
     out = torch.zeros(tiles, k, K.TILE, dtype=torch.float64)
-    K.weight_grad.py_func(ptr, idx, val, g.numpy(), out.numpy())
+    K.weight_grad.py_func(ptr, idx, val, binary, g.numpy(), out.numpy())
     torch.testing.assert_close(out.transpose(1, 2).reshape(-1, k)[:n], g.t() @ x, **TOL[torch.float64])
     assert not out.transpose(1, 2).reshape(-1, k)[n:].any()  # the padding columns stay zero
 
 
-def test_weight_gradient_kernel_partial_tile():
-    x = _spikes((200, 50), 0.2, graded=True)
+@pytest.mark.parametrize("graded", [True, False])
+def test_weight_gradient_kernel_partial_tile(graded):
+    x = _spikes((200, 50), 0.2, graded=graded)
     g = torch.randn(200, K.TILE + 7)
     rows = _listed(x)
     K.fill_rows(x.numpy(), *rows)

@@ -2,7 +2,10 @@
 is zero (spikes, 5-20 % of them ones), visiting only the nonzeros.
 
 ``x`` ``[R, K]`` is first listed row by row (CSR: ``ptr``, column ``idx``, value ``val``); the
-values are kept, so any input gives the dense product's result, within float rounding. The
+values are kept, so any input gives the dense product's result, within float rounding. Spikes
+are binary: where every nonzero is exactly 1 (:func:`row_counts` tells), the list holds the
+columns only (``val`` is empty and ``binary`` true), which halves what the listing writes and
+what a training step keeps, and the products add weight rows instead of scaling them. The
 weight travels packed in tiles of ``TILE`` output columns, ``wp[t, k, u] = w[t * TILE + u, k]``
 (zero-padded): a tile's rows then lie next to each other in memory, where the rows of a plain
 ``w.T`` sit a page apart and evict each other from the L2 cache (measured: 1.6x slower). A
@@ -27,22 +30,35 @@ ROW_BLOCK = 512  # rows per forward task, so narrow outputs still use every thre
 FILL_BLOCK = 64  # rows per task listing the nonzeros
 
 
+@nb.njit(cache=True)
+def count_blocks(rows: int) -> int:
+    """Length of :func:`row_counts`' ``graded`` array for ``rows`` rows."""
+    return (rows + ROW_BLOCK - 1) // ROW_BLOCK
+
+
 @nb.njit(parallel=True, cache=True, nogil=True)
-def row_counts(x, ptr):
-    """``ptr[r + 1]`` = nonzeros in row ``r`` of ``x`` (``ptr[0]`` is left as it is)."""
+def row_counts(x, ptr, graded):
+    """``ptr[r + 1]`` = nonzeros in row ``r`` of ``x`` (``ptr[0]`` is left as it is);
+    ``graded[b]`` = nonzeros other than exactly 1 in rows ``b * ROW_BLOCK:(b + 1) * ROW_BLOCK``
+    (all zero: ``x`` is binary)."""
     R, K = x.shape
-    nblocks = (R + ROW_BLOCK - 1) // ROW_BLOCK
-    for b in prange(nblocks):
+    for b in prange(count_blocks(R)):
+        g = 0
         for r in range(b * ROW_BLOCK, min(R, (b + 1) * ROW_BLOCK)):
             row = x[r]
             c = 0
+            ones = 0
             for k in range(K):
-                c += row[k] != 0
+                v = row[k]
+                c += v != 0
+                ones += v == 1
             ptr[r + 1] = c
+            g += c - ones
+        graded[b] = g
 
 
 @nb.njit(cache=True, nogil=True, pipeline_class=NoAliasCompiler)
-def _fill_task(x, ptr, idx, val, r0, r1):
+def _fill_task(x, ptr, idx, val, binary, r0, r1):
     """Rows ``r0:r1`` of :func:`fill_rows`: their places ``ptr[r0]:ptr[r1]`` and no other.
 
     Branch-free where it is safe: every element is written at the next free place, which only
@@ -60,8 +76,13 @@ def _fill_task(x, ptr, idx, val, r0, r1):
                 v = row[k]
                 if v != 0:
                     idx[p] = k
-                    val[p] = v
+                    if not binary:
+                        val[p] = v
                     p += 1
+        elif binary:  # the columns only (2.5x faster than with the values, measured)
+            for k in range(K):
+                idx[p] = k
+                p += row[k] != 0
         else:
             for k in range(K):
                 v = row[k]
@@ -71,13 +92,14 @@ def _fill_task(x, ptr, idx, val, r0, r1):
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def fill_rows(x, ptr, idx, val):
-    """The nonzeros of ``x`` row by row: columns into ``idx``, values into ``val``, row ``r``
-    at ``ptr[r]:ptr[r + 1]`` (``ptr`` the running sum of :func:`row_counts`)."""
+def fill_rows(x, ptr, idx, val, binary):
+    """The nonzeros of ``x`` row by row: columns into ``idx``, values into ``val`` (untouched
+    when ``binary``: every nonzero is 1), row ``r`` at ``ptr[r]:ptr[r + 1]`` (``ptr`` the
+    running sum of :func:`row_counts`)."""
     R = x.shape[0]
     nblocks = (R + FILL_BLOCK - 1) // FILL_BLOCK
     for b in prange(nblocks):
-        _fill_task(x, ptr, idx, val, b * FILL_BLOCK, min(R, (b + 1) * FILL_BLOCK))
+        _fill_task(x, ptr, idx, val, binary, b * FILL_BLOCK, min(R, (b + 1) * FILL_BLOCK))
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
@@ -99,24 +121,30 @@ def pack(w, wp):
 
 
 @nb.njit(cache=True, nogil=True, pipeline_class=NoAliasCompiler, fastmath={"contract"})
-def _product_tile(ptr, idx, val, wt, y, c0, r0, r1, acc):
+def _product_tile(ptr, idx, val, binary, wt, y, c0, r0, r1, acc):
     """Rows ``r0:r1`` of ``y[:, c0:c0 + w]`` from one packed weight tile ``wt`` ``[K, TILE]``."""
     w = min(TILE, y.shape[1] - c0)
     for r in range(r0, r1):
         for u in range(TILE):
             acc[u] = 0
-        for p in range(ptr[r], ptr[r + 1]):
-            v = val[p]
-            row = wt[idx[p]]
-            for u in range(TILE):
-                acc[u] += v * row[u]
+        if binary:
+            for p in range(ptr[r], ptr[r + 1]):
+                row = wt[idx[p]]
+                for u in range(TILE):
+                    acc[u] += row[u]
+        else:
+            for p in range(ptr[r], ptr[r + 1]):
+                v = val[p]
+                row = wt[idx[p]]
+                for u in range(TILE):
+                    acc[u] += v * row[u]
         out = y[r]
         for u in range(w):
             out[c0 + u] = acc[u]
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def product(ptr, idx, val, wp, y):
+def product(ptr, idx, val, binary, wp, y):
     """``y = x @ w.T`` from ``x``'s nonzeros and the packed weight ``wp`` ``[tiles, K, TILE]``."""
     R = y.shape[0]
     ntiles = wp.shape[0]
@@ -125,37 +153,43 @@ def product(ptr, idx, val, wp, y):
         t = task // nblocks
         b = task % nblocks
         acc = np.empty(TILE, y.dtype)
-        _product_tile(ptr, idx, val, wp[t], y, t * TILE, b * ROW_BLOCK, min(R, (b + 1) * ROW_BLOCK), acc)
+        _product_tile(ptr, idx, val, binary, wp[t], y, t * TILE, b * ROW_BLOCK, min(R, (b + 1) * ROW_BLOCK), acc)
 
 
 @nb.njit(inline="always", cache=True)
-def _scatter_rows(ptr, idx, val, g, c0, out, width):
+def _scatter_rows(ptr, idx, val, binary, g, c0, out, width):
     """``out[k, :width] += x[r, k] * g[r, c0:c0 + width]`` over every nonzero ``x[r, k]``."""
     for r in range(g.shape[0]):
         gr = g[r, c0:c0 + width]
-        for p in range(ptr[r], ptr[r + 1]):
-            v = val[p]
-            row = out[idx[p]]
-            for u in range(width):
-                row[u] += v * gr[u]
+        if binary:
+            for p in range(ptr[r], ptr[r + 1]):
+                row = out[idx[p]]
+                for u in range(width):
+                    row[u] += gr[u]
+        else:
+            for p in range(ptr[r], ptr[r + 1]):
+                v = val[p]
+                row = out[idx[p]]
+                for u in range(width):
+                    row[u] += v * gr[u]
 
 
 @nb.njit(cache=True, nogil=True, pipeline_class=NoAliasCompiler, fastmath={"contract"})
-def _weight_grad_tile(ptr, idx, val, g, c0, out):
+def _weight_grad_tile(ptr, idx, val, binary, g, c0, out):
     """``out[k, u] = sum_r x[r, k] * g[r, c0 + u]`` for one tile ``out`` ``[K, TILE]``."""
     w = min(TILE, g.shape[1] - c0)
     if w == TILE:  # a full tile: inlined with the constant width, the loop unrolls and vectorises
-        _scatter_rows(ptr, idx, val, g, c0, out, TILE)
+        _scatter_rows(ptr, idx, val, binary, g, c0, out, TILE)
     else:
-        _scatter_rows(ptr, idx, val, g, c0, out, w)
+        _scatter_rows(ptr, idx, val, binary, g, c0, out, w)
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def weight_grad(ptr, idx, val, g, out):
+def weight_grad(ptr, idx, val, binary, g, out):
     """The weight gradient ``g.T @ x``, packed like the weight: ``out`` ``[tiles, K, TILE]``,
     zero on entry."""
     for t in prange(out.shape[0]):
-        _weight_grad_tile(ptr, idx, val, g, t * TILE, out[t])
+        _weight_grad_tile(ptr, idx, val, binary, g, t * TILE, out[t])
 
 
-__all__ = ["TILE", "row_counts", "fill_rows", "pack", "product", "weight_grad"]
+__all__ = ["TILE", "count_blocks", "row_counts", "fill_rows", "pack", "product", "weight_grad"]
