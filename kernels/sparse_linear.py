@@ -100,12 +100,16 @@ def _pack(weight: Tensor) -> np.ndarray:
 
 
 def _product(rows: tuple, weight: Tensor, bias: Optional[Tensor], nrows: int) -> Tensor:
-    from spikelab.kernels.numba.sparse import product
+    import numba
 
-    y = torch.empty(nrows, weight.shape[0], dtype=weight.dtype)
-    product(*rows, _pack(weight), y.numpy())
+    from spikelab.kernels.numba.sparse import TILE, product
+
+    n = weight.shape[0]
+    bp = torch.zeros(_tiles(n) * TILE, dtype=weight.dtype)
     if bias is not None:
-        y += bias.detach()
+        bp[:n] = bias.detach()
+    y = torch.empty(nrows, n, dtype=weight.dtype)
+    product(*rows, _pack(weight), bp.view(-1, TILE).numpy(), y.numpy(), numba.get_num_threads())
     return y
 
 

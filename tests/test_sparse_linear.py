@@ -307,10 +307,14 @@ def test_kernels_run_as_python_stay_in_bounds_and_agree(monkeypatch, rows, k, n,
     _check_list(x, ptr, idx, val, binary)
     weight = torch.randn(n, k, dtype=torch.float64)
     y = torch.empty(rows, n, dtype=torch.float64)
-    K.product.py_func(ptr, idx, val, binary, S._pack(weight), y.numpy())
-    torch.testing.assert_close(y, x @ weight.t(), **TOL[torch.float64])
+    bias = torch.randn(n, dtype=torch.float64)
+    bp = torch.zeros(tiles := -(-n // K.TILE), K.TILE, dtype=torch.float64)
+    bp.view(-1)[:n] = bias
+    for threads in (1, 2, 3, 64):  # rows in parts, one per thread: every (tile, row block) once
+        y.fill_(float("nan"))
+        K.product.py_func(ptr, idx, val, binary, S._pack(weight), bp.numpy(), y.numpy(), threads)
+        torch.testing.assert_close(y, x @ weight.t() + bias, **TOL[torch.float64])
     g = torch.randn(rows, n, dtype=torch.float64)
-    tiles = -(-n // K.TILE)
     out = torch.zeros(tiles, k, K.TILE, dtype=torch.float64)
     K.weight_grad.py_func(ptr, idx, val, binary, g.numpy(), out.numpy())
     torch.testing.assert_close(out.transpose(1, 2).reshape(-1, k)[:n], g.t() @ x, **TOL[torch.float64])

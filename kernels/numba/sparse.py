@@ -26,7 +26,8 @@ from numba import prange
 from spikelab.kernels.numba.common import NoAliasCompiler
 
 TILE = 64  # output columns per task: one weight tile (K x 64 floats) fits the L2 cache
-ROW_BLOCK = 512  # rows per forward task, so narrow outputs still use every thread
+ROW_BLOCK = 512  # rows per counting task
+PRODUCT_BLOCK = 128  # rows per product task (measured: 128 beat 64 and 512)
 FILL_BLOCK = 64  # rows per task listing the nonzeros
 
 
@@ -121,12 +122,13 @@ def pack(w, wp):
 
 
 @nb.njit(cache=True, nogil=True, pipeline_class=NoAliasCompiler, fastmath={"contract"})
-def _product_tile(ptr, idx, val, binary, wt, y, c0, r0, r1, acc):
-    """Rows ``r0:r1`` of ``y[:, c0:c0 + w]`` from one packed weight tile ``wt`` ``[K, TILE]``."""
+def _product_tile(ptr, idx, val, binary, wt, bt, y, c0, r0, r1, acc):
+    """Rows ``r0:r1`` of ``y[:, c0:c0 + w]`` from one packed weight tile ``wt`` ``[K, TILE]``
+    and its bias ``bt`` ``[TILE]``."""
     w = min(TILE, y.shape[1] - c0)
     for r in range(r0, r1):
         for u in range(TILE):
-            acc[u] = 0
+            acc[u] = bt[u]
         if binary:
             for p in range(ptr[r], ptr[r + 1]):
                 row = wt[idx[p]]
@@ -144,16 +146,28 @@ def _product_tile(ptr, idx, val, binary, wt, y, c0, r0, r1, acc):
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def product(ptr, idx, val, binary, wp, y):
-    """``y = x @ w.T`` from ``x``'s nonzeros and the packed weight ``wp`` ``[tiles, K, TILE]``."""
+def product(ptr, idx, val, binary, wp, bp, y, threads):
+    """``y = x @ w.T + b`` from ``x``'s nonzeros, the packed weight ``wp`` ``[tiles, K, TILE]``
+    and the packed bias ``bp`` ``[tiles, TILE]`` (zeros for none): the sums start from the
+    bias, so the output is written once (no second pass adding it).
+
+    The rows are split into one part per thread (``threads``: Numba's count), and each part
+    sweeps the tiles in the same order (``prange`` hands each thread one contiguous run of tasks): the threads work on the
+    same weight tile at about the same time, so one copy of it serves both where the cores share
+    their L2 cache (measured on the 2-core machine: 8-10 % faster than one tile per thread)."""
     R = y.shape[0]
     ntiles = wp.shape[0]
-    nblocks = (R + ROW_BLOCK - 1) // ROW_BLOCK
-    for task in prange(ntiles * nblocks):
-        t = task // nblocks
-        b = task % nblocks
-        acc = np.empty(TILE, y.dtype)
-        _product_tile(ptr, idx, val, binary, wp[t], y, t * TILE, b * ROW_BLOCK, min(R, (b + 1) * ROW_BLOCK), acc)
+    nblocks = (R + PRODUCT_BLOCK - 1) // PRODUCT_BLOCK
+    parts = max(1, min(threads, nblocks))
+    per_part = (nblocks + parts - 1) // parts
+    for task in prange(parts * ntiles * per_part):
+        part = task // (ntiles * per_part)
+        t = task // per_part % ntiles
+        b = part * per_part + task % per_part
+        if b < nblocks:
+            acc = np.empty(TILE, y.dtype)
+            _product_tile(ptr, idx, val, binary, wp[t], bp[t], y, t * TILE, b * PRODUCT_BLOCK,
+                          min(R, (b + 1) * PRODUCT_BLOCK), acc)
 
 
 @nb.njit(inline="always", cache=True)
