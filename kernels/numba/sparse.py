@@ -80,7 +80,7 @@ def _fill_task(x, ptr, idx, val, binary, r0, r1):
                     if not binary:
                         val[p] = v
                     p += 1
-        elif binary:  # the columns only (2.5x faster than with the values, measured)
+        elif binary:  # the columns only (measured: the listing 4.6 -> 3.9 ms on [3200, 1024])
             for k in range(K):
                 idx[p] = k
                 p += row[k] != 0
@@ -152,9 +152,10 @@ def product(ptr, idx, val, binary, wp, bp, y, threads):
     bias, so the output is written once (no second pass adding it).
 
     The rows are split into one part per thread (``threads``: Numba's count), and each part
-    sweeps the tiles in the same order (``prange`` hands each thread one contiguous run of tasks): the threads work on the
-    same weight tile at about the same time, so one copy of it serves both where the cores share
-    their L2 cache (measured on the 2-core machine: 8-10 % faster than one tile per thread)."""
+    sweeps the tiles in the same order (``prange`` hands each thread one contiguous run of
+    tasks): the threads work on the same weight tile at about the same time, so one copy of it
+    serves both where the cores share their L2 cache (measured on the 2-core machine: the MLP's
+    inference 8 % faster than with one tile per thread)."""
     R = y.shape[0]
     ntiles = wp.shape[0]
     nblocks = (R + PRODUCT_BLOCK - 1) // PRODUCT_BLOCK
