@@ -351,3 +351,19 @@ def test_layer_matches_its_dense_twin_and_keeps_its_state_dict(sparse_calls):
                                    rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="Linear input"):
         layer(torch.zeros(3, 1024))
+
+
+@pytest.mark.parametrize("graded", [False, True])
+def test_training_keeps_the_columns_of_spikes_and_the_values_of_graded_inputs(always_sparse, graded):
+    """What the backward keeps: the weight and the list; for spikes the columns only (4 bytes
+    per nonzero), for graded inputs the values too."""
+    x = _spikes((400, 256), 0.1, graded=graded)
+    weight = torch.randn(96, 256, requires_grad=True)
+    y = S.linear(x, weight)
+    kept_weight, ptr, idx, val = y.grad_fn.saved_tensors
+    nnz = int((x != 0).sum())
+    assert kept_weight is weight or torch.equal(kept_weight, weight)
+    assert ptr.shape == (401,) and idx.shape == (nnz,) and idx.dtype == torch.int32
+    assert val.shape == ((nnz,) if graded else (0,))
+    y.sum().backward()
+    torch.testing.assert_close(weight.grad, torch.ones(400, 96).t() @ x, rtol=1e-5, atol=1e-4)
